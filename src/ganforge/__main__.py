@@ -1,0 +1,3 @@
+from ganforge.cli import app
+
+app(prog_name="ganforge")

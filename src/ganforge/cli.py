@@ -1,0 +1,61 @@
+"""The ``ganforge`` command line: thin typer commands over library calls.
+
+Each command parses its flags, calls one library function and turns a ``GanforgeError`` into one
+line on stderr and exit code 2. Heavy imports (torch, pyarrow, mlflow) happen inside commands so
+that ``ganforge --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import typer
+
+from ganforge.errors import GanforgeError
+
+app = typer.Typer(
+    name="ganforge",
+    help="Train, evaluate, audit and ship GAN image generators: ingest -> train -> evaluate/audit -> register.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def user_errors(fn):
+    """Turn ``GanforgeError`` (and config validation errors) into one line on stderr, exit 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from pydantic import ValidationError
+
+        try:
+            return fn(*args, **kwargs)
+        except GanforgeError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except ValidationError as exc:
+            typer.echo(f"error: {one_line_validation_error(exc)}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def one_line_validation_error(exc) -> str:
+    """Pydantic's multi-line report as one line: ``--flag-name: problem; ...``."""
+    parts = []
+    for err in exc.errors():
+        loc = "--" + "-".join(str(x) for x in err["loc"]).replace("_", "-") if err["loc"] else "config"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+# Command groups, one module each; each module's ``register(app)`` adds its commands.
+from ganforge import cli_data  # noqa: E402
+
+cli_data.register(app)
+
+
+def main() -> None:  # pragma: no cover - console entry for `python -m ganforge`
+    sys.exit(app())

@@ -1,0 +1,9 @@
+"""The one exception type for user mistakes.
+
+Entry points (CLI commands, KFP components) turn a ``GanforgeError`` into a one-line message and a
+non-zero exit; anything else is a programmer error and keeps its traceback.
+"""
+
+
+class GanforgeError(Exception):
+    """A problem the user can fix: the message names the problem and the fix, on one line."""
