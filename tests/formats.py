@@ -1,0 +1,208 @@
+"""Writers of small but *real* on-disk dataset formats, for tests.
+
+Each writer produces the bytes the real distribution has (IDX magic numbers, astroNN's HDF5 layout,
+PNG/JPEG files in class folders), seeded, so a source opened on them can be checked pixel for pixel.
+Plain functions, no pytest fixtures: any test module can import them (``import formats`` with
+``tests/`` on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+# IDX magic: two zero bytes, the element type (0x08 = unsigned byte) and the number of dimensions.
+IDX_IMAGES_MAGIC = 0x00000803
+IDX_LABELS_MAGIC = 0x00000801
+
+TORCHVISION_DATASETS = ("MNIST", "FashionMNIST", "KMNIST")
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Encode a uint8 array of rank 1 or 3 in the IDX format (big-endian dimension sizes)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = struct.pack(">I", 0x00000800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.tobytes()
+
+
+def write_torchvision_idx(
+    root: str | Path,
+    dataset: str = "MNIST",
+    n_train: int = 20,
+    n_test: int = 10,
+    seed: int = 0,
+    compressed: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Write the four IDX files where torchvision 0.29 looks for them: ``root/<dataset>/raw/``.
+
+    Offline, torchvision reads only the uncompressed files (``train-images-idx3-ubyte`` ...);
+    ``compressed=True`` writes only the ``.gz`` archives instead, as they are distributed, which
+    torchvision does not read without ``download=True``.
+
+    Args:
+        root: the torchvision root.
+        dataset: ``MNIST``, ``FashionMNIST`` or ``KMNIST`` (the torchvision class name).
+        n_train: images in the train split.
+        n_test: images in the test split.
+        seed: seeds images and labels.
+        compressed: write ``*.gz`` only.
+
+    Returns:
+        (train_images (n_train, 28, 28) uint8, train_labels (n_train,) uint8, test_images, test_labels).
+    """
+    if dataset not in TORCHVISION_DATASETS:
+        raise ValueError(f"dataset must be one of {TORCHVISION_DATASETS}, not {dataset!r}")
+    rng = np.random.default_rng(seed)
+    raw = Path(root) / dataset / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    out = []
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = _patterned(rng, (n, 28, 28))
+        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
+            data = idx_bytes(array)
+            name = f"{prefix}-{kind}-ubyte"
+            if compressed:
+                (raw / f"{name}.gz").write_bytes(gzip.compress(data))
+            else:
+                (raw / name).write_bytes(data)
+        out += [images, labels]
+    return tuple(out)
+
+
+def write_galaxy10_h5(
+    path: str | Path, n: int = 8, seed: int = 0, size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """Write an HDF5 file in astroNN's Galaxy10 DECals layout.
+
+    ``images`` (n, size, size, 3) uint8 and ``ans`` (n,) uint8, plus the ``ra``/``dec``/``redshift``/
+    ``pxscale`` columns the real file also carries. The real file has ``size=256``.
+
+    Args:
+        path: the file to write (parent folders are created).
+        n: number of galaxies.
+        seed: seeds images and labels.
+        size: image side in pixels; smaller than 256 only to keep tests fast.
+
+    Returns:
+        (images, labels) exactly as written.
+    """
+    import h5py
+
+    rng = np.random.default_rng(seed)
+    images = _patterned(rng, (n, size, size, 3))
+    labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("images", data=images)
+        f.create_dataset("ans", data=labels)
+        for column in ("ra", "dec", "redshift", "pxscale"):
+            f.create_dataset(column, data=rng.random(n))
+    return images, labels
+
+
+class WrittenImage(NamedTuple):
+    """One file written by ``write_image_folder``.
+
+    Attributes:
+        label: index of its class in the sorted class names.
+        class_name: its class folder's name.
+        pixels: what the folder source should return, (H, W, C) uint8, C = 1 for grey modes else 3; for
+            a lossy file (JPEG) the pixels before compression.
+        lossless: True for PNG (compare exactly), False for JPEG (compare with a tolerance).
+    """
+
+    label: int
+    class_name: str
+    pixels: np.ndarray
+    lossless: bool
+
+
+def write_image_folder(
+    root: str | Path,
+    n_per_class: int = 3,
+    classes: tuple[str, ...] | None = ("a", "b"),
+    size: tuple[int, int] = (16, 20),
+    mode: str = "RGB",
+    seed: int = 0,
+    vary_size: bool = False,
+) -> dict[str, WrittenImage]:
+    """Write images in class sub-folders (torchvision ImageFolder layout), or flat.
+
+    Files alternate PNG and JPEG where the mode allows JPEG (``RGB``, ``L``); ``RGBA`` and ``I;16``
+    are PNG only. Expected pixels follow the folder source's rules: RGBA composited on black, 16-bit
+    grey scaled to 8-bit with rounding.
+
+    Args:
+        root: the folder to fill.
+        n_per_class: files per class.
+        classes: class folder names; None writes ``n_per_class`` files flat into ``root``.
+        size: (H, W) of every image.
+        mode: PIL mode of the written files: ``RGB``, ``L``, ``RGBA`` or ``I;16``.
+        seed: seeds the pixels.
+        vary_size: give each image a different size near ``size``.
+
+    Returns:
+        {relative posix path: WrittenImage}, in the order the folder source lists them.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    written: dict[str, WrittenImage] = {}
+    for label, class_name in enumerate(sorted(classes) if classes is not None else [None]):
+        folder = root / class_name if class_name is not None else root
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_class):
+            h, w = size
+            if vary_size:
+                h, w = h + int(rng.integers(0, 9)), w + int(rng.integers(0, 9))
+            jpeg = mode in ("RGB", "L") and i % 2 == 1
+            stored, expected = _image_in_mode(rng, (h, w), mode)
+            name = f"img_{i:03d}.{'jpg' if jpeg else 'png'}"
+            # uint16 (H, W) arrays become PIL's "I;16", uint8 (H, W, 4) "RGBA": the mode follows the array.
+            Image.fromarray(stored).save(folder / name, **({"quality": 95, "subsampling": 0} if jpeg else {}))
+            rel = (folder / name).relative_to(root).as_posix()
+            written[rel] = WrittenImage(label, class_name or root.name, expected, not jpeg)
+    return dict(sorted(written.items()))
+
+
+def _image_in_mode(rng: np.random.Generator, hw: tuple[int, int], mode: str):
+    """(array to store, expected (H, W, C) uint8 the source should decode) for one image."""
+    if mode == "RGB":
+        rgb = _patterned(rng, (1, *hw, 3))[0]
+        return rgb, rgb
+    if mode == "L":
+        grey = _patterned(rng, (1, *hw))[0]
+        return grey, grey[..., None]
+    if mode == "RGBA":
+        rgba = _patterned(rng, (1, *hw, 4))[0]
+        alpha = rgba[..., 3:].astype(np.uint32)
+        composited = (rgba[..., :3].astype(np.uint32) * alpha + 127) // 255
+        return rgba, composited.astype(np.uint8)
+    if mode == "I;16":
+        grey16 = rng.integers(0, 65536, size=hw, dtype=np.uint16)
+        grey8 = (grey16.astype(np.uint32) * 255 + 32767) // 65535
+        return grey16, grey8.astype(np.uint8)[..., None]
+    raise ValueError(f"mode must be RGB, L, RGBA or I;16, not {mode!r}")
+
+
+def _patterned(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Smooth seeded waves plus noise: varied enough to catch a transposed or shifted read, smooth
+    enough that JPEG keeps it recognisable."""
+    n, h, w = shape[0], shape[1], shape[2]
+    channels = shape[3] if len(shape) == 4 else 1
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    out = np.empty((n, h, w, channels), dtype=np.uint8)
+    for i in range(n):
+        for c in range(channels):
+            fy, fx, phase = rng.uniform(0.05, 0.4), rng.uniform(0.05, 0.4), rng.uniform(0, 2 * np.pi)
+            wave = 127.5 + 100 * np.sin(fy * yy + fx * xx + phase)
+            noise = rng.integers(-20, 21, size=(h, w))
+            out[i, :, :, c] = np.clip(np.rint(wave) + noise, 0, 255).astype(np.uint8)
+    return out if len(shape) == 4 else out[..., 0]
