@@ -1,0 +1,207 @@
+"""Model families by name: a spec, a registry and the builders the training loop calls.
+
+Every family's generator has the forward ``(z (N, latent_dim), labels (N,) | None) -> (N, C, H, W)``
+in [-1, 1], and every discriminator ``(x, labels | None, features=False) -> logits (N,)`` (plus
+features (N, F) when asked), so the loop, sampling and evaluation never ask which family they hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from torch import nn
+
+from ganforge.errors import GanforgeError
+from ganforge.models import dcgan, mlp, vae
+
+UPSAMPLE_MODES = ("transposed", "resize-conv")
+
+
+class ModelSpec(BaseModel):
+    """Everything needed to rebuild the networks; stored with each checkpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: Literal["mlp", "dcgan", "wgan-gp", "vae"] = Field(description="Model family (the --model flag).")
+    image_size: int = Field(description="Side of the square images, in pixels.")
+    channels: int = Field(description="Image channels: 1 (grey) or 3 (RGB).")
+    num_classes: int = Field(0, description="Classes in the dataset (manifest); needed when conditional.")
+    conditional: bool = Field(False, description="Condition generator and discriminator on class labels.")
+    latent_dim: int = Field(100, description="Size of the latent vector z.")
+    width: int = Field(64, description="Base channel count (ngf/ndf; hidden width / 4 for mlp).")
+    upsample: Literal["transposed", "resize-conv"] = Field(
+        "transposed",
+        description="Generator upsampling: strided transposed conv, or nearest resize + 3x3 conv.",
+    )
+    spectral_norm: bool = Field(False, description="Spectral normalisation on the discriminator/critic.")
+    embed_dim: int = Field(50, description="Size of the label embedding concatenated to z in the generator.")
+    projection: bool = Field(
+        False, description="Condition the discriminator by a projection head instead of a label channel."
+    )
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _known_model(cls, v: Any) -> Any:
+        # GanforgeError is not a ValueError, so pydantic lets it through unwrapped: one line for the user.
+        if v not in MODELS:
+            raise GanforgeError(f"unknown model {v!r}; valid models: {', '.join(MODELS)}")
+        return v
+
+    @field_validator("upsample", mode="before")
+    @classmethod
+    def _known_upsample(cls, v: Any) -> Any:
+        if v not in UPSAMPLE_MODES:
+            raise GanforgeError(f"unknown upsample {v!r}; valid: {', '.join(UPSAMPLE_MODES)}")
+        return v
+
+
+class Networks(NamedTuple):
+    """The networks of one family; absent roles are None."""
+
+    generator: nn.Module
+    discriminator: nn.Module | None
+    encoder: nn.Module | None
+
+
+Builder = Callable[[ModelSpec], nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """How one family builds each role, and which image sizes it can build.
+
+    Calling the family builds all its networks: ``MODELS["dcgan"](spec)``.
+    """
+
+    generator: Builder
+    discriminator: Builder | None
+    encoder: Builder | None
+    sizes: Sequence[int]
+
+    def __call__(self, spec: ModelSpec) -> Networks:
+        """Build every network of the family for ``spec``."""
+        check_buildable(spec)
+        return Networks(
+            self.generator(spec),
+            self.discriminator(spec) if self.discriminator else None,
+            self.encoder(spec) if self.encoder else None,
+        )
+
+
+MODELS: dict[str, ModelFamily] = {
+    "mlp": ModelFamily(
+        mlp.build_generator, mlp.build_discriminator, None, range(mlp.MIN_SIZE, mlp.MAX_SIZE + 1)
+    ),
+    "dcgan": ModelFamily(dcgan.build_generator, dcgan.build_discriminator, None, dcgan.SIZES),
+    "wgan-gp": ModelFamily(dcgan.build_generator, dcgan.build_critic, None, dcgan.SIZES),
+    "vae": ModelFamily(vae.build_decoder, None, vae.build_encoder, dcgan.SIZES),
+}
+
+
+def _describe(sizes: Sequence[int]) -> str:
+    if isinstance(sizes, range):
+        return f"{sizes.start} to {sizes.stop - 1}"
+    return ", ".join(map(str, sizes[:-1])) + f" or {sizes[-1]}"
+
+
+def check_buildable(spec: ModelSpec) -> None:
+    """Raise if the family cannot build networks for this spec.
+
+    Fields that do not apply to a family are ignored (``upsample`` for mlp; ``spectral_norm`` and
+    ``projection`` for vae, which has no discriminator).
+
+    Args:
+        spec: The model spec.
+
+    Raises:
+        GanforgeError: One line naming the bad value and the valid choices.
+    """
+    family = MODELS.get(spec.model)
+    if family is None:
+        raise GanforgeError(f"unknown model {spec.model!r}; valid models: {', '.join(MODELS)}")
+    if spec.channels not in (1, 3):
+        raise GanforgeError(f"channels must be 1 or 3, got {spec.channels}")
+    if spec.image_size not in family.sizes:
+        raise GanforgeError(
+            f"model {spec.model!r} builds image_size {_describe(family.sizes)}, got {spec.image_size} "
+            "(resize the dataset at ingest with --image-size)"
+        )
+    for name in ("latent_dim", "width", "embed_dim"):
+        if getattr(spec, name) < 1:
+            raise GanforgeError(f"{name} must be at least 1, got {getattr(spec, name)}")
+    if spec.conditional and spec.num_classes < 2:
+        raise GanforgeError(
+            f"conditional=True needs num_classes >= 2 (the dataset's classes), got {spec.num_classes}"
+        )
+    if spec.projection and not spec.conditional:
+        raise GanforgeError("projection=True needs conditional=True (it is a way to condition on labels)")
+
+
+def build_generator(spec: ModelSpec) -> nn.Module:
+    """Build the generator (the decoder, for vae).
+
+    Args:
+        spec: The model spec.
+
+    Returns:
+        forward(z (N, latent_dim), labels (N,) | None) -> (N, C, H, W) in [-1, 1].
+    """
+    check_buildable(spec)
+    return MODELS[spec.model].generator(spec)
+
+
+def build_discriminator(spec: ModelSpec) -> nn.Module:
+    """Build the discriminator (the critic, for wgan-gp).
+
+    Args:
+        spec: The model spec.
+
+    Returns:
+        forward(x (N, C, H, W), labels | None, features=False) -> logits (N,) [, features (N, F)].
+
+    Raises:
+        GanforgeError: The family has no discriminator (vae), or the spec cannot be built.
+    """
+    check_buildable(spec)
+    builder = MODELS[spec.model].discriminator
+    if builder is None:
+        raise GanforgeError(f"model {spec.model!r} has no discriminator; it trains with vae_loss")
+    return builder(spec)
+
+
+def build_encoder(spec: ModelSpec) -> nn.Module:
+    """Build the encoder (vae only).
+
+    Args:
+        spec: The model spec.
+
+    Returns:
+        forward(x (N, C, H, W), labels | None) -> (mu, logvar), each (N, latent_dim).
+
+    Raises:
+        GanforgeError: The family has no encoder, or the spec cannot be built.
+    """
+    check_buildable(spec)
+    builder = MODELS[spec.model].encoder
+    if builder is None:
+        with_encoder = [name for name, fam in MODELS.items() if fam.encoder is not None]
+        raise GanforgeError(
+            f"model {spec.model!r} has no encoder; models with one: {', '.join(with_encoder)}"
+        )
+    return builder(spec)
+
+
+def count_params(module: nn.Module, trainable_only: bool = False) -> int:
+    """Count parameters.
+
+    Args:
+        module: Any module.
+        trainable_only: Count only parameters with ``requires_grad``.
+
+    Returns:
+        The number of scalar parameters.
+    """
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
