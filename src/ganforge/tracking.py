@@ -1,0 +1,196 @@
+"""Experiment tracking: the only module that imports mlflow.
+
+The training loop sees the small ``Tracker`` interface (``NullTracker`` when tracking is off,
+``MlflowTracker`` otherwise). Metrics go through mlflow's asynchronous logging and images through a
+one-thread background queue, so the loop never waits on the tracking server; ``close`` flushes both.
+The server is reached through ``MLFLOW_TRACKING_URI`` (default ``sqlite:///mlflow.db`` in the working
+directory); URIs are shown with any credentials masked.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ganforge.errors import GanforgeError
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+
+
+class Tracker(Protocol):
+    """What the training loop needs from experiment tracking."""
+
+    run_id: str | None
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Record numbers at ``step`` (never blocks on the server)."""
+
+    def log_image(self, image: np.ndarray, key: str, step: int) -> None:
+        """Record an (H, W, C) uint8 image under ``key`` at ``step`` (never blocks)."""
+
+    def log_artifacts(self, local_path: str | Path, artifact_path: str | None = None) -> None:
+        """Upload a file or directory (at the end of a run; may block)."""
+
+    def log_loss_curves(self, history: dict[str, list[tuple[int, float]]]) -> None:
+        """Plot ``key -> [(step, value)]`` into ``loss_curve.png``."""
+
+    def close(self, status: str = "FINISHED") -> None:
+        """Flush pending logging and mark the run finished (or FAILED/KILLED)."""
+
+
+class NullTracker:
+    """Tracking switched off (``--no-track``, ranks other than 0, benchmarks)."""
+
+    run_id: str | None = None
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:  # noqa: D102
+        pass
+
+    def log_image(self, image: np.ndarray, key: str, step: int) -> None:  # noqa: D102
+        pass
+
+    def log_artifacts(self, local_path: str | Path, artifact_path: str | None = None) -> None:  # noqa: D102
+        pass
+
+    def log_loss_curves(self, history: dict[str, list[tuple[int, float]]]) -> None:  # noqa: D102
+        pass
+
+    def close(self, status: str = "FINISHED") -> None:  # noqa: D102
+        pass
+
+
+def tracking_uri() -> str:
+    """The tracking URI in effect: ``MLFLOW_TRACKING_URI`` or the local sqlite default."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def redact(uri: str) -> str:
+    """``uri`` with user/password replaced, safe to print or log."""
+    return re.sub(r"//[^/@]*@", "//***@", uri)
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before any training, when an HTTP tracking server does not answer.
+
+    Raises:
+        GanforgeError: the server's ``/health`` endpoint cannot be reached.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+            resp.read()
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise GanforgeError(
+            f"cannot reach the MLflow server at {redact(uri)} ({reason}); start it, fix MLFLOW_TRACKING_URI, "
+            "or pass --no-track"
+        ) from None
+
+
+def git_commit() -> str:
+    """Commit of the ganforge source tree (``GANFORGE_GIT_COMMIT`` wins, e.g. inside an image)."""
+    if os.environ.get("GANFORGE_GIT_COMMIT"):
+        return os.environ["GANFORGE_GIT_COMMIT"]
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+class MlflowTracker:
+    """One MLflow run: params and tags up front, async metrics and images, artifacts at the end."""
+
+    def __init__(self, experiment: str, run_name: str | None, params: dict, tags: dict[str, str]):
+        """Create the run; ``params`` are logged with their own (flag) names, ``None`` as ``"None"``.
+
+        Raises:
+            GanforgeError: the server is unreachable or refuses the run.
+        """
+        from mlflow.entities import Param
+        from mlflow.tracking import MlflowClient
+
+        uri = tracking_uri()
+        check_reachable(uri)
+        try:
+            self.client = MlflowClient(uri)
+            exp = self.client.get_experiment_by_name(experiment)
+            exp_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+            run = self.client.create_run(exp_id, tags=tags, run_name=run_name)
+            self.run_id = run.info.run_id
+            self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in sorted(params.items())])
+        except GanforgeError:
+            raise
+        except Exception as exc:  # MlflowException, sqlalchemy and HTTP errors alike: one line
+            raise GanforgeError(
+                f"MLflow at {redact(uri)} refused the run: {' '.join(str(exc).split())[:200]}"
+            ) from None
+        self._images = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ganforge-mlflow")
+        self._pending: list = []
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:  # noqa: D102
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self._pending.append(self.client.log_batch(self.run_id, metrics=batch, synchronous=False))
+
+    def log_image(self, image: np.ndarray, key: str, step: int) -> None:  # noqa: D102
+        # copy: the caller may reuse the buffer while the worker thread encodes the PNG
+        img = np.ascontiguousarray(image).copy()
+        self._pending.append(self._images.submit(self.client.log_image, self.run_id, img, key=key, step=step))
+
+    def log_artifacts(self, local_path: str | Path, artifact_path: str | None = None) -> None:  # noqa: D102
+        p = Path(local_path)
+        if p.is_dir():
+            self.client.log_artifacts(self.run_id, str(p), artifact_path)
+        else:
+            self.client.log_artifact(self.run_id, str(p), artifact_path)
+
+    def log_loss_curves(self, history: dict[str, list[tuple[int, float]]]) -> None:  # noqa: D102
+        import matplotlib
+
+        matplotlib.use("Agg")  # no display inside pipelines
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for key, points in sorted(history.items()):
+            if points:
+                steps, values = zip(*points)
+                ax.plot(steps, values, label=key)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.legend()
+        self.client.log_figure(self.run_id, fig, "loss_curve.png")
+        plt.close(fig)
+
+    def close(self, status: str = "FINISHED") -> None:  # noqa: D102
+        self._images.shutdown(wait=True)
+        for op in self._pending:
+            (op.result if hasattr(op, "result") else op.wait)()
+        self._pending.clear()
+        self.client.set_terminated(self.run_id, status)
+
+
+def open_tracker(enabled: bool, experiment: str, run_name: str | None, params: dict, tags: dict) -> Tracker:
+    """An ``MlflowTracker`` when ``enabled``, else a ``NullTracker``.
+
+    Raises:
+        GanforgeError: tracking is enabled and the server cannot be reached.
+    """
+    if not enabled:
+        return NullTracker()
+    return MlflowTracker(experiment, run_name, params, tags)

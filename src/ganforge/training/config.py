@@ -1,0 +1,276 @@
+"""Training configuration: ``TrainConfig`` (field names = CLI flags = MLflow params) and ``PRESETS``.
+
+Precedence, lowest first: field defaults < ``--config FILE`` (YAML or JSON) < ``--preset`` < explicit
+flags. ``resolve_config`` applies it; every other module receives a validated ``TrainConfig``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ganforge.errors import GanforgeError
+
+MODEL_NAMES = ("mlp", "dcgan", "wgan-gp", "vae")  # mirrors ganforge.models.MODELS (checked in tests)
+LOSS_NAMES = ("bce", "hinge", "wgan-gp", "wgan-clip")
+
+# Fields that may change between a run and its resume without changing what is trained: where things
+# go, how often they are written, how long to run and on what hardware. Everything else must match.
+RESUME_FREE = frozenset(
+    {
+        "epochs", "steps", "output", "experiment", "checkpoint_every", "keep_checkpoints", "sample_every",
+        "log_every", "compile", "on_nan", "resume", "nproc", "device", "track", "overwrite", "preset", "dataset",
+    }
+)  # fmt: skip
+
+
+class TrainConfig(BaseModel):
+    """Everything that defines a training run; each field is a ``ganforge train`` flag."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: str = Field(description="Dataset URI written by `ganforge ingest` (local directory or s3://).")
+    model: str = Field(description=f"Model family: one of {', '.join(MODEL_NAMES)}.")
+    preset: str | None = Field(None, description="Name of the preset applied (see PRESETS). None: no preset.")
+    epochs: int | None = Field(
+        None, description="Passes over the training split. None: use --steps (exactly one must be set)."
+    )
+    steps: int | None = Field(
+        None, description="Generator updates to run in total. None: derived from --epochs."
+    )
+    batch_size: int = Field(64, description="Global batch size in images (split evenly across --nproc ranks).")
+    lr_g: float = Field(2e-4, description="Adam learning rate of the generator (or VAE encoder+decoder).")
+    lr_d: float = Field(2e-4, description="Adam learning rate of the discriminator/critic (TTUR if != lr-g).")
+    beta1: float = Field(0.5, description="Adam beta1 (0.5 is the DCGAN paper's value; 0 for WGAN-GP).")
+    beta2: float = Field(0.999, description="Adam beta2.")
+    latent_dim: int = Field(100, description="Size of the latent vector z.")
+    seed: int = Field(0, description="Seed for initialisation, data order, latents and the fixed sample batch.")
+    device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")
+    output: str = Field("runs/train", description="Directory for checkpoints (ckpt-<step>) and local artifacts.")
+    experiment: str = Field("ganforge", description="MLflow experiment name.")
+    track: bool = Field(True, description="Log to MLflow (MLFLOW_TRACKING_URI, default sqlite:///mlflow.db).")
+    conditional: bool = Field(False, description="Condition G and D on the class label.")
+    loss: str | None = Field(
+        None, description=f"GAN objective: {', '.join(LOSS_NAMES)}. None: wgan-gp for wgan-gp, else bce."
+    )
+    label_smoothing: bool = Field(False, description="One-sided label smoothing: real targets in [0.9, 1.0].")
+    noisy_labels: bool = Field(False, description="Noisy labels: real targets in [0.9, 1], fake in [0, 0.1].")
+    spectral_norm: bool = Field(False, description="Spectral normalisation on the discriminator/critic.")
+    feature_matching: bool = Field(False, description="Generator matches D's mean features on real data.")
+    ema_decay: float | None = Field(
+        None, description="Decay of the generator's moving average used for samples (e.g. 0.999). None: no EMA."
+    )
+    diffaugment: str | None = Field(
+        None, description="DiffAugment policy, e.g. color,translation,cutout. None: no augmentation."
+    )
+    n_critic: int | None = Field(
+        None, description="Discriminator steps per generator step. None: the objective's (5 for wgan-*, else 1)."
+    )
+    gp_weight: float = Field(10.0, description="Gradient-penalty weight (wgan-gp).")
+    clip: float = Field(0.01, description="Weight-clipping bound (wgan-clip).")
+    kl_weight: float = Field(1.0, description="Weight of the KL term (vae).")
+    upsample: Literal["transposed", "resize-conv"] = Field(
+        "transposed", description="Generator upsampling: transposed conv, or resize-conv (no checkerboard)."
+    )
+    width: int = Field(64, description="Base channel count (ngf/ndf) of the networks.")
+    checkpoint_every: int = Field(500, description="Write ckpt-<step> every this many steps (and at the end).")
+    keep_checkpoints: int = Field(3, description="Keep the newest this many checkpoints (older ones deleted).")
+    sample_every: int = Field(500, description="Log a sample grid of the fixed latents every this many steps.")
+    log_every: int = Field(10, description="Log metrics every this many steps.")
+    compile: bool = Field(False, description="torch.compile the networks (CUDA only; ignored on CPU).")
+    on_nan: Literal["stop", "rollback"] = Field(
+        "stop", description="On NaN/Inf loss: stop, or rollback to the last checkpoint with halved lrs."
+    )
+    resume: str | None = Field(
+        None, description="latest (newest ckpt in --output) or a checkpoint directory. None: start afresh."
+    )
+    nproc: int = Field(1, description="Processes (GPUs, or CPU ranks) to train on through torchrun.")
+    overwrite: bool = Field(
+        False, description="Starting afresh: delete checkpoints already in --output instead of refusing."
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        if v not in MODEL_NAMES:
+            raise ValueError(f"unknown model {v!r}; choose one of {', '.join(MODEL_NAMES)}")
+        return v
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, v: str | None) -> str | None:
+        if v is not None and v not in LOSS_NAMES:
+            raise ValueError(f"unknown loss {v!r}; choose one of {', '.join(LOSS_NAMES)}")
+        return v
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v: str | None) -> str | None:
+        if v is not None and v not in PRESETS:
+            raise ValueError(f"unknown preset {v!r}; choose one of {', '.join(PRESETS)}")
+        return v
+
+    @field_validator(
+        "batch_size", "latent_dim", "width", "checkpoint_every", "keep_checkpoints", "sample_every",
+        "log_every", "nproc", "epochs", "steps", "n_critic",
+    )  # fmt: skip
+    @classmethod
+    def _positive(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError(f"must be at least 1, got {v}")
+        return v
+
+    @field_validator("ema_decay")
+    @classmethod
+    def _decay(cls, v: float | None) -> float | None:
+        if v is not None and not 0.0 < v < 1.0:
+            raise ValueError(f"must be in (0, 1), e.g. 0.999, or left out for no EMA; got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _length(self) -> TrainConfig:
+        if (self.epochs is None) == (self.steps is None):
+            raise ValueError("give exactly one of --epochs or --steps")
+        if self.batch_size % self.nproc:
+            raise ValueError(f"--batch-size {self.batch_size} must be divisible by --nproc {self.nproc}")
+        return self
+
+    @property
+    def objective(self) -> str:
+        """The GAN objective actually used (``loss`` with its family default filled in)."""
+        return self.loss or ("wgan-gp" if self.model == "wgan-gp" else "bce")
+
+    def mismatches(self, other: TrainConfig) -> list[str]:
+        """Names of fields that differ and matter for an exact resume (see ``RESUME_FREE``)."""
+        a, b = self.model_dump(), other.model_dump()
+        return [k for k in a if k not in RESUME_FREE and a[k] != b.get(k)]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named set of overrides and the reason its values differ from the defaults."""
+
+    why: str
+    overrides: dict = field(default_factory=dict)
+
+
+PRESETS: dict[str, Preset] = {
+    "mnist-mlp": Preset(
+        "The dense GAN of the Keras MNIST example: MLP G/D, latent 100, Adam 2e-4 with beta1 0.5.",
+        {"model": "mlp", "latent_dim": 100, "batch_size": 128, "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5,
+         "epochs": 50},
+    ),
+    "kmnist-mlp": Preset(
+        "The PyTorch KMNIST GAN example: MLP with latent 128, Adam 2e-4, beta1 0.5.",
+        {"model": "mlp", "latent_dim": 128, "batch_size": 100, "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5,
+         "epochs": 50},
+    ),
+    "fashion-dcgan": Preset(
+        "DCGAN paper settings (Adam 2e-4, beta1 0.5, batch 128) on 28/32 px Fashion-MNIST.",
+        {"model": "dcgan", "batch_size": 128, "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "epochs": 25},
+    ),
+    "galaxy10-dcgan-128": Preset(
+        "The PyTorch 128x128 DCGAN: width 64; resize-conv avoids checkerboards that show on smooth "
+        "galaxy light; EMA smooths the few-thousand-image run.",
+        {"model": "dcgan", "width": 64, "upsample": "resize-conv", "batch_size": 64, "lr_g": 2e-4,
+         "lr_d": 2e-4, "beta1": 0.5, "ema_decay": 0.999, "epochs": 100},
+    ),
+    "galaxy10-cgan-128": Preset(
+        "The Galaxy10 CGAN: class-conditional DCGAN, Adam 2e-4, beta1 0.5, one-sided label smoothing "
+        "to keep D from overconfidence on 10 unbalanced classes.",
+        {"model": "dcgan", "conditional": True, "label_smoothing": True, "width": 64,
+         "upsample": "resize-conv", "batch_size": 64, "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5,
+         "ema_decay": 0.999, "epochs": 100},
+    ),
+    "folder-dcgan-128": Preset(
+        "Small image folders (e.g. a few hundred woodblock prints): DiffAugment keeps D from memorising, "
+        "spectral norm steadies it, EMA gives cleaner samples; more epochs because each is short.",
+        {"model": "dcgan", "width": 64, "upsample": "resize-conv", "diffaugment": "color,translation,cutout",
+         "spectral_norm": True, "ema_decay": 0.999, "batch_size": 32, "beta1": 0.5, "epochs": 300},
+    ),
+    "mnist-wgan-gp": Preset(
+        "Gulrajani et al. 2017: critic without batch norm, GP weight 10, 5 critic steps, Adam 1e-4, "
+        "betas (0, 0.9) because momentum fights the penalty.",
+        {"model": "wgan-gp", "loss": "wgan-gp", "gp_weight": 10.0, "n_critic": 5, "lr_g": 1e-4,
+         "lr_d": 1e-4, "beta1": 0.0, "beta2": 0.9, "batch_size": 64, "epochs": 20},
+    ),
+    "mnist-vae": Preset(
+        "Convolutional VAE baseline: plain Adam 1e-3 (no adversary to balance), small latent.",
+        {"model": "vae", "latent_dim": 32, "lr_g": 1e-3, "beta1": 0.9, "batch_size": 128, "epochs": 20},
+    ),
+    "digits-tiny": Preset(
+        "CPU demo on scikit-learn's 8x8 digits ingested at 32 px (~1600 train images): a narrow DCGAN "
+        "(width 16) for 300 steps of batch 64 trains in well under a minute on 2 cores; a short EMA "
+        "(0.99) because 300 steps is too few for 0.999 to forget the initial weights.",
+        {"model": "dcgan", "width": 16, "latent_dim": 32, "batch_size": 64, "lr_g": 2e-4, "lr_d": 2e-4,
+         "beta1": 0.5, "ema_decay": 0.99, "steps": 300, "checkpoint_every": 100, "sample_every": 100,
+         "log_every": 10},
+    ),
+}  # fmt: skip
+
+
+def load_config_file(path: str | Path) -> dict:
+    """Read a YAML or JSON config file into a dict of ``TrainConfig`` fields.
+
+    Args:
+        path: a ``.json``, ``.yaml`` or ``.yml`` file holding one mapping.
+
+    Raises:
+        GanforgeError: the file is missing, unreadable or not a mapping.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise GanforgeError(f"config file {p} does not exist; pass an existing YAML or JSON file to --config")
+    text = p.read_text()
+    try:
+        if p.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:  # parser errors carry line/column; keep them on one line
+        raise GanforgeError(f"cannot parse config file {p}: {' '.join(str(exc).split())}") from None
+    if not isinstance(data, dict):
+        raise GanforgeError(f"config file {p} must hold a mapping of flag names to values")
+    return {k.replace("-", "_"): v for k, v in data.items()}
+
+
+def _layer(merged: dict, layer: dict) -> None:
+    """Apply one precedence layer; setting epochs clears steps and vice versa (they are one choice)."""
+    for k, v in layer.items():
+        if k == "epochs" and v is not None:
+            merged.pop("steps", None)
+        if k == "steps" and v is not None:
+            merged.pop("epochs", None)
+        merged[k] = v
+
+
+def resolve_config(flags: dict, config_file: str | Path | None = None) -> TrainConfig:
+    """Merge defaults < config file < preset < explicit flags into a validated ``TrainConfig``.
+
+    Args:
+        flags: explicitly given values by field name; ``None`` values count as not given.
+        config_file: optional YAML/JSON file of field values (it may name a ``preset``).
+
+    Raises:
+        GanforgeError: unknown preset or unreadable config file.
+        pydantic.ValidationError: a value is invalid (the CLI prints it as one line).
+    """
+    given = {k: v for k, v in flags.items() if v is not None}
+    from_file = load_config_file(config_file) if config_file else {}
+    preset_name = given.get("preset", from_file.get("preset"))
+    merged: dict = {}
+    _layer(merged, from_file)
+    if preset_name is not None:
+        if preset_name not in PRESETS:
+            raise GanforgeError(f"unknown preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
+        _layer(merged, PRESETS[preset_name].overrides)
+    _layer(merged, given)
+    if "model" not in merged:
+        raise GanforgeError(f"no model given; pass --model ({', '.join(MODEL_NAMES)}) or a --preset")
+    return TrainConfig(**merged)

@@ -1,0 +1,322 @@
+"""One training loop for every family: step, evaluate (sample), checkpoint, log.
+
+Randomness that decides *what* is trained is a pure function of ``(seed, step)``: the data order of
+each epoch and the latents of each step come from generators seeded by them. A resumed run (or one
+rank of N) therefore draws exactly what an uninterrupted single-process run draws; the global RNG
+(label noise, augmentation, the VAE's epsilon) is saved in checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ganforge.errors import GanforgeError
+from ganforge.training import checkpoint as ckpt
+from ganforge.training import distributed as ddp
+from ganforge.training.config import TrainConfig
+from ganforge.training.progress import Progress
+from ganforge.training.state import Trainer, build_trainer, restore, step_generator, trainer_state
+from ganforge.training.visuals import grid_image, interpolation_strip, sample
+
+MAX_ROLLBACKS = 3  # --on-nan rollback gives up after this many (each halves the learning rates)
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` returns.
+
+    Attributes:
+        output: the run's output directory.
+        checkpoint: the last checkpoint written (None if none was).
+        step: generator updates done.
+        run_id: the MLflow run (None when tracking was off).
+        seconds: wall time of the loop.
+        images_per_second: real images consumed per second by the loop.
+        interrupted: True when SIGTERM/SIGINT stopped the run (a checkpoint was written).
+        metrics: the last logged metrics.
+    """
+
+    output: str
+    checkpoint: str | None
+    step: int
+    run_id: str | None
+    seconds: float
+    images_per_second: float
+    interrupted: bool = False
+    metrics: dict = field(default_factory=dict)
+
+
+def train(config: TrainConfig, data=None, tracker=None) -> TrainResult:
+    """Train as ``config`` says; the library twin of ``ganforge train``.
+
+    Args:
+        config: the resolved configuration (see ``resolve_config``).
+        data: an ``ImageData`` to train on instead of loading ``config.dataset`` (tests, benchmarks).
+        tracker: a ``ganforge.tracking.Tracker`` to use instead of opening one from the config.
+
+    Raises:
+        GanforgeError: a user mistake or a diverged run, as one line.
+    """
+    import os
+
+    if config.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return ddp.launch(config, config.nproc)  # relaunch through torchrun; ranks call run_training
+    return run_training(config, data, tracker)
+
+
+def run_training(config: TrainConfig, data=None, tracker=None) -> TrainResult:
+    """Train in this process (one rank of a torchrun job, or the only process)."""
+    rt = ddp.setup(config.device)
+    try:
+        t = build_trainer(config, rt, data)
+        if config.resume:
+            path = ckpt.resolve_resume(config.resume, config.output)
+            restore(t, ckpt.load_checkpoint(path, rt.device), check_config=True)
+        elif ckpt.list_checkpoints(config.output):
+            _fresh_output(config, delete=rt.is_main)
+        if rt.is_main and tracker is None:
+            tracker = _open_tracker(t)
+        if tracker is None:
+            from ganforge.tracking import NullTracker
+
+            tracker = NullTracker()
+        return _run(t, tracker)
+    finally:
+        ddp.teardown(rt)
+
+
+def _fresh_output(config: TrainConfig, delete: bool) -> None:
+    """Old checkpoints must not mix with a new run's (rollback and --resume latest would pick them)."""
+    found = ckpt.list_checkpoints(config.output)
+    if not config.overwrite:
+        raise GanforgeError(
+            f"{config.output} already holds checkpoints ({found[-1].name}); pass --resume latest to continue, "
+            "--overwrite to start afresh there, or another --output"
+        )
+    import shutil
+
+    for p in found if delete else []:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _open_tracker(t: Trainer):
+    from ganforge.tracking import git_commit, open_tracker
+
+    c = t.config
+    tags = {"dataset_uri": t.data_uri, "dataset_fingerprint": t.fingerprint, "git_commit": git_commit(),
+            "ganforge.model": c.model}  # fmt: skip
+    return open_tracker(c.track, c.experiment, None, c.model_dump(mode="json"), tags)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(t: Trainer):
+    """SIGTERM/SIGINT (preemption, Ctrl-C) ask the loop to checkpoint and stop after this step."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be installed from the main thread
+        return
+
+    def ask(signum, _frame):
+        t.stop_signal = signum
+
+    previous = {s: signal.signal(s, ask) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _run(t: Trainer, tracker) -> TrainResult:
+    """The loop proper: step; every N steps log, sample and checkpoint; finish or stop cleanly."""
+    c, rt = t.config, t.rt
+    progress = Progress(t.total_steps, t.step, rt.is_main)
+    step_fn = _vae_step if t.E is not None else _gan_step
+    status, last_ckpt, metrics = "FAILED", None, {}
+    t0 = window_t0 = time.perf_counter()
+    start_step = window_step = t.step
+    try:
+        with _stop_on_signals(t):
+            while t.step < t.total_steps:
+                want_log = (t.step + 1) % c.log_every == 0 or t.step + 1 == t.total_steps
+                stats = step_fn(t, want_log)
+                stats = ddp.average_values({**stats, "stop": float(t.stop_signal is not None)}, rt)
+                if not all(math.isfinite(v) for v in stats.values()):
+                    last_ckpt = _diverged(t, stats, progress) or last_ckpt
+                    continue
+                t.step += 1
+                if want_log:
+                    now = time.perf_counter()
+                    ips = (t.step - window_step) * t.images_per_step / max(now - window_t0, 1e-9)
+                    metrics = _log(t, tracker, progress, stats, ips)
+                    window_t0, window_step = now, t.step
+                if t.step % c.sample_every == 0 and rt.is_main:
+                    tracker.log_image(grid_image(sample(t.sampler(), t.fixed_z, t.fixed_labels)), "samples", t.step)
+                if stats["stop"] > 0:
+                    last_ckpt = _checkpoint(t)
+                    progress.message(f"stopped by signal at step {t.step}; checkpoint {last_ckpt}")
+                    status = "KILLED"
+                    break
+                if t.step % c.checkpoint_every == 0 or t.step == t.total_steps:
+                    last_ckpt = _checkpoint(t)
+            else:
+                status = "FINISHED"
+        seconds = time.perf_counter() - t0
+        if status == "FINISHED" and rt.is_main:
+            _final_artifacts(t, tracker, last_ckpt)
+    finally:
+        progress.close()
+        tracker.close(status)
+    ips = (t.step - start_step) * t.images_per_step / max(seconds, 1e-9)
+    return TrainResult(
+        output=str(c.output), checkpoint=str(last_ckpt) if last_ckpt else None, step=t.step,
+        run_id=tracker.run_id, seconds=seconds, images_per_second=ips, interrupted=status == "KILLED",
+        metrics=metrics,
+    )  # fmt: skip
+
+
+def _autocast(t: Trainer):
+    """bf16 autocast on CUDA (fp32 master weights, no loss scaling needed); nothing on CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if t.amp else contextlib.nullcontext()
+
+
+def _grad_norm(params: list[torch.nn.Parameter]) -> float:
+    norms = [torch.linalg.vector_norm(p.grad.detach().float()) for p in params if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+
+
+def _gan_step(t: Trainer, want_norms: bool) -> dict[str, float]:
+    """One generator update after ``n_critic`` discriminator updates; returns the step's numbers."""
+    gen = step_generator(t.config.seed, t.step)
+    d_params = list(t.D.parameters())
+    for k in range(t.n_critic):
+        real, labels = t.batch(t.step * t.n_critic + k)
+        z = t.latents(gen)
+        with _autocast(t):
+            # one critic step: reuse this forward for the G update (as the DCGAN example does);
+            # several: the fakes only train D, so skip their graph
+            with contextlib.nullcontext() if t.n_critic == 1 else torch.no_grad():
+                fake = t.g_fwd(z, labels)
+            loss_d, stats = t.objective.d_loss(t.d_fwd, real, fake, labels)  # detaches fake itself
+        t.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        ddp.average_gradients(d_params, t.rt)
+        if want_norms and k == t.n_critic - 1:
+            stats["grad_norm_d"] = _grad_norm(d_params)
+        t.opt_d.step()
+        t.objective.after_d_step(t.D)
+    if t.n_critic > 1:
+        with _autocast(t):
+            fake = t.g_fwd(t.latents(gen), labels)
+    t.D.requires_grad_(False)  # G's update needs gradients through D, not of D's weights
+    try:
+        with _autocast(t):
+            loss_g, g_stats = t.objective.g_loss(t.d_fwd, fake, labels, real=real)
+        t.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+    finally:
+        t.D.requires_grad_(True)
+    g_params = list(t.G.parameters())
+    ddp.average_gradients(g_params, t.rt)
+    if want_norms:
+        g_stats["grad_norm_g"] = _grad_norm(g_params)
+    t.opt_g.step()
+    if t.ema is not None:
+        t.ema.update(t.G)
+    return {**stats, **g_stats}
+
+
+def _vae_step(t: Trainer, want_norms: bool) -> dict[str, float]:
+    """One VAE update (encoder and decoder share the generator's optimiser)."""
+    from ganforge.training.losses import vae_loss
+
+    real, labels = t.batch(t.step)
+    with _autocast(t):
+        loss, s = vae_loss(t.g_fwd, t.E, real, labels, t.config.kl_weight)
+    t.opt_g.zero_grad(set_to_none=True)
+    loss.backward()
+    params = list(t.G.parameters()) + list(t.E.parameters())
+    ddp.average_gradients(params, t.rt)
+    stats = {"loss_g": s["loss_vae"], "loss_recon": s["loss_recon"], "loss_kl": s["loss_kl"]}
+    if want_norms:
+        stats["grad_norm_g"] = _grad_norm(params)
+    t.opt_g.step()
+    if t.ema is not None:
+        t.ema.update(t.G)
+    return stats
+
+
+def _log(t: Trainer, tracker, progress: Progress, stats: dict[str, float], ips: float) -> dict[str, float]:
+    """Send one step's numbers to the tracker and the progress display (rank 0 only)."""
+    metrics = {f"train/{k}": v for k, v in stats.items() if k != "stop"}
+    metrics["train/lr_g"] = t.opt_g.param_groups[0]["lr"]
+    if t.opt_d is not None:
+        metrics["train/lr_d"] = t.opt_d.param_groups[0]["lr"]
+    metrics["time/images_per_second"] = ips
+    for key in ("loss_g", "loss_d"):
+        if key in stats:
+            t.history.setdefault(f"train/{key}", []).append((t.step, stats[key]))
+    if t.rt.is_main:
+        tracker.log_metrics(metrics, t.step)
+        progress.update(t.step, stats, ips)
+    return metrics
+
+
+def _checkpoint(t: Trainer):
+    """Write ``ckpt-<step>`` on rank 0; every rank returns its path."""
+    path = ckpt.checkpoint_name(t.step)
+    if t.rt.is_main:
+        weights, state, meta = trainer_state(t)
+        return ckpt.save_checkpoint(t.config.output, t.step, weights, state, meta, t.config.keep_checkpoints)
+    return f"{t.config.output}/{path}"
+
+
+def _diverged(t: Trainer, stats: dict[str, float], progress: Progress):
+    """Stop with a clear message, or roll back to the newest checkpoint with halved learning rates."""
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in stats.items() if k != "stop")
+    if t.config.on_nan == "stop":
+        raise GanforgeError(
+            f"training diverged at step {t.step + 1} ({shown}); lower --lr-g/--lr-d, try --spectral-norm, "
+            "or pass --on-nan rollback"
+        )
+    found = ckpt.list_checkpoints(t.config.output)
+    if not found:
+        raise GanforgeError(
+            f"training diverged at step {t.step + 1} ({shown}) before any checkpoint was written; "
+            "lower --lr-g/--lr-d or --checkpoint-every"
+        )
+    if t.rollbacks >= MAX_ROLLBACKS:
+        raise GanforgeError(
+            f"training diverged at step {t.step + 1} ({shown}) again after {MAX_ROLLBACKS} rollbacks; "
+            "lower --lr-g/--lr-d"
+        )
+    restore(t, ckpt.load_checkpoint(found[-1], t.rt.device), check_config=False)
+    t.rollbacks += 1
+    t.lr_scale *= 0.5
+    t.apply_lr()
+    progress.message(f"loss was not finite ({shown}); rolled back to {found[-1].name}, lr x{t.lr_scale:g}")
+    return found[-1]
+
+
+def _final_artifacts(t: Trainer, tracker, last_ckpt) -> None:
+    """Interpolation strip, loss curves and the final checkpoint, locally and in the run."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    out = Path(t.config.output) / "samples"
+    out.mkdir(parents=True, exist_ok=True)
+    strip = interpolation_strip(t.sampler(), t.fixed_z, t.fixed_labels)
+    Image.fromarray(strip.squeeze(-1) if strip.shape[-1] == 1 else strip).save(out / "interpolation.png")
+    grid = grid_image(sample(t.sampler(), t.fixed_z, t.fixed_labels))
+    Image.fromarray(grid.squeeze(-1) if grid.shape[-1] == 1 else grid).save(out / "final.png")
+    tracker.log_artifacts(out, "samples")
+    tracker.log_loss_curves(t.history)
+    if last_ckpt is not None:
+        tracker.log_artifacts(last_ckpt, "checkpoint")

@@ -1,0 +1,277 @@
+"""The training state: networks, optimisers, data and counters, and its (de)serialisation.
+
+``build_trainer`` turns a config and a dataset into a ``Trainer``; ``trainer_state`` and ``restore``
+map it to and from a checkpoint, so that a resumed run continues exactly where the saved one was.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ganforge.errors import GanforgeError
+from ganforge.training.checkpoint import Checkpoint, load_weights
+from ganforge.training.config import TrainConfig
+from ganforge.training.distributed import Runtime, sync_batchnorm
+
+N_FIXED = 64  # latents in the fixed sample grid (8 x 8)
+GPU_DATA_FRACTION = 0.25  # keep the dataset on the GPU when it takes at most this share of free memory
+
+
+@dataclass
+class Trainer:
+    """Everything the loop mutates. Networks are the bare modules (state dicts have plain names);
+    ``g_fwd``/``d_fwd`` are what the step calls (compiled and/or augmenting wrappers)."""
+
+    config: TrainConfig
+    rt: Runtime
+    spec: object  # ganforge.models.ModelSpec
+    G: nn.Module
+    D: nn.Module | None
+    E: nn.Module | None
+    ema: object | None  # ganforge.training.ema.EMA
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer | None
+    objective: object | None  # ganforge.training.losses.Objective; None for the vae
+    images: torch.Tensor  # (N, C, H, W) uint8, on the device when it fits
+    labels: torch.Tensor  # (N,) int64, same device as images
+    fingerprint: str
+    data_uri: str
+    steps_per_epoch: int  # real batches per epoch (the last partial batch is dropped)
+    total_steps: int
+    n_critic: int
+    fixed_z: torch.Tensor  # (N_FIXED, latent_dim) on the CPU
+    fixed_labels: torch.Tensor | None
+    g_fwd: Callable
+    d_fwd: Callable | None
+    amp: bool  # bf16 autocast (CUDA)
+    channels_last: bool
+    step: int = 0
+    history: dict = field(default_factory=dict)
+    lr_scale: float = 1.0
+    rollbacks: int = 0
+    stop_signal: int | None = None
+    _perm: tuple[int, torch.Tensor] | None = None
+
+    @property
+    def images_per_step(self) -> int:
+        """Real images consumed per generator update (all ranks together)."""
+        return self.config.batch_size * self.n_critic
+
+    def sampler(self) -> nn.Module:
+        """The generator used for samples: the EMA copy when there is one."""
+        return self.ema.module if self.ema is not None else self.G
+
+    def apply_lr(self) -> None:
+        """Set optimiser learning rates to the config's times ``lr_scale`` (rollbacks halve it)."""
+        for opt, lr in ((self.opt_g, self.config.lr_g), (self.opt_d, self.config.lr_d)):
+            if opt is not None:
+                for group in opt.param_groups:
+                    group["lr"] = lr * self.lr_scale
+
+    def batch(self, b: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """This rank's slice of global batch number ``b``: images in [-1, 1] and labels (or None).
+
+        The epoch's order is a permutation seeded by ``(seed, epoch)``, so batch ``b`` is the same
+        whichever process asks and whenever.
+        """
+        epoch, pos = divmod(b, self.steps_per_epoch)
+        if self._perm is None or self._perm[0] != epoch:
+            g = torch.Generator().manual_seed(_mix(self.config.seed, epoch, 1))
+            self._perm = (epoch, torch.randperm(self.images.shape[0], generator=g).to(self.images.device))
+        bs = self.config.batch_size
+        lo, hi = self.local_slice()
+        idx = self._perm[1][pos * bs : (pos + 1) * bs][lo:hi]
+        real = self.images[idx].to(self.rt.device, non_blocking=True).float().div_(127.5).sub_(1.0)
+        if self.channels_last:
+            real = real.contiguous(memory_format=torch.channels_last)
+        labels = self.labels[idx].to(self.rt.device, non_blocking=True) if self.config.conditional else None
+        return real, labels
+
+    def local_slice(self) -> tuple[int, int]:
+        """Bounds of this rank's contiguous share of a global batch."""
+        per = self.config.batch_size // self.rt.world
+        return self.rt.rank * per, (self.rt.rank + 1) * per
+
+    def latents(self, gen: torch.Generator) -> torch.Tensor:
+        """This rank's slice of a global (batch, latent_dim) draw from ``gen``."""
+        z = torch.randn(self.config.batch_size, self.config.latent_dim, generator=gen)
+        lo, hi = self.local_slice()
+        return z[lo:hi].to(self.rt.device, non_blocking=True)
+
+
+def _mix(*parts: int) -> int:
+    """A 63-bit seed from integers (distinct tuples give unrelated streams)."""
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h = (h ^ (p + 0x632BE59BD9B4E019 + (h << 6) + (h >> 2))) & 0x7FFFFFFFFFFFFFFF
+    return h
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The CPU generator for latents of ``step``."""
+    return torch.Generator().manual_seed(_mix(seed, step, 2))
+
+
+def _networks(config: TrainConfig, data, rt: Runtime):
+    from ganforge.models import MODELS, ModelSpec
+
+    n, c, h, w = data.images.shape
+    if h != w:
+        raise GanforgeError(f"images are {h}x{w}; ganforge trains on square images (re-ingest with --image-size)")
+    spec = ModelSpec(
+        model=config.model, image_size=h, channels=c, num_classes=len(data.class_names),
+        conditional=config.conditional, latent_dim=config.latent_dim, width=config.width,
+        upsample=config.upsample, spectral_norm=config.spectral_norm,
+    )  # fmt: skip
+    torch.manual_seed(config.seed)  # identical initial weights on every rank
+    nets = MODELS[config.model](spec)
+    return spec, [None if m is None else sync_batchnorm(m, rt).to(rt.device) for m in nets]
+
+
+def _place_data(data, rt: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep the uint8 dataset on the GPU when it fits comfortably (no host->device copy per step)."""
+    images, labels = data.images, data.labels
+    if rt.device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(rt.device)
+        if images.numel() <= GPU_DATA_FRACTION * free:
+            return images.to(rt.device), labels.to(rt.device)
+        return images.pin_memory(), labels.pin_memory()
+    return images, labels
+
+
+def build_trainer(config: TrainConfig, rt: Runtime, data=None) -> Trainer:
+    """Load the data (unless given), build networks, objective, optimisers and EMA for ``config``.
+
+    Raises:
+        GanforgeError: unbuildable size, dataset too small for the batch, unknown objective options.
+    """
+    from ganforge.training.augment import AugmentedDiscriminator
+    from ganforge.training.ema import EMA
+    from ganforge.training.losses import build_objective
+
+    if data is None:
+        from ganforge.data import load
+
+        data = load(config.dataset, split="train")
+    spec, (G, D, E) = _networks(config, data, rt)
+    cuda = rt.device.type == "cuda"
+    if cuda:  # NHWC convolutions are faster with tensor cores; weights follow the inputs
+        G, D, E = (m.to(memory_format=torch.channels_last) if m is not None else None for m in (G, D, E))
+    objective, opt_d, d_fwd = None, None, None
+    betas = (config.beta1, config.beta2)
+    if D is not None:
+        objective = build_objective(
+            config.objective, label_smoothing=config.label_smoothing, noisy_labels=config.noisy_labels,
+            feature_matching=config.feature_matching, gp_weight=config.gp_weight, clip=config.clip,
+            n_critic=config.n_critic,
+        )  # fmt: skip
+        opt_d = torch.optim.Adam(D.parameters(), lr=config.lr_d, betas=betas)
+        d_fwd = AugmentedDiscriminator(D, config.diffaugment) if config.diffaugment else D
+    g_params = list(G.parameters()) + (list(E.parameters()) if E is not None else [])
+    opt_g = torch.optim.Adam(g_params, lr=config.lr_g, betas=betas)
+    g_fwd = G
+    if config.compile and cuda:
+        g_fwd, d_fwd = torch.compile(G), (torch.compile(d_fwd) if d_fwd is not None else None)
+    n_critic = objective.n_critic if objective is not None else 1
+    spe = data.images.shape[0] // config.batch_size
+    if spe == 0:
+        raise GanforgeError(
+            f"the dataset has {data.images.shape[0]} training images, fewer than --batch-size "
+            f"{config.batch_size}; lower --batch-size"
+        )
+    total = config.steps if config.steps is not None else max(1, config.epochs * spe // n_critic)
+    gz = torch.Generator().manual_seed(_mix(config.seed, 3))
+    fixed_z = torch.randn(N_FIXED, config.latent_dim, generator=gz)
+    fixed_labels = torch.arange(N_FIXED) % spec.num_classes if config.conditional else None
+    images, labels = _place_data(data, rt)
+    torch.manual_seed(_mix(config.seed, rt.rank, 4))  # objective/augment noise: own stream per rank
+    return Trainer(
+        config=config, rt=rt, spec=spec, G=G, D=D, E=E,
+        ema=EMA(G, config.ema_decay) if config.ema_decay else None, opt_g=opt_g, opt_d=opt_d,
+        objective=objective, images=images, labels=labels, fingerprint=data.fingerprint, data_uri=data.uri,
+        steps_per_epoch=spe, total_steps=total, n_critic=n_critic, fixed_z=fixed_z, fixed_labels=fixed_labels,
+        g_fwd=g_fwd, d_fwd=d_fwd, amp=cuda, channels_last=cuda,
+    )  # fmt: skip
+
+
+def trainer_state(t: Trainer) -> tuple[dict, dict, dict]:
+    """(weights, state, meta) for ``save_checkpoint``: plain tensors and numbers only."""
+    weights = {"generator": t.G.state_dict()}
+    if t.ema is not None:
+        weights["generator_ema"] = t.ema.state_dict()
+    if t.D is not None:
+        weights["discriminator"] = t.D.state_dict()
+    if t.E is not None:
+        weights["encoder"] = t.E.state_dict()
+    state = {
+        "step": t.step, "opt_g": t.opt_g.state_dict(), "rng_cpu": torch.get_rng_state(),
+        "fixed_z": t.fixed_z, "lr_scale": t.lr_scale, "rollbacks": t.rollbacks,
+        "history": {k: torch.tensor(v, dtype=torch.float64).reshape(-1, 2) for k, v in t.history.items()},
+    }  # fmt: skip
+    if t.opt_d is not None:
+        state["opt_d"] = t.opt_d.state_dict()
+    if t.fixed_labels is not None:
+        state["fixed_labels"] = t.fixed_labels
+    if t.rt.device.type == "cuda":
+        state["rng_cuda"] = torch.cuda.get_rng_state(t.rt.device)
+    meta = {
+        "format": "ganforge-checkpoint/1", "config": t.config.model_dump(mode="json"),
+        "spec": t.spec.model_dump(mode="json"), "dataset_fingerprint": t.fingerprint, "step": t.step,
+    }  # fmt: skip
+    return weights, state, meta
+
+
+def _check_resumable(t: Trainer, ck: Checkpoint) -> None:
+    """One error naming every difference that would make the resumed run a different run."""
+    saved = TrainConfig.model_validate(ck.meta["config"])
+    diffs = [f"{k} {getattr(saved, k)!r} -> {getattr(t.config, k)!r}" for k in saved.mismatches(t.config)]
+    if ck.meta.get("dataset_fingerprint") != t.fingerprint:
+        diffs.append(f"dataset fingerprint {ck.meta.get('dataset_fingerprint')} -> {t.fingerprint}")
+    if diffs:
+        raise GanforgeError(
+            f"cannot resume from {ck.path}: it was trained with different settings ({'; '.join(diffs)}); "
+            "use the checkpoint's values or start a new --output without --resume"
+        )
+
+
+def restore(t: Trainer, ck: Checkpoint, check_config: bool) -> None:
+    """Load a checkpoint into ``t`` (weights, optimisers, RNG, counters).
+
+    Raises:
+        GanforgeError: the checkpoint's config differs in something that matters, or its weights
+            belong to another architecture.
+    """
+    if check_config:
+        _check_resumable(t, ck)
+    where = str(ck.path)
+    load_weights(t.G, ck.weights.get("generator", {}), where)
+    if t.ema is not None:
+        load_weights(t.ema.module, ck.weights.get("generator_ema", {}), where)
+    if t.D is not None:
+        load_weights(t.D, ck.weights.get("discriminator", {}), where)
+    if t.E is not None:
+        load_weights(t.E, ck.weights.get("encoder", {}), where)
+    s = ck.state
+    t.opt_g.load_state_dict(s["opt_g"])
+    if t.opt_d is not None:
+        t.opt_d.load_state_dict(s["opt_d"])
+    t.step, t.lr_scale, t.rollbacks = int(s["step"]), float(s["lr_scale"]), int(s["rollbacks"])
+    t.fixed_z = s["fixed_z"].cpu()
+    t.fixed_labels = s["fixed_labels"].cpu() if "fixed_labels" in s else None
+    t.history = {k: [tuple(r) for r in v.tolist()] for k, v in s["history"].items()}
+    if t.rt.rank == 0:  # other ranks keep their own noise streams
+        torch.set_rng_state(s["rng_cpu"].cpu())
+        if "rng_cuda" in s and t.rt.device.type == "cuda":
+            torch.cuda.set_rng_state(s["rng_cuda"].cpu(), t.rt.device)
+    t.apply_lr()
+
+
+def describe(ck: Checkpoint) -> str:
+    """One line naming a checkpoint's model and data (for messages)."""
+    spec = ck.meta.get("spec", {})
+    return json.dumps({k: spec.get(k) for k in ("model", "image_size", "channels", "conditional")})
