@@ -55,6 +55,8 @@ def one_line_validation_error(exc) -> str:
 from ganforge import cli_data  # noqa: E402
 
 cli_data.register(app)
+from ganforge import cli_train  # noqa: E402
+cli_train.register(app)
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m ganforge`

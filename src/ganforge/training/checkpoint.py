@@ -167,3 +167,39 @@ def load_weights(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], w
             f"checkpoint {where} was written for another architecture ({first}); "
             "use a checkpoint made with the same --model, --width, --latent-dim and image size"
         ) from None
+
+
+def load_generator(path: str | Path, use_ema: bool = True, device: str | torch.device = "cpu"):
+    """Rebuild the generator stored in a checkpoint (or the newest one in a run's output directory).
+
+    Args:
+        path: a ``ckpt-<step>`` directory or a run's ``--output`` directory.
+        use_ema: prefer the EMA weights when the checkpoint has them.
+        device: where to put the generator.
+
+    Returns:
+        ``(generator in eval mode, ModelSpec, meta dict)``.
+
+    Raises:
+        GanforgeError: not a checkpoint, or weights that do not fit the recorded architecture.
+    """
+    from pydantic import ValidationError
+
+    from ganforge.models import ModelSpec, build_generator
+
+    p = Path(path)
+    if not p.exists():
+        raise GanforgeError(f"checkpoint {p} does not exist; pass a ckpt-<step> directory or a run's --output")
+    if not (p / "state.pt").is_file() and list_checkpoints(p):
+        p = list_checkpoints(p)[-1]
+    ck = load_checkpoint(p, device)
+    try:
+        spec = ModelSpec(**ck.meta["spec"])
+    except (KeyError, TypeError, ValidationError) as exc:
+        raise GanforgeError(f"checkpoint {p} has no valid model spec in meta.json ({type(exc).__name__})") from None
+    name = "generator_ema" if use_ema and "generator_ema" in ck.weights else "generator"
+    if name not in ck.weights:
+        raise GanforgeError(f"checkpoint {p} holds no generator weights ({name}.safetensors)")
+    generator = build_generator(spec).to(device)
+    load_weights(generator, ck.weights[name], str(p))
+    return generator.eval(), spec, ck.meta

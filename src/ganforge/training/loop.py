@@ -40,6 +40,7 @@ class TrainResult:
         seconds: wall time of the loop.
         images_per_second: real images consumed per second by the loop.
         interrupted: True when SIGTERM/SIGINT stopped the run (a checkpoint was written).
+        stop_signal: the signal number that stopped it, else None.
         metrics: the last logged metrics.
     """
 
@@ -51,6 +52,7 @@ class TrainResult:
     images_per_second: float
     interrupted: bool = False
     metrics: dict = field(default_factory=dict)
+    stop_signal: int | None = None
 
 
 def train(config: TrainConfig, data=None, tracker=None) -> TrainResult:
@@ -177,7 +179,7 @@ def _run(t: Trainer, tracker) -> TrainResult:
     return TrainResult(
         output=str(c.output), checkpoint=str(last_ckpt) if last_ckpt else None, step=t.step,
         run_id=tracker.run_id, seconds=seconds, images_per_second=ips, interrupted=status == "KILLED",
-        metrics=metrics,
+        metrics=metrics, stop_signal=t.stop_signal if status == "KILLED" else None,
     )  # fmt: skip
 
 

@@ -41,6 +41,7 @@ class Trainer:
     labels: torch.Tensor  # (N,) int64, same device as images
     fingerprint: str
     data_uri: str
+    class_names: list[str]
     steps_per_epoch: int  # real batches per epoch (the last partial batch is dropped)
     total_steps: int
     n_critic: int
@@ -194,6 +195,7 @@ def build_trainer(config: TrainConfig, rt: Runtime, data=None) -> Trainer:
         config=config, rt=rt, spec=spec, G=G, D=D, E=E,
         ema=EMA(G, config.ema_decay) if config.ema_decay else None, opt_g=opt_g, opt_d=opt_d,
         objective=objective, images=images, labels=labels, fingerprint=data.fingerprint, data_uri=data.uri,
+        class_names=list(data.class_names),
         steps_per_epoch=spe, total_steps=total, n_critic=n_critic, fixed_z=fixed_z, fixed_labels=fixed_labels,
         g_fwd=g_fwd, d_fwd=d_fwd, amp=cuda, channels_last=cuda,
     )  # fmt: skip
@@ -222,6 +224,7 @@ def trainer_state(t: Trainer) -> tuple[dict, dict, dict]:
     meta = {
         "format": "ganforge-checkpoint/1", "config": t.config.model_dump(mode="json"),
         "spec": t.spec.model_dump(mode="json"), "dataset_fingerprint": t.fingerprint, "step": t.step,
+        "class_names": t.class_names, "dataset_uri": t.data_uri,
     }  # fmt: skip
     return weights, state, meta
 

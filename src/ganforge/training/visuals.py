@@ -71,3 +71,85 @@ def interpolation_strip(
     path = interpolation_latents(z, steps)
     lab = labels[:1].repeat(steps) if labels is not None else None
     return grid_image(sample(generator, path, lab), nrow=steps)
+
+
+def _label_ids(labels: list[str], class_names: list[str]) -> list[int]:
+    """Label ids from ids or class names, as the user typed them."""
+    from ganforge.errors import GanforgeError
+
+    ids = []
+    for lab in labels:
+        if lab in class_names:
+            ids.append(class_names.index(lab))
+        elif lab.lstrip("-").isdigit() and 0 <= int(lab) < len(class_names):
+            ids.append(int(lab))
+        else:
+            raise GanforgeError(f"unknown label {lab!r}; use an id 0..{len(class_names) - 1} or one of {class_names}")
+    return ids
+
+
+def generate(
+    checkpoint: str,
+    n: int = 64,
+    labels: list[str] | None = None,
+    seed: int = 0,
+    interpolate: bool = False,
+    use_ema: bool = True,
+    device: str = "cpu",
+) -> torch.Tensor:
+    """Images from a checkpoint's generator: ``n`` random latents, or ``n`` steps of one interpolation.
+
+    Args:
+        checkpoint: a ``ckpt-<step>`` directory or a run's output directory.
+        n: number of images.
+        labels: class ids or names, cycled over the images (conditional models; default: all classes).
+        seed: seed of the latents.
+        interpolate: walk from one latent to another in ``n`` steps instead of drawing ``n``.
+        use_ema: use the EMA generator when the checkpoint has one.
+        device: where to run the generator.
+
+    Returns:
+        (n, C, H, W) images in [-1, 1].
+
+    Raises:
+        GanforgeError: bad checkpoint, labels for an unconditional model, or unknown labels.
+    """
+    from ganforge.errors import GanforgeError
+    from ganforge.training.checkpoint import load_generator
+
+    if n < 1:
+        raise GanforgeError(f"--n must be at least 1, got {n}")
+    generator, spec, meta = load_generator(checkpoint, use_ema, device)
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(max(n, 2), spec.latent_dim, generator=g)
+    z = interpolation_latents(z, n) if interpolate else z[:n]
+    names = meta.get("class_names") or [str(i) for i in range(spec.num_classes)]
+    if labels and not spec.conditional:
+        raise GanforgeError("--labels given but the checkpoint's model is not conditional; drop --labels")
+    ids = None
+    if spec.conditional:
+        pool = _label_ids(labels, names) if labels else list(range(spec.num_classes))
+        ids = torch.tensor([pool[0]] * n if interpolate else [pool[i % len(pool)] for i in range(n)])
+    return sample(generator, z, ids)
+
+
+def save_images(images: torch.Tensor, out: str, nrow: int | None = None) -> list[str]:
+    """Write a grid (``out`` ends in .png) or one PNG per image into directory ``out``; return the paths."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    def _pil(a: np.ndarray) -> Image.Image:
+        return Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
+
+    path = Path(out)
+    if path.suffix.lower() == ".png":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _pil(grid_image(images, nrow)).save(path)
+        return [str(path)]
+    path.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, a in enumerate(to_uint8(images)):
+        _pil(a).save(path / f"{i:06d}.png")
+        written.append(str(path / f"{i:06d}.png"))
+    return written
