@@ -1,0 +1,1 @@
+"""Memorisation audit: exact chunked k-NN and the nearest-neighbour report."""
