@@ -26,6 +26,9 @@ def prepare(image: np.ndarray, image_size: int | None, channels: int | None, asp
     """
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (1, 3):
         raise ValueError(f"expected (H, W, 1|3) uint8, got {image.dtype} {image.shape}")
+    h, w, c = image.shape
+    if (channels is None or channels == c) and (image_size is None or image_size == h == w):
+        return np.ascontiguousarray(image)  # nothing to do: skip the PIL round trip
     pil = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
     if channels is not None:
         pil = pil.convert("L" if channels == 1 else "RGB")

@@ -142,15 +142,21 @@ def _write_shards(loc, tmp, src, cfg, selected, splits, labels, class_names):
     shapes: set[tuple[int, int, int]] = set()
     workers = os.cpu_count() or 1
 
-    def encode(image: np.ndarray) -> tuple[np.ndarray, bytes, str]:
-        out = img.prepare(image, cfg.image_size, cfg.channels, cfg.aspect)
-        return out, img.encode_png(out), img.pixel_sha256(out)
+    def encode(batch: list[np.ndarray]) -> list[tuple[np.ndarray, bytes, str]]:
+        outs = [img.prepare(image, cfg.image_size, cfg.channels, cfg.aspect) for image in batch]
+        return [(out, img.encode_png(out), img.pixel_sha256(out)) for out in outs]
+
+    def encoded(images: list[np.ndarray]):
+        # A task per slice, not per image: per-task overhead dominates for 28x28 images.
+        step = max(1, -(-len(images) // (workers * 4)))
+        for part in pool.map(encode, [images[s : s + step] for s in range(0, len(images), step)]):
+            yield from part
 
     try:
         with ThreadPoolExecutor(workers) as pool:  # PIL and zlib release the GIL while they work
             for start in range(0, len(selected), READ_CHUNK):
                 chunk = selected[start : start + READ_CHUNK]
-                for j, (out, png, sha) in enumerate(pool.map(encode, src.read(chunk))):
+                for j, (out, png, sha) in enumerate(encoded(src.read(chunk))):
                     i = start + j
                     shapes.add(out.shape)
                     img.check_uniform(shapes)

@@ -77,7 +77,9 @@ def load(
     fp = manifest["fingerprint"]
     cached = _cache_paths(cache_dir or default_cache_dir(), fp, split) if use_cache else None
     if cached and all(os.path.exists(p) for p in cached):
-        images_np, labels_np = np.load(cached[0]), np.load(cached[1])
+        # Copy-on-write map: no read or copy up front, pages come from the OS cache on first touch,
+        # and the tensor stays writable without ever changing the cache file.
+        images_np, labels_np = np.load(cached[0], mmap_mode="c"), np.load(cached[1])
     else:
         images_np, labels_np = _decode_split(loc, manifest, split)
         if cached:
