@@ -20,11 +20,24 @@ from ganforge.models import (
 from ganforge.models.dcgan import SIZES
 
 N = 2
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: these tensors are tiny, and on a shared CPU extra threads only contend (~20x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 FAMILY_SIZES = {"mlp": (8, 28, 64), "dcgan": SIZES, "wgan-gp": SIZES, "vae": SIZES}
 CASES = [(m, s) for m, sizes in FAMILY_SIZES.items() for s in sizes]
 
 
-def spec(model: str = "dcgan", image_size: int = 16, channels: int = 1, conditional: bool = False, **kw) -> ModelSpec:
+def spec(
+    model: str = "dcgan", image_size: int = 16, channels: int = 1, conditional: bool = False, **kw
+) -> ModelSpec:
     """A small spec: width 4 keeps even 256 px builds fast on CPU."""
     kw.setdefault("width", 4)
     kw.setdefault("latent_dim", 8)
@@ -58,7 +71,9 @@ def test_every_family_builds_the_documented_shapes(model, size, channels, condit
     if nets.discriminator is not None:
         logits, feats = nets.discriminator(x, labels, features=True)
         assert logits.shape == (N,) and feats.ndim == 2 and feats.shape[0] == N
-        assert torch.equal(nets.discriminator.eval()(x, labels), nets.discriminator(x, labels, features=True)[0])
+        assert torch.equal(
+            nets.discriminator.eval()(x, labels), nets.discriminator(x, labels, features=True)[0]
+        )
     else:
         mu, logvar = nets.encoder(x, labels)
         assert mu.shape == logvar.shape == (N, s.latent_dim)
@@ -157,7 +172,9 @@ def test_unbuildable_specs_raise_one_line_naming_the_choices(kwargs, message):
 
 
 def test_unknown_names_raise_and_list_the_valid_ones():
-    with pytest.raises(GanforgeError, match="unknown model 'stylegan'; valid models: mlp, dcgan, wgan-gp, vae"):
+    with pytest.raises(
+        GanforgeError, match="unknown model 'stylegan'; valid models: mlp, dcgan, wgan-gp, vae"
+    ):
         ModelSpec(model="stylegan", image_size=16, channels=1)
     with pytest.raises(GanforgeError, match="valid: transposed, resize-conv"):
         ModelSpec(model="dcgan", image_size=16, channels=1, upsample="bilinear")

@@ -1,0 +1,348 @@
+"""GAN objectives and the VAE loss.
+
+An objective turns discriminator outputs into the two players' losses. ``OBJECTIVES`` maps each
+name (the --loss choices) to its class; ``build_objective`` checks the options and builds one.
+
+Who detaches: ``d_loss`` detaches ``fake`` itself, so the loop may pass the generator's output
+straight in and reuse it for ``g_loss``; ``g_loss`` must see the undetached ``fake``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ganforge.errors import GanforgeError
+
+SOFT_REAL = (0.9, 1.0)  # real targets under label smoothing (Salimans et al., 2016: one-sided)
+SOFT_FAKE = (0.0, 0.1)  # fake targets under noisy labels
+
+
+def draw_targets(n: int, *, real: bool, soft: bool, device: torch.device | str | None = None) -> Tensor:
+    """Targets for the binary cross-entropy discriminator loss.
+
+    Args:
+        n: Number of targets.
+        real: Targets for real images (1) or fakes (0).
+        soft: Draw uniformly in ``SOFT_REAL`` / ``SOFT_FAKE`` instead of exactly 1 / 0.
+        device: Where the targets live.
+
+    Returns:
+        (n,) float targets.
+    """
+    if not soft:
+        return torch.full((n,), float(real), device=device)
+    low, high = SOFT_REAL if real else SOFT_FAKE
+    return torch.empty(n, device=device).uniform_(low, high)
+
+
+def feature_matching_loss(D: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None) -> Tensor:
+    """Mean squared distance between the mean D features of real and fake images (Salimans et al., 2016).
+
+    The mean over features (not the sum) keeps its scale independent of the discriminator's width.
+
+    Args:
+        D: Discriminator accepting ``features=True``.
+        real: Real images (N, C, H, W); only a target, so no gradient flows through them.
+        fake: Generated images (M, C, H, W), undetached.
+        labels: Class ids shared by real and fake (N,), or None.
+
+    Returns:
+        Scalar loss; zero when real and fake give the same features.
+    """
+    with torch.no_grad():
+        _, f_real = D(real, labels, features=True)
+    _, f_fake = D(fake, labels, features=True)
+    return (f_real.mean(dim=0) - f_fake.mean(dim=0)).pow(2).mean()
+
+
+class Objective:
+    """Base objective: subclasses define the loss terms on logits.
+
+    Attributes:
+        name: Registry name.
+        n_critic: Discriminator steps per generator step.
+        feature_matching: The generator matches mean D features of real images instead of fooling D.
+    """
+
+    name = ""
+    default_n_critic = 1
+
+    def __init__(self, *, feature_matching: bool = False, n_critic: int | None = None) -> None:
+        """Set the options shared by every objective.
+
+        Args:
+            feature_matching: Replace the generator's adversarial loss by feature matching.
+            n_critic: Discriminator steps per generator step; None: the objective's default.
+        """
+        self.feature_matching = feature_matching
+        self.n_critic = n_critic if n_critic is not None else self.default_n_critic
+
+    def d_terms(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        """Discriminator loss from its outputs on real and fake images."""
+        raise NotImplementedError
+
+    def g_term(self, fake_logits: Tensor) -> Tensor:
+        """Generator adversarial loss from the discriminator's outputs on fakes."""
+        return -fake_logits.mean()
+
+    def score(self, logits: Tensor) -> Tensor:
+        """What ``d_real`` / ``d_fake`` report: the raw critic score unless overridden."""
+        return logits
+
+    def d_loss(self, D: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None) -> tuple[Tensor, dict]:
+        """Discriminator loss on a real and a fake batch (``fake`` is detached here).
+
+        Args:
+            D: The discriminator.
+            real: Real images (N, C, H, W) in [-1, 1].
+            fake: Generated images (N, C, H, W); detached here.
+            labels: Class ids (N,) for both batches, or None.
+
+        Returns:
+            (loss, stats) with stats keys ``loss_d``, ``d_real``, ``d_fake``.
+        """
+        real_logits = D(real, labels)
+        fake_logits = D(fake.detach(), labels)
+        loss = self.d_terms(real_logits, fake_logits)
+        stats = {
+            "loss_d": loss.item(),
+            "d_real": self.score(real_logits.detach()).mean().item(),
+            "d_fake": self.score(fake_logits.detach()).mean().item(),
+        }
+        return loss, stats
+
+    def g_loss(
+        self, D: nn.Module, fake: Tensor, labels: Tensor | None, real: Tensor | None = None
+    ) -> tuple[Tensor, dict]:
+        """Generator loss.
+
+        Args:
+            D: The discriminator.
+            fake: Generated images (N, C, H, W), undetached.
+            labels: Class ids (N,) of the fakes, or None.
+            real: Real images (N, C, H, W); required with feature matching.
+
+        Returns:
+            (loss, stats) with stats key ``loss_g``.
+        """
+        if self.feature_matching:
+            if real is None:
+                raise ValueError("feature matching needs the real batch: pass real=")
+            loss = feature_matching_loss(D, real, fake, labels)
+        else:
+            loss = self.g_term(D(fake, labels))
+        return loss, {"loss_g": loss.item()}
+
+    def after_d_step(self, D: nn.Module) -> None:
+        """Hook run after each discriminator optimiser step; nothing by default."""
+
+
+class NonSaturatingBCE(Objective):
+    """Binary cross-entropy; the generator maximises log D(G(z)) (Goodfellow et al., 2014).
+
+    Optional one-sided label smoothing (real targets in [0.9, 1]) and noisy fake targets (in [0, 0.1]).
+    """
+
+    name = "bce"
+
+    def __init__(self, *, label_smoothing: bool = False, noisy_labels: bool = False, **common) -> None:
+        """Set the target options.
+
+        Args:
+            label_smoothing: Draw real targets in ``SOFT_REAL`` instead of 1.
+            noisy_labels: Draw fake targets in ``SOFT_FAKE`` instead of 0.
+            **common: Options of ``Objective``.
+        """
+        super().__init__(**common)
+        self.label_smoothing = label_smoothing
+        self.noisy_labels = noisy_labels
+
+    def d_terms(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        """Sum of BCE on real (target ~1) and fake (target ~0), as the PyTorch DCGAN example."""
+        real_t = draw_targets(
+            len(real_logits), real=True, soft=self.label_smoothing, device=real_logits.device
+        )
+        fake_t = draw_targets(len(fake_logits), real=False, soft=self.noisy_labels, device=fake_logits.device)
+        return F.binary_cross_entropy_with_logits(real_logits, real_t.to(real_logits.dtype)) + (
+            F.binary_cross_entropy_with_logits(fake_logits, fake_t.to(fake_logits.dtype))
+        )
+
+    def g_term(self, fake_logits: Tensor) -> Tensor:
+        """-log sigmoid(D(G(z))): strong gradients while D still rejects the fakes."""
+        return F.softplus(-fake_logits).mean()
+
+    def score(self, logits: Tensor) -> Tensor:
+        """Probability that the image is real."""
+        return torch.sigmoid(logits)
+
+
+class Hinge(Objective):
+    """Hinge loss (Lim & Ye, 2017; used by SNGAN and BigGAN)."""
+
+    name = "hinge"
+
+    def d_terms(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        """max(0, 1 - D(x)) + max(0, 1 + D(G(z)))."""
+        return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+
+
+class Wasserstein(Objective):
+    """Critic loss of the WGANs; each subclass keeps the critic Lipschitz its own way."""
+
+    default_n_critic = 5  # the critic should be near optimal before each generator step
+
+    def d_terms(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        """Negative Wasserstein estimate: E[D(G(z))] - E[D(x)]."""
+        return fake_logits.mean() - real_logits.mean()
+
+
+class WassersteinClip(Wasserstein):
+    """WGAN with weight clipping (Arjovsky et al., 2017); kept for comparison with WGAN-GP."""
+
+    name = "wgan-clip"
+
+    def __init__(self, *, clip: float = 0.01, **common) -> None:
+        """Set the clipping bound.
+
+        Args:
+            clip: Every discriminator parameter is clamped to [-clip, clip] after each step.
+            **common: Options of ``Objective``.
+        """
+        super().__init__(**common)
+        self.clip = clip
+
+    @torch.no_grad()
+    def after_d_step(self, D: nn.Module) -> None:
+        """Clamp every parameter: a crude way to keep the critic Lipschitz."""
+        for p in D.parameters():
+            p.clamp_(-self.clip, self.clip)
+
+
+def gradient_penalty(
+    D: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None = None, eps: Tensor | None = None
+) -> Tensor:
+    """E[(||grad_x D(x_hat)||_2 - 1)^2] on random interpolates x_hat between real and fake.
+
+    Args:
+        D: The critic.
+        real: Real images (N, C, H, W).
+        fake: Generated images (N, C, H, W).
+        labels: Class ids (N,) for the critic, or None.
+        eps: Interpolation weights (N, 1, 1, 1); None: uniform in [0, 1].
+
+    Returns:
+        Scalar penalty, differentiable with respect to D's parameters.
+    """
+    real, fake = real.detach(), fake.detach()
+    if eps is None:
+        eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
+    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(D(x_hat, labels).sum(), x_hat, create_graph=True)
+    return (grad.flatten(1).norm(2, dim=1) - 1.0).pow(2).mean()
+
+
+class WassersteinGP(Wasserstein):
+    """WGAN-GP (Gulrajani et al., 2017): the Wasserstein loss plus a gradient penalty, no clipping."""
+
+    name = "wgan-gp"
+
+    def __init__(self, *, gp_weight: float = 10.0, **common) -> None:
+        """Set the penalty weight.
+
+        Args:
+            gp_weight: Weight of the gradient penalty (lambda; 10 in the paper).
+            **common: Options of ``Objective``.
+        """
+        super().__init__(**common)
+        self.gp_weight = gp_weight
+
+    def d_loss(self, D: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None) -> tuple[Tensor, dict]:
+        """Wasserstein loss plus ``gp_weight`` times the penalty; stats add ``gp``."""
+        loss, stats = super().d_loss(D, real, fake, labels)
+        gp = gradient_penalty(D, real, fake, labels)
+        loss = loss + self.gp_weight * gp
+        stats.update(loss_d=loss.item(), gp=gp.item())
+        return loss, stats
+
+
+OBJECTIVES: dict[str, type[Objective]] = {
+    cls.name: cls for cls in (NonSaturatingBCE, Hinge, WassersteinGP, WassersteinClip)
+}
+
+
+def build_objective(
+    name: str,
+    *,
+    label_smoothing: bool,
+    noisy_labels: bool,
+    feature_matching: bool,
+    gp_weight: float = 10.0,
+    clip: float = 0.01,
+    n_critic: int | None = None,
+) -> Objective:
+    """Build an objective by name, checking that the options fit it.
+
+    Args:
+        name: One of ``OBJECTIVES``.
+        label_smoothing: Real targets in [0.9, 1] (bce only).
+        noisy_labels: Fake targets in [0, 0.1] (bce only).
+        feature_matching: Generator matches mean discriminator features of real images.
+        gp_weight: Gradient penalty weight (wgan-gp).
+        clip: Weight clipping bound (wgan-clip).
+        n_critic: Discriminator steps per generator step; None: 5 for the WGANs, 1 otherwise.
+
+    Returns:
+        The objective.
+
+    Raises:
+        GanforgeError: Unknown name, or options that do not apply or are out of range.
+    """
+    if name not in OBJECTIVES:
+        raise GanforgeError(f"unknown loss {name!r}; valid losses: {', '.join(OBJECTIVES)}")
+    if (label_smoothing or noisy_labels) and name != "bce":
+        raise GanforgeError(f"label_smoothing and noisy_labels apply only to loss 'bce', not {name!r}")
+    if n_critic is not None and n_critic < 1:
+        raise GanforgeError(f"n_critic must be at least 1, got {n_critic}")
+    if gp_weight < 0 or clip <= 0:
+        raise GanforgeError(f"gp_weight must be >= 0 and clip > 0, got {gp_weight} and {clip}")
+    options: dict = {
+        "bce": {"label_smoothing": label_smoothing, "noisy_labels": noisy_labels},
+        "wgan-gp": {"gp_weight": gp_weight},
+        "wgan-clip": {"clip": clip},
+    }.get(name, {})
+    return OBJECTIVES[name](feature_matching=feature_matching, n_critic=n_critic, **options)
+
+
+def reparameterise(mu: Tensor, logvar: Tensor) -> Tensor:
+    """Draw z = mu + sigma * eps, differentiable in mu and logvar (Kingma & Welling, 2014)."""
+    return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+
+def vae_loss(
+    decoder: nn.Module, encoder: nn.Module, real: Tensor, labels: Tensor | None, kl_weight: float = 1.0
+) -> tuple[Tensor, dict]:
+    """Negative ELBO per image: squared-error reconstruction plus ``kl_weight`` times KL(q(z|x) || N(0, I)).
+
+    Both terms are summed over pixels / latent dimensions and averaged over the batch, so their
+    balance does not depend on the batch size (the squared error is a Gaussian likelihood with a
+    fixed variance, up to a constant).
+
+    Args:
+        decoder: The VAE's generator.
+        encoder: The VAE's encoder.
+        real: Images (N, C, H, W) in [-1, 1].
+        labels: Class ids (N,), or None.
+        kl_weight: Weight of the KL term (beta).
+
+    Returns:
+        (loss, stats) with stats keys ``loss_vae``, ``loss_recon``, ``loss_kl``.
+    """
+    n = real.shape[0]
+    mu, logvar = encoder(real, labels)
+    recon = decoder(reparameterise(mu, logvar), labels)
+    recon_loss = F.mse_loss(recon, real, reduction="sum") / n
+    kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / n
+    loss = recon_loss + kl_weight * kl
+    return loss, {"loss_vae": loss.item(), "loss_recon": recon_loss.item(), "loss_kl": kl.item()}
