@@ -19,7 +19,7 @@ from ganforge.training.checkpoint import (
 @pytest.fixture(scope="module")
 def digits16(tmp_path_factory):
     """scikit-learn's digits ingested at 16 px (128 train images): a real ganforge dataset."""
-    from ganforge.data import ingest
+    from ganforge.data.ingest import ingest
 
     out = tmp_path_factory.mktemp("digits16")
     ingest("digits", output=str(out), image_size=16, limit=128)
