@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from ganforge.errors import GanforgeError
 
 SOFT_REAL = (0.9, 1.0)  # real targets under label smoothing (Salimans et al., 2016: one-sided)
-SOFT_FAKE = (0.0, 0.1)  # fake targets under noisy labels
+SOFT_FAKE = (0.0, 0.1)  # fake targets under noisy labels (which also soften the real ones)
 
 
 def draw_targets(n: int, *, real: bool, soft: bool, device: torch.device | str | None = None) -> Tensor:
@@ -142,7 +142,8 @@ class Objective:
 class NonSaturatingBCE(Objective):
     """Binary cross-entropy; the generator maximises log D(G(z)) (Goodfellow et al., 2014).
 
-    Optional one-sided label smoothing (real targets in [0.9, 1]) and noisy fake targets (in [0, 0.1]).
+    Optional one-sided label smoothing (real targets in [0.9, 1]) and noisy labels (real targets in
+    [0.9, 1] and fake ones in [0, 0.1]).
     """
 
     name = "bce"
@@ -151,8 +152,8 @@ class NonSaturatingBCE(Objective):
         """Set the target options.
 
         Args:
-            label_smoothing: Draw real targets in ``SOFT_REAL`` instead of 1.
-            noisy_labels: Draw fake targets in ``SOFT_FAKE`` instead of 0.
+            label_smoothing: Draw real targets in ``SOFT_REAL`` instead of 1 (one-sided).
+            noisy_labels: Draw real targets in ``SOFT_REAL`` and fake ones in ``SOFT_FAKE``.
             **common: Options of ``Objective``.
         """
         super().__init__(**common)
@@ -161,9 +162,8 @@ class NonSaturatingBCE(Objective):
 
     def d_terms(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
         """Sum of BCE on real (target ~1) and fake (target ~0), as the PyTorch DCGAN example."""
-        real_t = draw_targets(
-            len(real_logits), real=True, soft=self.label_smoothing, device=real_logits.device
-        )
+        soft_real = self.label_smoothing or self.noisy_labels
+        real_t = draw_targets(len(real_logits), real=True, soft=soft_real, device=real_logits.device)
         fake_t = draw_targets(len(fake_logits), real=False, soft=self.noisy_labels, device=fake_logits.device)
         return F.binary_cross_entropy_with_logits(real_logits, real_t.to(real_logits.dtype)) + (
             F.binary_cross_entropy_with_logits(fake_logits, fake_t.to(fake_logits.dtype))
@@ -287,7 +287,7 @@ def build_objective(
     Args:
         name: One of ``OBJECTIVES``.
         label_smoothing: Real targets in [0.9, 1] (bce only).
-        noisy_labels: Fake targets in [0, 0.1] (bce only).
+        noisy_labels: Real targets in [0.9, 1] and fake ones in [0, 0.1] (bce only).
         feature_matching: Generator matches mean discriminator features of real images.
         gp_weight: Gradient penalty weight (wgan-gp).
         clip: Weight clipping bound (wgan-clip).
