@@ -77,6 +77,10 @@ def run_training(config: TrainConfig, data=None, tracker=None) -> TrainResult:
     """Train in this process (one rank of a torchrun job, or the only process)."""
     rt = ddp.setup(config.device)
     try:
+        if config.track and rt.is_main and tracker is None:
+            from ganforge.tracking import check_reachable, tracking_uri
+
+            check_reachable(tracking_uri())  # fail before loading data, not after
         t = build_trainer(config, rt, data)
         if config.resume:
             path = ckpt.resolve_resume(config.resume, config.output)

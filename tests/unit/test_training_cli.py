@@ -1,0 +1,132 @@
+"""``ganforge train`` / ``ganforge generate`` through typer's CliRunner: outputs and bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from ganforge.cli import app
+
+runner = CliRunner()
+TINY = ["--batch-size", "16", "--width", "8", "--latent-dim", "8", "--no-track", "--log-every", "5"]
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """Digits at 16 px and at 12 px (a size no conv family builds)."""
+    from ganforge.data.ingest import ingest
+
+    root = tmp_path_factory.mktemp("digits")
+    ingest("digits", output=str(root / "d16"), image_size=16, limit=64)
+    ingest("digits", output=str(root / "d12"), image_size=12, limit=32)
+    return root
+
+
+def one_error_line(result, pattern: str) -> None:
+    """Exit code 2 and exactly one line on stderr, ``error: ...`` matching ``pattern``."""
+    import re
+
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+def train(*args):
+    return runner.invoke(app, ["train", *TINY, *args])
+
+
+def test_train_then_generate_grid_and_files(digits, tmp_path):
+    out = tmp_path / "run"
+    res = train("--dataset", str(digits / "d16"), "--model", "dcgan", "--conditional", "--steps", "5",
+                "--output", str(out), "--ema-decay", "0.9")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "trained 5 steps" in res.stdout and "ckpt-000005" in res.stdout
+    res = runner.invoke(app, ["generate", "--checkpoint", str(out), "--n", "12", "--labels", "3,7",
+                              "--out", str(tmp_path / "grid.png")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert Image.open(tmp_path / "grid.png").size[0] > 16
+    res = runner.invoke(app, ["generate", "--checkpoint", str(out / "ckpt-000005"), "--n", "5", "--interpolate",
+                              "--seed", "3", "--out", str(tmp_path / "walk")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    files = sorted(p.name for p in (tmp_path / "walk").iterdir())
+    assert files == [f"{i:06d}.png" for i in range(5)]
+    assert Image.open(tmp_path / "walk" / files[0]).size == (16, 16)
+
+
+def test_dry_run_prints_the_resolved_config(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("dataset: somewhere\nlr_d: 0.003\n")
+    res = runner.invoke(app, ["train", "--config", str(cfg), "--preset", "digits-tiny", "--seed", "9", "--dry-run"])
+    assert res.exit_code == 0, res.output
+    resolved = json.loads(res.stdout)
+    assert (resolved["dataset"], resolved["lr_d"], resolved["seed"], resolved["width"]) == ("somewhere", 2e-4, 9, 16)
+
+
+def test_unknown_model_and_preset(digits):
+    one_error_line(train("--dataset", str(digits / "d16"), "--model", "gan", "--steps", "1"),
+                   r"--model: .*unknown model 'gan'; choose one of mlp, dcgan, wgan-gp, vae")  # fmt: skip
+    one_error_line(train("--dataset", str(digits / "d16"), "--preset", "mnist-gan"),
+                   r"unknown preset 'mnist-gan'; choose one of .*mnist-mlp")  # fmt: skip
+
+
+def test_unbuildable_image_size(digits, tmp_path):
+    res = train("--dataset", str(digits / "d12"), "--model", "dcgan", "--steps", "1", "--output", str(tmp_path))
+    one_error_line(res, r"builds image_size 8, 16, .* got 12")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dataset_without_manifest(tmp_path):
+    (tmp_path / "empty").mkdir()
+    res = train("--dataset", str(tmp_path / "empty"), "--model", "mlp", "--steps", "1", "--output", str(tmp_path / "o"))
+    one_error_line(res, r"manifest")
+    assert not (tmp_path / "o").exists()
+
+
+def test_checkpoint_from_another_architecture(digits, tmp_path):
+    for model in ("mlp", "dcgan"):
+        res = train("--dataset", str(digits / "d16"), "--model", model, "--steps", "1", "--output", str(tmp_path / model))
+        assert res.exit_code == 0, res.output
+    # an mlp checkpoint whose generator weights are a dcgan's
+    shutil.copy(tmp_path / "dcgan/ckpt-000001/generator.safetensors", tmp_path / "mlp/ckpt-000001/generator.safetensors")
+    res = runner.invoke(app, ["generate", "--checkpoint", str(tmp_path / "mlp"), "--out", str(tmp_path / "g.png")])
+    one_error_line(res, r"written for another architecture .*same --model")
+    assert not (tmp_path / "g.png").exists()
+    res = train("--dataset", str(digits / "d16"), "--model", "mlp", "--steps", "2", "--output", str(tmp_path / "dcgan"),
+                "--resume", "latest")  # fmt: skip
+    one_error_line(res, r"cannot resume .*model 'dcgan' -> 'mlp'")
+
+
+def test_mismatching_resume(digits, tmp_path):
+    args = ["--dataset", str(digits / "d16"), "--model", "mlp", "--output", str(tmp_path)]
+    assert train(*args, "--steps", "2").exit_code == 0
+    one_error_line(train(*args, "--steps", "4", "--resume", "latest", "--lr-d", "0.01"),
+                   r"cannot resume .*lr_d 0.0002 -> 0.01")  # fmt: skip
+    one_error_line(train(*args, "--steps", "4", "--resume", str(tmp_path / "nope")), r"not a checkpoint directory")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("ckpt")] == ["ckpt-000002"]
+
+
+def test_unreachable_mlflow_server(digits, tmp_path, monkeypatch):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://user:secret@127.0.0.1:{port}")
+    res = runner.invoke(app, ["train", "--dataset", str(digits / "d16"), "--model", "mlp", "--steps", "1",
+                              "--output", str(tmp_path / "o"), "--batch-size", "16"])  # fmt: skip
+    one_error_line(res, rf"cannot reach the MLflow server at http://\*\*\*@127.0.0.1:{port} .*--no-track")
+    assert "secret" not in res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_generate_bad_input(digits, tmp_path):
+    res = train("--dataset", str(digits / "d16"), "--model", "mlp", "--steps", "1", "--output", str(tmp_path))
+    assert res.exit_code == 0
+    one_error_line(runner.invoke(app, ["generate", "--checkpoint", str(tmp_path), "--labels", "1", "--out", "x.png"]),
+                   r"not conditional")  # fmt: skip
+    one_error_line(runner.invoke(app, ["generate", "--checkpoint", str(tmp_path / "missing"), "--out", "x.png"]),
+                   r"does not exist")  # fmt: skip
