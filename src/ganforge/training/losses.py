@@ -57,6 +57,12 @@ def feature_matching_loss(D: nn.Module, real: Tensor, fake: Tensor, labels: Tens
     return (f_real.mean(dim=0) - f_fake.mean(dim=0)).pow(2).mean()
 
 
+def _stats(**values: Tensor) -> dict[str, float]:
+    """Scalars to floats with one device sync instead of one per value."""
+    floats = torch.stack([v.detach().float() for v in values.values()]).tolist()
+    return dict(zip(values, floats))
+
+
 class Objective:
     """Base objective: subclasses define the loss terms on logits.
 
@@ -101,17 +107,26 @@ class Objective:
             labels: Class ids (N,) for both batches, or None.
 
         Returns:
-            (loss, stats) with stats keys ``loss_d``, ``d_real``, ``d_fake``.
+            (loss, stats) with stats keys ``loss_d``, ``d_real``, ``d_fake`` and one per penalty.
         """
-        real_logits = D(real, labels)
-        fake_logits = D(fake.detach(), labels)
+        fake = fake.detach()
+        real_logits, fake_logits = D(real, labels), D(fake, labels)
         loss = self.d_terms(real_logits, fake_logits)
-        stats = {
-            "loss_d": loss.item(),
-            "d_real": self.score(real_logits.detach()).mean().item(),
-            "d_fake": self.score(fake_logits.detach()).mean().item(),
-        }
-        return loss, stats
+        penalties = self.penalties(D, real, fake, labels)
+        for weight, value in penalties.values():
+            loss = loss + weight * value
+        return loss, _stats(
+            loss_d=loss,
+            d_real=self.score(real_logits).mean(),
+            d_fake=self.score(fake_logits).mean(),
+            **{name: value for name, (_, value) in penalties.items()},
+        )
+
+    def penalties(
+        self, D: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None
+    ) -> dict[str, tuple[float, Tensor]]:
+        """Regularisers added to the discriminator loss, as name -> (weight, value); none by default."""
+        return {}
 
     def g_loss(
         self, D: nn.Module, fake: Tensor, labels: Tensor | None, real: Tensor | None = None
@@ -133,7 +148,7 @@ class Objective:
             loss = feature_matching_loss(D, real, fake, labels)
         else:
             loss = self.g_term(D(fake, labels))
-        return loss, {"loss_g": loss.item()}
+        return loss, _stats(loss_g=loss)
 
     def after_d_step(self, D: nn.Module) -> None:
         """Hook run after each discriminator optimiser step; nothing by default."""
@@ -258,13 +273,11 @@ class WassersteinGP(Wasserstein):
         super().__init__(**common)
         self.gp_weight = gp_weight
 
-    def d_loss(self, D: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None) -> tuple[Tensor, dict]:
-        """Wasserstein loss plus ``gp_weight`` times the penalty; stats add ``gp``."""
-        loss, stats = super().d_loss(D, real, fake, labels)
-        gp = gradient_penalty(D, real, fake, labels)
-        loss = loss + self.gp_weight * gp
-        stats.update(loss_d=loss.item(), gp=gp.item())
-        return loss, stats
+    def penalties(
+        self, D: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None
+    ) -> dict[str, tuple[float, Tensor]]:
+        """The gradient penalty, reported as ``gp`` (unweighted)."""
+        return {"gp": (self.gp_weight, gradient_penalty(D, real, fake, labels))}
 
 
 OBJECTIVES: dict[str, type[Objective]] = {
@@ -345,4 +358,4 @@ def vae_loss(
     recon_loss = F.mse_loss(recon, real, reduction="sum") / n
     kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / n
     loss = recon_loss + kl_weight * kl
-    return loss, {"loss_vae": loss.item(), "loss_recon": recon_loss.item(), "loss_kl": kl.item()}
+    return loss, _stats(loss_vae=loss, loss_recon=recon_loss, loss_kl=kl)
