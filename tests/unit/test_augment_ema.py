@@ -42,7 +42,7 @@ def test_translation_moves_content_by_at_most_an_eighth_and_pads_with_zeros():
     moved = [i for i in range(64) if not torch.equal(x[i], y[i])]
     assert len(moved) > 32  # shifts of 0 in both axes are possible, but rare
     for i in moved:
-        # Some shift (dy, dx) with |d| <= 2 (16 / 8) explains the output; the uncovered rim is zero.
+        # Some shift (dy, dx) with |d| <= 2 (16 / 8) maps the input onto the output.
         matches = [
             (dy, dx)
             for dy in range(-2, 3)
