@@ -59,8 +59,8 @@ def _lex_topk(vals: torch.Tensor, idx: torch.Tensor, k: int) -> tuple[torch.Tens
 
 def _exact_dist(q: torch.Tensor, r: torch.Tensor, metric: str) -> torch.Tensor:
     """Float64 distances from differences: q (n, D), r (n, c, D) -> (n, c); exact for integer pixels."""
-    diff = r.double() - q.double()[:, None, :]
-    return diff.abs().sum(2) if metric == "l1" else (diff * diff).sum(2)
+    diff = r.double().sub_(q.double()[:, None, :])
+    return diff.abs_().sum(2) if metric == "l1" else diff.square_().sum(2)
 
 
 def _float64_pass(q: torch.Tensor, refs: torch.Tensor, k: int, metric: str, ref_chunk: int, device):
@@ -86,7 +86,7 @@ def knn(
     k: int = 1,
     metric: Literal["l2", "l1"] = "l2",
     query_chunk: int = 1024,
-    ref_chunk: int = 8192,
+    ref_chunk: int = 4096,
     device: str | torch.device = "cpu",
     extra: int = 8,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,7 +175,7 @@ def _chunk_knn(q, refs, k, kk, metric, ref_chunk, device, gamma, r_max):
         ok = (best_v[:, -1].double() - best_v[:, k - 1].double()) > 2.0 * bound
     out_d = torch.empty(q.shape[0], k, dtype=torch.float64, device=device)
     out_i = torch.empty(q.shape[0], k, dtype=torch.long, device=device)
-    sub = max(1, (1 << 22) // max(1, kk * q.shape[1]))  # keeps the gathered (sub, k', D) float64 block ~32 MB
+    sub = max(1, (1 << 20) // max(1, kk * q.shape[1]))  # keeps the gathered (sub, k', D) float64 block ~8 MB
     good = torch.nonzero(ok).flatten()
     for s in range(0, good.numel(), sub):
         rows = good[s : s + sub]
