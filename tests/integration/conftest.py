@@ -1,0 +1,57 @@
+"""Integration fixtures: a real ``mlflow server`` on 127.0.0.1 and a tiny real dataset.
+
+The helpers ``free_port`` and ``wait_http`` come from the root conftest (the moto S3 fixture uses them).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import free_port, wait_http
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """An ``mlflow server`` process (sqlite backend, local artifact store) on a free 127.0.0.1 port.
+
+    Yields its URL once ``/health`` answers; the process is stopped at teardown.
+    """
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
+         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,  # its own group: its workers go too
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/health", proc, timeout=120)
+    except RuntimeError:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        raise RuntimeError(f"mlflow server did not start; log:\n{(root / 'server.log').read_text()[-3000:]}") from None
+    yield url
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def digits16(tmp_path_factory):
+    """scikit-learn's digits ingested at 16 px (at most 128 images per split): a real ganforge dataset."""
+    from ganforge.data.ingest import ingest
+
+    out = tmp_path_factory.mktemp("digits16")
+    ingest("digits", output=str(out), image_size=16, limit=128)
+    return str(out)

@@ -1,0 +1,50 @@
+"""A training run against a real ``mlflow server``: params, tags, metrics and images read back."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from ganforge.data import read_manifest
+from ganforge.training import TrainConfig, train
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+GAN_KEYS = {"train/loss_g", "train/loss_d", "train/d_real", "train/d_fake", "train/grad_norm_g",
+            "train/grad_norm_d", "train/lr_g", "train/lr_d", "time/images_per_second"}  # fmt: skip
+
+
+def _artifacts(client, run_id, path=None):
+    for f in client.list_artifacts(run_id, path):
+        yield from _artifacts(client, run_id, f.path) if f.is_dir else [f.path]
+
+
+def test_run_is_recorded_in_mlflow(mlflow_server, digits16, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    config = TrainConfig(dataset=digits16, model="dcgan", steps=6, batch_size=16, width=8, latent_dim=8,
+                         log_every=2, sample_every=3, checkpoint_every=3, output=str(tmp_path), experiment="it")
+    result = train(config)
+    client = MlflowClient(mlflow_server)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert client.get_experiment(run.info.experiment_id).name == "it"
+    assert run.data.params == {k: str(v) for k, v in config.model_dump(mode="json").items()}
+    tags = run.data.tags
+    assert tags["dataset_uri"] == digits16
+    assert tags["dataset_fingerprint"] == read_manifest(digits16)["fingerprint"]
+    assert len(tags["git_commit"]) == 40 or tags["git_commit"] == "unknown"
+    assert set(run.data.metrics) == GAN_KEYS
+    for key in GAN_KEYS:
+        assert [m.step for m in client.get_metric_history(result.run_id, key)] == [2, 4, 6]
+    files = list(_artifacts(client, result.run_id))
+    sample_steps = sorted(int(f.split("+step+")[1].split("+")[0]) for f in files
+                          if f.startswith("images/samples+") and f.endswith(".png"))  # fmt: skip
+    assert sample_steps == [3, 6]
+    assert {"samples/interpolation.png", "samples/final.png", "loss_curve.png"} <= set(files)
+    assert {"checkpoint/generator.safetensors", "checkpoint/discriminator.safetensors", "checkpoint/state.pt",
+            "checkpoint/meta.json"} <= set(files)  # fmt: skip
+    local = client.download_artifacts(result.run_id, "samples/interpolation.png", str(tmp_path / "dl"))
+    width, height = Image.open(local).size
+    assert height == 16 + 4 and width == 10 * 18 + 2  # 10 images of 16 px with 2 px padding
