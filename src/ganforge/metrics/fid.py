@@ -134,6 +134,29 @@ def fid_from_features(real: torch.Tensor, fake: torch.Tensor, batch_size: int = 
     return float(metric.compute())
 
 
+def fid_from_images(real: torch.Tensor, fake: torch.Tensor, extractor, batch_size: int = 64) -> float:
+    """FID of uint8 image sets through a backbone, streamed: extract a batch, update torcheval, repeat.
+
+    Args:
+        real: uint8 (N_real, C, H, W) real images.
+        fake: uint8 (N_fake, C, H, W) generated images.
+        extractor: a ``ganforge.metrics.features.FeatureExtractor`` with a known ``dim``.
+        batch_size: images per forward pass and per update.
+
+    Returns:
+        The FID; record ``extractor.record()`` beside it.
+    """
+    dim = extractor.dim if extractor.dim is not None else int(extractor.extract(real[:1]).shape[1])
+    if len(real) < 2 or len(fake) < 2:
+        raise GanforgeError(f"FID needs at least 2 real and 2 generated images, got {len(real)} and {len(fake)}; "
+                            "pass more images")
+    metric = Float64FID(dim)
+    for images, is_real in ((real, True), (fake, False)):
+        for s in range(0, len(images), batch_size):
+            metric.update(extractor.extract(images[s : s + batch_size], batch_size), is_real)
+    return float(metric.compute())
+
+
 def fid(real: torch.Tensor, fake: torch.Tensor, batch_size: int = 1024) -> dict[str, float]:
     """Registry entry: FID of generated against real features.
 
