@@ -12,6 +12,7 @@ from sklearn.datasets import load_digits
 
 from ganforge.audit.memorization import (
     AuditThresholds,
+    cell_z_u,
     count_exact_duplicates,
     fraction_below_baseline,
     mann_whitney_z,
@@ -114,6 +115,22 @@ def test_statistics_against_hand_values_and_scipy():
     a = torch.zeros(3, 1, 2, 2, dtype=torch.uint8)
     a[1, 0, 0, 0] = 7
     assert count_exact_duplicates(a, a[1:2]) == 1
+
+
+def test_cell_statistic_c_t(splits):
+    # Hand case: two cells; cell 0 copies (generated distances all below held-out), cell 1 equal.
+    gen_d, held_d = torch.tensor([0.0] * 10 + [5.0] * 12), torch.tensor([3.0] * 10 + [5.0] * 30)
+    gen_c, held_c = torch.tensor([0] * 10 + [1] * 12), torch.tensor([0] * 10 + [1] * 30)
+    c_t, used = cell_z_u(gen_d, held_d, gen_c, held_c, min_cell_samples=10)
+    z0 = mann_whitney_z(gen_d[:10], held_d[:10])
+    assert used == 2 and c_t == pytest.approx(0.25 * z0 + 0.75 * 0.0)
+    assert cell_z_u(gen_d, held_d, gen_c, held_c, min_cell_samples=11) == (pytest.approx(0.0), 1)
+    train, heldout, unseen = splits
+    th = AuditThresholds(cells=5)
+    fresh = run_audit(unseen, train, heldout, thresholds=th)
+    assert fresh.verdict == "pass" and fresh.cells_used >= 3 and abs(fresh.c_t) < 3
+    copies = run_audit(noisy(train[:300], 6), train, heldout, thresholds=th)
+    assert copies.verdict == "fail" and copies.c_t < -5
 
 
 def test_too_few_images_say_how_many(splits):

@@ -13,15 +13,20 @@ what "close" means for this data. From them:
   detect data-copying in generative models"): the Mann-Whitney U of generated-to-train against
   held-out-to-train NN distances, normalised to a z-score (tie-corrected normal approximation).
   Z_U << 0: generated images sit closer to the training set than unseen real images do (copying);
-  Z_U >> 0: farther (underfitting). Implemented over the whole space, i.e. one cell; the paper's
-  per-cell version C_T (k-means cells of the training set, weighted mean of per-cell Z_U) is not.
+  Z_U >> 0: farther (underfitting). Over the whole space (one cell) always; with ``cells > 0`` also
+  the paper's C_T: k-means cells fitted on (a subsample of) the training set in the audit space,
+  generated and held-out images assigned to their nearest centre, Z_U per cell, and C_T = the mean of
+  the per-cell Z_U weighted by the held-out share of each cell, over cells holding at least
+  ``min_cell_samples`` generated and held-out images. Deviation from the paper: the distances are to
+  the nearest image of the whole training set, not of the cell's training images only.
 
 Flips. A horizontal flip of a training image is not near that image in pixel space, so with
 ``check_flips`` (default) the references are the training set plus its mirror images, for generated
 and held-out images alike (the baseline stays comparable), and duplicates are hashed against both.
 
 Verdict: fail if any of exact_duplicates > max_exact_duplicates, fraction_below_baseline >
-max_fraction_below_baseline, z_u < min_z_u (``AuditThresholds``); otherwise pass.
+max_fraction_below_baseline, z_u < min_z_u, or (with cells) c_t < min_z_u (``AuditThresholds``);
+otherwise pass.
 """
 
 from __future__ import annotations
@@ -52,6 +57,10 @@ class AuditThresholds(BaseModel):
                                                "about baseline_quantile")
     min_z_u: float = Field(-3.0, description="smallest data-copying Z_U allowed (Meehan et al. 2020); "
                            "unseen real images score ~N(0, 1)")
+    cells: int = Field(0, ge=0, description="k-means cells for Meehan et al.'s C_T; 0 computes only the "
+                       "global Z_U")
+    min_cell_samples: int = Field(10, ge=2, description="fewest generated and held-out images a cell needs "
+                                  "to enter C_T")
     check_flips: bool = Field(True, description="also compare against horizontally flipped training images")
     min_generated: int = Field(20, ge=2, description="fewest generated images audited (Z_U's normal approximation)")
     min_heldout: int = Field(100, ge=2, description="fewest held-out images for the baseline (at least "
@@ -95,6 +104,8 @@ class AuditReport(BaseModel):
     fraction_below_baseline: float
     exact_duplicates: int
     z_u: float
+    c_t: float | None = Field(None, description="Meehan et al.'s cell-averaged Z_U; None without cells")
+    cells_used: int = Field(0, description="cells that entered C_T")
     nearest_pairs: list[NearestPair] = Field(description="closest generated/training pairs, closest first")
     thresholds: AuditThresholds
 
@@ -138,6 +149,44 @@ def mann_whitney_z(gen_dist: torch.Tensor, heldout_dist: torch.Tensor) -> float:
     total = m + n
     var = m * n / 12.0 * ((total + 1) - float((counts**3 - counts).sum()) / (total * (total - 1)))
     return 0.0 if var <= 0 else float((u - m * n / 2.0) / math.sqrt(var))
+
+
+def cell_z_u(
+    gen_dist: torch.Tensor, heldout_dist: torch.Tensor, gen_cell: torch.Tensor, heldout_cell: torch.Tensor,
+    min_cell_samples: int,
+) -> tuple[float | None, int]:
+    """Meehan et al.'s C_T: per-cell Z_U averaged with the held-out share of each cell as weight.
+
+    Args:
+        gen_dist: (m,) generated-to-train NN distances.
+        heldout_dist: (n,) held-out-to-train NN distances.
+        gen_cell: (m,) cell id of each generated image.
+        heldout_cell: (n,) cell id of each held-out image.
+        min_cell_samples: a cell enters only with at least this many generated and held-out images.
+
+    Returns:
+        (C_T or None when no cell qualifies, number of cells used).
+    """
+    num, den, used = 0.0, 0.0, 0
+    for c in torch.unique(torch.cat([gen_cell, heldout_cell])):
+        g, h = gen_dist[gen_cell == c], heldout_dist[heldout_cell == c]
+        if len(g) >= min_cell_samples and len(h) >= min_cell_samples:
+            w = len(h) / len(heldout_dist)
+            num, den, used = num + w * mann_whitney_z(g, h), den + w, used + 1
+    return (num / den if used else None), used
+
+
+def _assign_cells(train_v, gen_v, held_v, cells: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """k-means on a seeded subsample (<= 10k) of the training vectors; nearest-centre cell ids."""
+    from sklearn.cluster import KMeans
+
+    g = torch.Generator().manual_seed(0)
+    sub = train_v[torch.randperm(len(train_v), generator=g)[:10_000]].reshape(min(len(train_v), 10_000), -1)
+    if len(sub) < cells:
+        raise GanforgeError(f"{cells} cells need at least {cells} training images, got {len(sub)}; use fewer cells")
+    centres = KMeans(n_clusters=cells, n_init=1, random_state=0).fit(sub.double().numpy()).cluster_centers_
+    centres = torch.from_numpy(centres)
+    return (knn(gen_v, centres, k=1, device=device)[1][:, 0], knn(held_v, centres, k=1, device=device)[1][:, 0])
 
 
 def image_hashes(images: torch.Tensor) -> list[str]:
@@ -273,6 +322,11 @@ def run_audit(
     threshold, frac = fraction_below_baseline(d_gen, d_held, th.baseline_quantile)
     dups = count_exact_duplicates(generated, refs)
     z_u = mann_whitney_z(d_gen, d_held)
+    c_t, cells_used = None, 0
+    if th.cells:
+        train_v = ref_v[: len(train)]  # cells of the training images proper, mirror images aside
+        gen_cell, held_cell = _assign_cells(train_v, gen_v, held_v, th.cells, device)
+        c_t, cells_used = cell_z_u(d_gen, d_held, gen_cell, held_cell, th.min_cell_samples)
     reasons = []
     if dups > th.max_exact_duplicates:
         reasons.append(f"{dups} generated images are exact copies of training images (max {th.max_exact_duplicates})")
@@ -282,6 +336,8 @@ def run_audit(
     if z_u < th.min_z_u:
         reasons.append(f"data-copying Z_U = {z_u:.2f} < {th.min_z_u} (generated images sit closer to the "
                        "training set than unseen real images)")
+    if c_t is not None and c_t < th.min_z_u:
+        reasons.append(f"cell-averaged data-copying C_T = {c_t:.2f} < {th.min_z_u} over {cells_used} cells")
 
     m = len(train)
     order = torch.sort(d_gen, stable=True).indices[:n_pairs]
@@ -293,5 +349,6 @@ def run_audit(
         verdict="fail" if reasons else "pass", reasons=reasons, space=space_name, space_sha256=space_sha,
         metric=metric, n_generated=len(generated), n_train=m, n_heldout=len(heldout),
         generated_to_train=summarize(d_gen), heldout_to_train=summarize(d_held), baseline_threshold=threshold,
-        fraction_below_baseline=frac, exact_duplicates=dups, z_u=z_u, nearest_pairs=pairs, thresholds=th,
+        fraction_below_baseline=frac, exact_duplicates=dups, z_u=z_u, c_t=c_t,
+        cells_used=cells_used, nearest_pairs=pairs, thresholds=th,
     )

@@ -5,8 +5,8 @@ k(x, y) = (x . y / d + 1)^3. Over ``num_subsets`` random subsets of ``subset_siz
 
     MMD^2 = [sum_{i != j} k(x_i, x_j) + sum_{i != j} k(y_i, y_j)] / (m (m - 1)) - 2 sum_{i,j} k(x_i, y_j) / m^2
 
-is averaged; its standard deviation over subsets is reported too. As in StyleGAN2-ADA and
-torch-fidelity, the subset size is capped by the smaller set.
+is averaged; its standard deviation over subsets (population, ddof=0, as torch-fidelity's ``kid_std``)
+is reported too. As in StyleGAN2-ADA and torch-fidelity, the subset size is capped by the smaller set.
 """
 
 from __future__ import annotations
@@ -63,4 +63,4 @@ def kid(
         y = real[torch.randperm(real.shape[0], generator=g)[:m]]
         vals.append(mmd2_unbiased(x, y))
     t = torch.tensor(vals, dtype=torch.float64)
-    return {"kid_mean": float(t.mean()), "kid_std": float(t.std()) if len(vals) > 1 else 0.0}
+    return {"kid_mean": float(t.mean()), "kid_std": float(t.std(correction=0))}
