@@ -52,11 +52,10 @@ def one_line_validation_error(exc) -> str:
 
 
 # Command groups, one module each; each module's ``register(app)`` adds its commands.
-from ganforge import cli_data  # noqa: E402
+from ganforge import cli_data, cli_eval, cli_train  # noqa: E402
 
-cli_data.register(app)
-from ganforge import cli_train  # noqa: E402
-cli_train.register(app)
+for _group in (cli_data, cli_train, cli_eval):
+    _group.register(app)
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m ganforge`

@@ -1,0 +1,273 @@
+"""Evaluate and audit a generator (or any set of images) against a ganforge dataset.
+
+Maths lives in ``ganforge.metrics`` and ``ganforge.audit``; this module gathers the images, caches
+the real-image features by (dataset fingerprint, split, backbone hash, sample), and reports: stdout,
+a JSON record, and MLflow (through ``ganforge.tracking``). MLflow sees a run only after every number
+has been computed, so a failed evaluation never leaves a run that looks finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ganforge.errors import GanforgeError
+
+
+class ImagesSource(BaseModel):
+    """What is judged: a generator checkpoint or a set of images made by any tool."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str | None = Field(None, description="Checkpoint (ckpt-<step> or a run's --output directory).")
+    images: str | None = Field(None, description="A folder of images or a ganforge dataset URI, instead of --model.")
+    dataset: str = Field(description="The real dataset (URI) the images are compared with.")
+    n: int = Field(10000, ge=2, description="Number of generated images (with --model; --images uses all).")
+    seed: int = Field(0, description="Seed of the generated latents.")
+    device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu or cuda.")
+    backbone_weights: str | None = Field(None, description="Weights file of the backbone (see --backbone).")
+    batch_size: int = Field(64, ge=1, description="Images per backbone forward pass.")
+    experiment: str = Field("ganforge", description="MLflow experiment name.")
+    track: bool = Field(True, description="Log to MLflow (MLFLOW_TRACKING_URI, default sqlite:///mlflow.db).")
+    output: str | None = Field(None, description="Directory for the JSON report (and audit sheet). None: no files.")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.model is None) == (self.images is None):
+            raise ValueError("give exactly one of --model or --images")
+        return self
+
+
+class EvalConfig(ImagesSource):
+    """``ganforge evaluate``: FID, KID and precision/recall/density/coverage."""
+
+    metrics: tuple[str, ...] = Field(("fid", "kid", "prdc"), description="Metrics to compute (registry names).")
+    split: str = Field("train", description="Real split the generated images are compared with.")
+    n_real: int | None = Field(None, ge=2, description="Real images used (seeded subset). None: the whole split.")
+    backbone: str = Field("inception-tf", description="Feature backbone: inception-tf, inception-torchvision, "
+                          "pixels or custom.")
+
+
+class AuditConfig(ImagesSource):
+    """``ganforge audit``: nearest-neighbour memorisation check against the training split."""
+
+    n: int = Field(1000, ge=2, description="Number of generated images audited.")
+    space: str = Field("pixels", description="Where distances are measured: pixels or a backbone name.")
+    metric: Literal["l2", "l1"] = Field("l2", description="Distance: l2 or l1 (the book's check uses l1).")
+    heldout_split: str | None = Field(None, description="Held-out real split for the baseline. None: test, else val.")
+    n_pairs: int = Field(16, ge=1, description="Closest generated/training pairs drawn on the sheet.")
+
+
+@dataclass
+class Judged:
+    """Images under judgement: uint8 (N, C, H, W), their labels (conditional models) and provenance."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    info: dict
+
+
+def pick_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def judged_images(cfg: ImagesSource, manifest: dict) -> Judged:
+    """Generate ``cfg.n`` images from the checkpoint, or read the ``--images`` set."""
+    if cfg.model is not None:
+        return _from_checkpoint(cfg, manifest)
+    return _from_images(cfg.images, manifest)
+
+
+def _from_checkpoint(cfg: ImagesSource, manifest: dict) -> Judged:
+    if "://" in cfg.model or cfg.model.startswith(("models:/", "runs:/")):
+        raise GanforgeError(f"model URI {cfg.model!r} cannot be resolved here: pass a checkpoint directory "
+                            "(ckpt-<step> or a run's --output); registry URIs need `ganforge register` first")
+    checkpoint = cfg.model
+    from ganforge.training.checkpoint import load_generator
+    from ganforge.training.visuals import generate
+
+    _, spec, meta = load_generator(checkpoint)
+    images = generate(checkpoint, n=cfg.n, seed=cfg.seed, device=pick_device(cfg.device))
+    images = ((images + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
+    # generate() cycles the classes over the images; the same cycle labels them here.
+    labels = torch.arange(cfg.n) % spec.num_classes if spec.conditional else None
+    info = {"kind": "model", "model": cfg.model, "model_spec": spec.model_dump(mode="json"),
+            "training_run_id": meta.get("mlflow_run_id")}
+    return Judged(images, labels, info)
+
+
+def _from_images(uri: str, manifest: dict) -> Judged:
+    """A ganforge dataset (all splits) or a folder of image files, in the real dataset's channels."""
+    from ganforge.data import load
+    from ganforge.storage import parse
+
+    c = manifest["image"]["channels"]
+    if parse(uri).exists("manifest.json"):
+        from ganforge.data import read_manifest
+
+        parts = [load(uri, s).images for s in read_manifest(uri)["counts"]["splits"]]
+        images = torch.cat(parts)
+    else:
+        from ganforge.data.images import check_uniform, prepare
+        from ganforge.data.sources import open_source
+
+        src = open_source("folder", uri)
+        arrays = [prepare(a, None, c, "crop") for a in src.read(np.arange(len(src)))]
+        check_uniform({a.shape for a in arrays})
+        images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    if images.shape[1] != c:
+        images = images.expand(-1, 3, -1, -1).contiguous() if c == 3 else images.float().mean(1, keepdim=True).round().to(torch.uint8)
+    return Judged(images, None, {"kind": "images", "images": uri})
+
+
+def real_features(dataset: str, split: str, extractor, n_real: int | None, batch_size: int,
+                  cache_dir: str | None = None) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Features of the real split, computed once per (fingerprint, split, backbone hash, sample).
+
+    Returns:
+        (features (N, D) float32, labels (N,), whether they came from the cache).
+    """
+    from ganforge.data import load, read_manifest
+    from ganforge.data.loader import default_cache_dir
+
+    fp = read_manifest(dataset)["fingerprint"]
+    name = f"{split}-{extractor.name}-{extractor.sha256[:16]}-{n_real or 'all'}"
+    d = Path(cache_dir or default_cache_dir()) / "features" / fp
+    feats_path, labels_path = d / f"{name}.npy", d / f"{name}-labels.npy"
+    if feats_path.exists() and labels_path.exists():
+        return torch.from_numpy(np.load(feats_path)), torch.from_numpy(np.load(labels_path)), True
+    data = load(dataset, split)
+    images, labels = data.images, data.labels
+    if n_real is not None and n_real < len(images):
+        keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:n_real].sort().values
+        images, labels = images[keep], labels[keep]
+    feats = extractor.extract(images, batch_size).float().cpu()
+    d.mkdir(parents=True, exist_ok=True)
+    for path, arr in ((labels_path, labels.numpy()), (feats_path, feats.numpy())):  # features last: marks complete
+        tmp = path.with_name(f"{path.stem}.{uuid.uuid4().hex[:8]}.tmp.npy")
+        np.save(tmp, arr)
+        os.replace(tmp, path)
+    return feats, labels, False
+
+
+def evaluate(cfg: EvalConfig) -> dict:
+    """Compute the metrics; returns the record (also written to ``cfg.output`` and MLflow)."""
+    from ganforge.data import read_manifest
+    from ganforge.metrics import METRICS, compute_metrics, metric_key
+    from ganforge.metrics.features import get_extractor
+
+    t0 = time.perf_counter()
+    for name in cfg.metrics:
+        if name not in METRICS:
+            raise GanforgeError(f"unknown metric {name!r} in --metrics; use any of {', '.join(METRICS)}")
+    manifest = read_manifest(cfg.dataset)
+    if cfg.split not in manifest["counts"]["splits"]:
+        raise GanforgeError(f"dataset {cfg.dataset} has no split {cfg.split!r} (it has "
+                            f"{', '.join(manifest['counts']['splits'])}); pass --split")
+    device = pick_device(cfg.device)
+    extractor = get_extractor(cfg.backbone, cfg.backbone_weights, device)
+    judged = judged_images(cfg, manifest)
+    fake = extractor.extract(judged.images, cfg.batch_size).float().cpu()
+    real, real_labels, cached = real_features(cfg.dataset, cfg.split, extractor, cfg.n_real, cfg.batch_size)
+    n = len(fake)
+    values = {metric_key(k, n, cfg.split): v for k, v in compute_metrics(list(cfg.metrics), real, fake).items()}
+    if judged.labels is not None and "fid" in cfg.metrics:
+        values.update(per_class_fid(real, real_labels, fake, judged.labels, manifest["class_names"], n, cfg.split))
+    record = {
+        "metrics": values, "backbone": extractor.record(), "n": n, "n_real": len(real), "split": cfg.split,
+        "dataset": cfg.dataset, "dataset_fingerprint": manifest["fingerprint"], "judged": judged.info,
+        "real_features_cached": cached, "seconds": round(time.perf_counter() - t0, 3),
+    }
+    _report(cfg, "evaluate", record, {f"eval/{k}": v for k, v in values.items()}, files={})
+    return record
+
+
+def per_class_fid(real, real_labels, fake, fake_labels, class_names, n, split) -> dict[str, float]:
+    """FID of each class's generated images against that class's real ones (conditional models)."""
+    from ganforge.metrics import metric_key
+    from ganforge.metrics.fid import fid_from_features
+
+    out = {}
+    for c in range(len(class_names)):
+        r, f = real[real_labels == c], fake[fake_labels == c]
+        if len(r) >= 2 and len(f) >= 2:
+            out[metric_key("fid", n, split) + f"_class{c}"] = fid_from_features(r, f)
+    return out
+
+
+def audit(cfg: AuditConfig):
+    """Run the memorisation audit; returns the ``AuditReport`` (also written to files and MLflow)."""
+    from ganforge.audit.memorization import run_audit
+    from ganforge.data import load, read_manifest
+    from ganforge.metrics.features import get_extractor
+
+    manifest = read_manifest(cfg.dataset)
+    splits = manifest["counts"]["splits"]
+    held = cfg.heldout_split or next((s for s in ("test", "val") if s in splits), None)
+    if held is None or held not in splits or "train" not in splits:
+        raise GanforgeError(f"dataset {cfg.dataset} needs a train split and a held-out split (has "
+                            f"{', '.join(splits)}); re-ingest with --val-fraction 0.1")
+    device = pick_device(cfg.device)
+    space = "pixels" if cfg.space == "pixels" else get_extractor(cfg.space, cfg.backbone_weights, device)
+    judged = judged_images(cfg, manifest)
+    out_dir = Path(cfg.output) if cfg.output else Path(os.environ.get("TMPDIR", "/tmp")) / f"ganforge-audit-{uuid.uuid4().hex[:8]}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sheet = out_dir / "audit_sheet.png"
+    report = run_audit(judged.images, load(cfg.dataset, "train").images, load(cfg.dataset, held).images,
+                       space=space, metric=cfg.metric, n_pairs=cfg.n_pairs, sheet_path=sheet,
+                       batch_size=cfg.batch_size, device=device)
+    metrics = {
+        "audit/passed": float(report.verdict == "pass"), "audit/nn_dist_min": report.generated_to_train.min,
+        "audit/nn_dist_p1": report.generated_to_train.p1, "audit/baseline_dist_p1": report.heldout_to_train.p1,
+        "audit/fraction_below_baseline": report.fraction_below_baseline,
+        "audit/exact_duplicates": float(report.exact_duplicates), "audit/z_u": report.z_u,
+    }
+    record = json.loads(report.to_json()) | {"dataset": cfg.dataset, "heldout_split": held,
+                                             "dataset_fingerprint": manifest["fingerprint"], "judged": judged.info}
+    _report(cfg, "audit", record, metrics, files={"audit_sheet.png": sheet}, verdict=report.verdict)
+    return report
+
+
+def _report(cfg: ImagesSource, step: str, record: dict, metrics: dict, files: dict, verdict: str | None = None):
+    """Write ``<step>.json`` to ``cfg.output`` and log metrics + artifacts to one MLflow run."""
+    from ganforge.tracking import open_tracker
+
+    text = json.dumps(record, indent=2, sort_keys=True)
+    out = Path(cfg.output) if cfg.output else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{step}.json").write_text(text)
+    if not cfg.track:
+        return
+    tags = {"ganforge.step": step, "dataset_uri": cfg.dataset, "dataset_fingerprint": record["dataset_fingerprint"]}
+    if record["judged"].get("training_run_id"):
+        tags["training_run_id"] = record["judged"]["training_run_id"]
+    if verdict:
+        tags["audit_verdict"] = verdict
+    params = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in ("output", "track")}
+    tracker = open_tracker(True, cfg.experiment, step, params, tags)
+    try:
+        tracker.log_metrics(metrics, step=0)
+        tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"ganforge-{step}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir(parents=True)
+        (tmp / f"{step}.json").write_text(text)
+        for name, path in files.items():
+            if Path(path).exists():
+                (tmp / name).write_bytes(Path(path).read_bytes())
+        tracker.log_artifacts(tmp)
+        tracker.close("FINISHED")
+    except BaseException:
+        tracker.close("FAILED")
+        raise
+    record["mlflow_run_id"] = tracker.run_id

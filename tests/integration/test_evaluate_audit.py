@@ -1,0 +1,139 @@
+"""``ganforge evaluate`` and ``ganforge audit`` wired end to end: checkpoints, image folders, caching, MLflow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from ganforge.cli import app
+from ganforge.data import load
+from ganforge.evaluation import AuditConfig, EvalConfig, audit, evaluate
+
+pytestmark = pytest.mark.integration
+runner = CliRunner()
+
+
+def tiny_run(dataset: str, out: Path, **extra) -> str:
+    from ganforge.training import resolve_config, train
+
+    cfg = resolve_config({"dataset": dataset, "model": "dcgan", "steps": 3, "batch_size": 16, "width": 8,
+                          "latent_dim": 16, "output": str(out), "track": False, **extra})
+    train(cfg)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(digits16, tmp_path_factory):
+    return tiny_run(digits16, tmp_path_factory.mktemp("run"))
+
+
+def write_pngs(images: torch.Tensor, folder: Path) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, im in enumerate(images):
+        Image.fromarray(im[0].numpy()).save(folder / f"{i:04d}.png")
+    return str(folder)
+
+
+def test_evaluate_checkpoint_caches_real_features(digits16, checkpoint, tmp_path, monkeypatch):
+    cfg = EvalConfig(dataset=digits16, model=checkpoint, n=64, backbone="pixels", track=False,
+                     output=str(tmp_path / "ev"))
+    first = evaluate(cfg)
+    assert set(first["metrics"]) == {f"{k}_64_train" for k in
+                                     ("fid", "kid_mean", "kid_std", "precision", "recall", "density", "coverage")}
+    assert first["backbone"]["backbone"] == "pixels" and len(first["backbone"]["backbone_sha256"]) == 64
+    assert not first["real_features_cached"]
+    assert json.loads((tmp_path / "ev" / "evaluate.json").read_text())["metrics"] == first["metrics"]
+
+    import ganforge.data
+
+    def no_real_pass(*a, **k):
+        raise AssertionError("a second evaluation must not decode or embed real images")
+
+    monkeypatch.setattr(ganforge.data, "load", no_real_pass)
+    second = evaluate(cfg)
+    assert second["real_features_cached"] and second["metrics"] == first["metrics"]
+
+
+def test_images_from_the_same_distribution_score_better_than_noise(digits16, tmp_path):
+    val = load(digits16, "val").images
+    real_like = write_pngs(val, tmp_path / "val")
+    noise = write_pngs(torch.randint(0, 256, val.shape, dtype=torch.uint8), tmp_path / "noise")
+    good = evaluate(EvalConfig(dataset=digits16, images=real_like, backbone="pixels", metrics=("fid", "prdc"), track=False))
+    bad = evaluate(EvalConfig(dataset=digits16, images=noise, backbone="pixels", metrics=("fid", "prdc"), track=False))
+    n = len(val)
+    assert good["metrics"][f"fid_{n}_train"] < bad["metrics"][f"fid_{n}_train"] / 5
+    assert good["metrics"][f"recall_{n}_train"] > 0.5 > bad["metrics"][f"recall_{n}_train"]
+    as_dataset = evaluate(EvalConfig(dataset=digits16, images=digits16, backbone="pixels", metrics=("fid",), track=False))
+    assert as_dataset["n"] == len(load(digits16, "train").images) + n
+
+
+def test_per_class_fid_for_conditional_generator(digits16, tmp_path):
+    run = tiny_run(digits16, tmp_path / "cond", conditional=True)
+    rec = evaluate(EvalConfig(dataset=digits16, model=run, n=100, backbone="pixels", metrics=("fid",), track=False))
+    per_class = [k for k in rec["metrics"] if k.startswith("fid_100_train_class")]
+    assert len(per_class) == 10
+
+
+def test_audit_fails_copies_and_passes_heldout(digits16, tmp_path):
+    train = load(digits16, "train").images
+    copies = write_pngs(train[:60], tmp_path / "copies")
+    report = audit(AuditConfig(dataset=digits16, images=copies, track=False, output=str(tmp_path / "a1")))
+    assert report.verdict == "fail" and report.exact_duplicates == 60
+    assert (tmp_path / "a1" / "audit_sheet.png").exists() and (tmp_path / "a1" / "audit.json").exists()
+    held = write_pngs(load(digits16, "val").images, tmp_path / "held")
+    assert audit(AuditConfig(dataset=digits16, images=held, track=False)).verdict == "pass"
+
+
+def test_results_reach_a_real_mlflow_server(digits16, checkpoint, tmp_path, mlflow_server, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    rec = evaluate(EvalConfig(dataset=digits16, model=checkpoint, n=32, backbone="pixels", metrics=("fid",),
+                              experiment="eval-test"))
+    client = MlflowClient(mlflow_server)
+    run = client.get_run(rec["mlflow_run_id"])
+    assert run.data.metrics["eval/fid_32_train"] == pytest.approx(rec["metrics"]["fid_32_train"])
+    assert run.data.tags["ganforge.step"] == "evaluate" and run.info.status == "FINISHED"
+    assert "evaluate.json" in [a.path for a in client.list_artifacts(run.info.run_id)]
+
+    held = write_pngs(load(digits16, "val").images, tmp_path / "held")
+    report_run = runner.invoke(app, ["audit", "--dataset", digits16, "--images", held, "--experiment", "eval-test"])
+    assert report_run.exit_code == 0, report_run.output
+    runs = client.search_runs([run.info.experiment_id], "tags.`ganforge.step` = 'audit'")
+    assert len(runs) == 1 and runs[0].data.tags["audit_verdict"] == "pass"
+    assert {a.path for a in client.list_artifacts(runs[0].info.run_id)} >= {"audit.json", "audit_sheet.png"}
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["evaluate", "--metrics", "fid,sharpness"], "unknown metric 'sharpness'"),
+        (["evaluate", "--split", "test"], "no split 'test'"),
+        (["evaluate", "--model", "models:/gan@champion"], "cannot be resolved"),
+        (["evaluate", "--backbone", "inception-torchvision", "--backbone-weights", "{tmp}/w.pt"], "inception"),
+        (["audit", "--n", "5"], "at least 20 generated"),
+        (["audit", "--images", "{tmp}/nowhere"], "nowhere"),
+    ],
+)
+def test_bad_input_one_line_and_no_mlflow_run(digits16, checkpoint, tmp_path, monkeypatch, args, match):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    (tmp_path / "w.pt").write_bytes(b"not weights")
+    args = [a.format(tmp=tmp_path) for a in args]
+    if "--images" not in args and "--model" not in args:
+        args += ["--model", checkpoint]
+    if "--backbone" not in args and args[0] == "evaluate":
+        args += ["--backbone", "pixels"]
+    res = runner.invoke(app, [*args, "--dataset", digits16, "--experiment", "bad"])
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], res.stderr
+    exp = MlflowClient(uri).get_experiment_by_name("bad")
+    assert exp is None or not MlflowClient(uri).search_runs([exp.experiment_id])
