@@ -28,6 +28,7 @@ class Tracker(Protocol):
     """What the training loop needs from experiment tracking."""
 
     run_id: str | None
+    active: bool  # False: nothing is recorded, so the loop skips rendering sample grids
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Record numbers at ``step`` (never blocks on the server)."""
@@ -49,6 +50,7 @@ class NullTracker:
     """Tracking switched off (``--no-track``, ranks other than 0, benchmarks)."""
 
     run_id: str | None = None
+    active = False
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:  # noqa: D102
         pass
@@ -113,6 +115,8 @@ def git_commit() -> str:
 
 class MlflowTracker:
     """One MLflow run: params and tags up front, async metrics and images, artifacts at the end."""
+
+    active = True
 
     def __init__(self, experiment: str, run_name: str | None, params: dict, tags: dict[str, str]):
         """Create the run; ``params`` are logged with their own (flag) names, ``None`` as ``"None"``.

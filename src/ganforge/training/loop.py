@@ -162,7 +162,7 @@ def _run(t: Trainer, tracker) -> TrainResult:
                     ips = (t.step - window_step) * t.images_per_step / max(now - window_t0, 1e-9)
                     metrics = _log(t, tracker, progress, stats, ips)
                     window_t0, window_step = now, t.step
-                if t.step % c.sample_every == 0 and rt.is_main:
+                if t.step % c.sample_every == 0 and rt.is_main and getattr(tracker, "active", True):
                     tracker.log_image(grid_image(sample(t.sampler(), t.fixed_z, t.fixed_labels)), "samples", t.step)
                 if stats["stop"] > 0:
                     last_ckpt = _checkpoint(t)

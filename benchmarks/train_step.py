@@ -1,0 +1,195 @@
+"""DCGAN 64x64 (batch 64) training throughput: ganforge's loop vs the PyTorch DCGAN example's loop.
+
+Prints, for one run on the same data (scikit-learn's digits ingested at 64 px, RGB):
+  - images/s of a plain reference loop written the way pytorch/examples' dcgan/main.py does it
+    (DataLoader over a map-style dataset, fp32, BCELoss on a sigmoid D, no tricks);
+  - images/s of ``ganforge.training.train`` with tracking off, and the ratio (target >= 0.95 on CPU);
+  - images/s of ``ganforge.training.train`` logging to MLflow (sqlite store, metrics every step and a
+    sample grid every 10 steps), and the overhead this costs (target < 3%).
+
+The variants run in alternating rounds so that load from other processes hits them alike; each
+figure is the median over rounds of the throughput after warm-up steps. Usage:
+
+    python benchmarks/train_step.py [--steps 30] [--warmup 5] [--rounds 3] [--device auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+from torch import nn
+
+NZ, NGF, NDF, BATCH = 100, 64, 64, 64
+
+
+class RefGenerator(nn.Module):
+    """The example's generator (nz=100, ngf=64, 64x64 output)."""
+
+    def __init__(self, nc: int):
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.ConvTranspose2d(NZ, NGF * 8, 4, 1, 0, bias=False), nn.BatchNorm2d(NGF * 8), nn.ReLU(True),
+            nn.ConvTranspose2d(NGF * 8, NGF * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(NGF * 4), nn.ReLU(True),
+            nn.ConvTranspose2d(NGF * 4, NGF * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(NGF * 2), nn.ReLU(True),
+            nn.ConvTranspose2d(NGF * 2, NGF, 4, 2, 1, bias=False), nn.BatchNorm2d(NGF), nn.ReLU(True),
+            nn.ConvTranspose2d(NGF, nc, 4, 2, 1, bias=False), nn.Tanh(),
+        )  # fmt: skip
+
+    def forward(self, z):
+        return self.main(z)
+
+
+class RefDiscriminator(nn.Module):
+    """The example's discriminator (ndf=64, sigmoid output)."""
+
+    def __init__(self, nc: int):
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.Conv2d(nc, NDF, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(NDF, NDF * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(NDF * 2), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(NDF * 2, NDF * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(NDF * 4), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(NDF * 4, NDF * 8, 4, 2, 1, bias=False), nn.BatchNorm2d(NDF * 8), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(NDF * 8, 1, 4, 1, 0, bias=False), nn.Sigmoid(),
+        )  # fmt: skip
+
+    def forward(self, x):
+        return self.main(x).view(-1, 1).squeeze(1)
+
+
+class UInt8Images(torch.utils.data.Dataset):
+    """Map-style dataset: uint8 (C, H, W) -> float in [-1, 1] (ToTensor + Normalize(0.5, 0.5))."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images = images
+
+    def __len__(self):
+        return self.images.shape[0]
+
+    def __getitem__(self, i):
+        return self.images[i].float().div(255).sub(0.5).div(0.5), 0
+
+
+def reference(images: torch.Tensor, steps: int, warmup: int, device: torch.device) -> float:
+    """Images/s of the example's loop after ``warmup`` steps."""
+    torch.manual_seed(0)
+    netG, netD = RefGenerator(images.shape[1]).to(device), RefDiscriminator(images.shape[1]).to(device)
+    criterion = nn.BCELoss()
+    optD = torch.optim.Adam(netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    optG = torch.optim.Adam(netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    loader = torch.utils.data.DataLoader(UInt8Images(images), batch_size=BATCH, shuffle=True, drop_last=True)
+    done, t0 = 0, None
+    while done < steps + warmup:
+        for data, _ in loader:
+            if done == warmup:
+                _sync(device)
+                t0 = time.perf_counter()
+            netD.zero_grad()
+            real = data.to(device)
+            b = real.size(0)
+            label = torch.full((b,), 1.0, dtype=real.dtype, device=device)
+            output = netD(real)
+            errD_real = criterion(output, label)
+            errD_real.backward()
+            output.mean().item()  # D(x), printed by the example
+            noise = torch.randn(b, NZ, 1, 1, device=device)
+            fake = netG(noise)
+            label.fill_(0.0)
+            output = netD(fake.detach())
+            errD_fake = criterion(output, label)
+            errD_fake.backward()
+            output.mean().item()
+            optD.step()
+            netG.zero_grad()
+            label.fill_(1.0)
+            output = netD(fake)
+            errG = criterion(output, label)
+            errG.backward()
+            output.mean().item()
+            optG.step()
+            (errD_real + errD_fake).item(), errG.item()  # the example prints both every step
+            done += 1
+            if done == steps + warmup:
+                break
+    _sync(device)
+    return steps * BATCH / (time.perf_counter() - t0)
+
+
+class TimingTracker:
+    """Wraps a tracker and timestamps every metrics call (the loop logs after each ``log_every`` steps)."""
+
+    def __init__(self, inner):
+        self.inner, self.run_id, self.active, self.marks = inner, inner.run_id, inner.active, []
+
+    def log_metrics(self, metrics, step):
+        self.marks.append((step, time.perf_counter()))
+        self.inner.log_metrics(metrics, step)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def ganforge_run(data, steps: int, warmup: int, device: str, track: bool, workdir: str) -> float:
+    """Images/s of ganforge's loop between the log at ``warmup`` and the last one."""
+    from ganforge.tracking import open_tracker
+    from ganforge.training import TrainConfig, train
+
+    log_every = 1 if track else warmup  # tracked: metrics every step (worst case for the overhead)
+    cfg = TrainConfig(
+        dataset=data.uri, model="dcgan", steps=warmup + steps, batch_size=BATCH, latent_dim=NZ, width=NGF,
+        device=device, output=os.path.join(workdir, "run"), overwrite=True, track=track, log_every=log_every,
+        sample_every=10, checkpoint_every=10**9, experiment="benchmark",
+    )  # fmt: skip
+    inner = open_tracker(track, cfg.experiment, None, cfg.model_dump(mode="json"), {})
+    timing = TimingTracker(inner)
+    train(cfg, data=data, tracker=timing)
+    (s0, t0), (s1, t1) = next(m for m in timing.marks if m[0] == warmup), timing.marks[-1]
+    return (s1 - s0) * BATCH / (t1 - t0)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=30, help="timed steps per variant and round")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds (median reported)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    args = p.parse_args()
+    from ganforge.data import load
+    from ganforge.data.ingest import ingest
+    from ganforge.training.distributed import select_device
+
+    device = select_device(args.device)
+    with tempfile.TemporaryDirectory() as work:
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work}/mlflow.db"
+        os.environ.setdefault("GANFORGE_CACHE_DIR", os.path.join(work, "cache"))
+        ingest("digits", output=os.path.join(work, "digits64"), image_size=64, channels=3, val_fraction=0.0)
+        data = load(os.path.join(work, "digits64"))
+        print(f"data: {len(data)} digits at 64x64x3; device {device}; torch threads {torch.get_num_threads()}; "
+              f"{args.rounds} rounds x {args.steps} steps (+{args.warmup} warm-up), batch {BATCH}", flush=True)  # fmt: skip
+        figures: dict[str, list[float]] = {"reference": [], "ganforge": [], "ganforge+mlflow": []}
+        for r in range(args.rounds):
+            figures["reference"].append(reference(data.images, args.steps, args.warmup, device))
+            figures["ganforge"].append(ganforge_run(data, args.steps, args.warmup, str(device), False, work))
+            figures["ganforge+mlflow"].append(ganforge_run(data, args.steps, args.warmup, str(device), True, work))
+            print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in figures.items()), flush=True)
+    med = {k: statistics.median(v) for k, v in figures.items()}
+    print(f"reference loop (PyTorch DCGAN example): {med['reference']:8.1f} images/s")
+    print(f"ganforge loop, tracking off:           {med['ganforge']:8.1f} images/s")
+    print(f"ganforge loop, MLflow tracking on:     {med['ganforge+mlflow']:8.1f} images/s")
+    print(f"ratio ganforge / reference: {med['ganforge'] / med['reference']:.3f} (target >= 0.95 on CPU)")
+    print(f"MLflow logging overhead: {100 * (1 - med['ganforge+mlflow'] / med['ganforge']):.1f}% (target < 3%)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
