@@ -31,6 +31,18 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
     raise RuntimeError(f"server at {url} did not come up in {timeout}s")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny tensors gain nothing from threads, and a second thread spinning while the other core is
+    busy (another test process, a server fixture) slows tiny tests down many times over."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """No test reads or writes the user's ~/.cache/ganforge."""

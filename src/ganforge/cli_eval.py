@@ -23,6 +23,7 @@ def evaluate_command(
     split: str = typer.Option("train", "--split", help=_h(EvalConfig, "split")),
     backbone: str = typer.Option("inception-tf", "--backbone", help=_h(EvalConfig, "backbone")),
     backbone_weights: Optional[str] = typer.Option(None, "--backbone-weights", help=_h(EvalConfig, "backbone_weights")),
+    backbone_sha256: Optional[str] = typer.Option(None, "--backbone-sha256", help=_h(EvalConfig, "backbone_sha256")),
     batch_size: int = typer.Option(64, "--batch-size", help=_h(EvalConfig, "batch_size")),
     seed: int = typer.Option(0, "--seed", help=_h(EvalConfig, "seed")),
     device: str = typer.Option("auto", "--device", help=_h(EvalConfig, "device")),
@@ -37,7 +38,7 @@ def evaluate_command(
 
     cfg = EvalConfig(dataset=dataset, model=model, images=images, n=n, n_real=n_real, split=split,
                      metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()), backbone=backbone,
-                     backbone_weights=backbone_weights, batch_size=batch_size, seed=seed, device=device,
+                     backbone_weights=backbone_weights, backbone_sha256=backbone_sha256, batch_size=batch_size, seed=seed, device=device,
                      output=output, experiment=experiment, track=track)
     record = evaluate(cfg)
     summary = {"metrics": record["metrics"], "n": record["n"], "n_real": record["n_real"], "split": record["split"],
@@ -55,6 +56,7 @@ def audit_command(
     metric: str = typer.Option("l2", "--metric", help=_h(AuditConfig, "metric")),
     heldout_split: Optional[str] = typer.Option(None, "--heldout-split", help=_h(AuditConfig, "heldout_split")),
     backbone_weights: Optional[str] = typer.Option(None, "--backbone-weights", help=_h(AuditConfig, "backbone_weights")),
+    backbone_sha256: Optional[str] = typer.Option(None, "--backbone-sha256", help=_h(AuditConfig, "backbone_sha256")),
     n_pairs: int = typer.Option(16, "--n-pairs", help=_h(AuditConfig, "n_pairs")),
     batch_size: int = typer.Option(64, "--batch-size", help=_h(AuditConfig, "batch_size")),
     seed: int = typer.Option(0, "--seed", help=_h(AuditConfig, "seed")),
@@ -67,7 +69,7 @@ def audit_command(
     from ganforge.evaluation import audit
 
     cfg = AuditConfig(dataset=dataset, model=model, images=images, n=n, space=space, metric=metric,
-                      heldout_split=heldout_split, backbone_weights=backbone_weights, n_pairs=n_pairs,
+                      heldout_split=heldout_split, backbone_weights=backbone_weights, backbone_sha256=backbone_sha256, n_pairs=n_pairs,
                       batch_size=batch_size, seed=seed, device=device, output=output, experiment=experiment,
                       track=track)
     report = audit(cfg)

@@ -35,6 +35,8 @@ class ImagesSource(BaseModel):
     seed: int = Field(0, description="Seed of the generated latents.")
     device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu or cuda.")
     backbone_weights: str | None = Field(None, description="Weights file of the backbone (see --backbone).")
+    backbone_sha256: str | None = Field(None, description="SHA-256 the weights file must have. None: the "
+                                        "backbone's known official file.")
     batch_size: int = Field(64, ge=1, description="Images per backbone forward pass.")
     experiment: str = Field("ganforge", description="MLflow experiment name.")
     track: bool = Field(True, description="Log to MLflow (MLFLOW_TRACKING_URI, default sqlite:///mlflow.db).")
@@ -176,7 +178,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         raise GanforgeError(f"dataset {cfg.dataset} has no split {cfg.split!r} (it has "
                             f"{', '.join(manifest['counts']['splits'])}); pass --split")
     device = pick_device(cfg.device)
-    extractor = get_extractor(cfg.backbone, cfg.backbone_weights, device)
+    extractor = get_extractor(cfg.backbone, cfg.backbone_weights, device, expected_sha256=cfg.backbone_sha256)
     judged = judged_images(cfg, manifest)
     fake = extractor.extract(judged.images, cfg.batch_size).float().cpu()
     real, real_labels, cached = real_features(cfg.dataset, cfg.split, extractor, cfg.n_real, cfg.batch_size)
@@ -219,7 +221,8 @@ def audit(cfg: AuditConfig):
         raise GanforgeError(f"dataset {cfg.dataset} needs a train split and a held-out split (has "
                             f"{', '.join(splits)}); re-ingest with --val-fraction 0.1")
     device = pick_device(cfg.device)
-    space = "pixels" if cfg.space == "pixels" else get_extractor(cfg.space, cfg.backbone_weights, device)
+    space = "pixels" if cfg.space == "pixels" else get_extractor(cfg.space, cfg.backbone_weights, device,
+                                                                   expected_sha256=cfg.backbone_sha256)
     judged = judged_images(cfg, manifest)
     out_dir = Path(cfg.output) if cfg.output else Path(os.environ.get("TMPDIR", "/tmp")) / f"ganforge-audit-{uuid.uuid4().hex[:8]}"
     out_dir.mkdir(parents=True, exist_ok=True)
