@@ -60,7 +60,8 @@ def train(config: TrainConfig, data=None, tracker=None) -> TrainResult:
 
     Args:
         config: the resolved configuration (see ``resolve_config``).
-        data: an ``ImageData`` to train on instead of loading ``config.dataset`` (tests, benchmarks).
+        data: an ``ImageData`` to train on instead of loading ``config.dataset`` (tests, benchmarks);
+            ignored with ``nproc`` > 1, where each rank loads the dataset itself.
         tracker: a ``ganforge.tracking.Tracker`` to use instead of opening one from the config.
 
     Raises:
@@ -113,12 +114,13 @@ def _fresh_output(config: TrainConfig, delete: bool) -> None:
 
 
 def _open_tracker(t: Trainer):
-    from ganforge.tracking import git_commit, open_tracker
+    from ganforge.tracking import git_commit, open_tracker, redact
 
     c = t.config
-    tags = {"dataset_uri": t.data_uri, "dataset_fingerprint": t.fingerprint, "git_commit": git_commit(),
+    tags = {"dataset_uri": redact(t.data_uri), "dataset_fingerprint": t.fingerprint, "git_commit": git_commit(),
             "ganforge.model": c.model}  # fmt: skip
-    return open_tracker(c.track, c.experiment, None, c.model_dump(mode="json"), tags)
+    params = {**c.model_dump(mode="json"), "dataset": redact(c.dataset)}
+    return open_tracker(c.track, c.experiment, None, params, tags)
 
 
 @contextlib.contextmanager

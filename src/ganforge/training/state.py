@@ -155,6 +155,8 @@ def build_trainer(config: TrainConfig, rt: Runtime, data=None) -> Trainer:
     from ganforge.training.ema import EMA
     from ganforge.training.losses import build_objective
 
+    if config.batch_size % rt.world:
+        raise GanforgeError(f"--batch-size {config.batch_size} must be divisible by the {rt.world} ranks")
     if data is None:
         from ganforge.data import load
 
