@@ -12,15 +12,6 @@ from ganforge.training.augment import AUGMENTS, AugmentedDiscriminator, cutout, 
 from ganforge.training.ema import EMA
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these tensors are tiny, and on a shared CPU extra threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def images(n: int = 8, c: int = 3, size: int = 16, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.rand(n, c, size, size, generator=g) * 1.6 - 0.8  # no exact zeros, unlike cutout's holes

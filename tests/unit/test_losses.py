@@ -22,14 +22,6 @@ from ganforge.training.losses import (
 SIZE = 8
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these tensors are tiny, and on a shared CPU extra threads only contend (~20x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def objective(name: str, **kw):
     opts = {"label_smoothing": False, "noisy_labels": False, "feature_matching": False, **kw}

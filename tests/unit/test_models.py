@@ -22,14 +22,6 @@ from ganforge.models.dcgan import SIZES
 N = 2
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these tensors are tiny, and on a shared CPU extra threads only contend (~20x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 FAMILY_SIZES = {"mlp": (8, 28, 64), "dcgan": SIZES, "wgan-gp": SIZES, "vae": SIZES}
 CASES = [(m, s) for m, sizes in FAMILY_SIZES.items() for s in sizes]
