@@ -1,0 +1,196 @@
+"""``ganforge promote`` and ``ganforge rollback``: gated alias moves with a history kept in tags.
+
+The gate: the version has an evaluation and a passed audit (the newest ones of its training run), its
+FID is at or below ``max_fid``, and it is not worse than the alias's current holder (FIDs compared
+only when measured alike: same metric key, i.e. sample size and split, and same backbone hash).
+``force`` (which needs a ``reason``) overrides only that last comparison: a failed audit or a FID over
+the ceiling never ships.
+
+Each promotion or rollback appends one registered-model tag ``ganforge.history.<alias>.<NNNNNN>``
+holding a JSON record; rollback replays them as a stack. Everything happens under the registry lock,
+and the alias moves last: a promotion that fails before that step leaves the alias where it was, and
+one that fails at it removes the history entry it wrote.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import time
+import warnings
+
+from ganforge.errors import GanforgeError
+from ganforge.registry import store
+from ganforge.registry.evidence import Evidence, find_evidence, scrub
+
+CHAMPION = "champion"
+STAGES = ("Staging", "Production")
+HISTORY_PREFIX = "ganforge.history."
+
+
+def promote(name: str, version: int | str, alias: str = CHAMPION, max_fid: float | None = None,
+            force: bool = False, reason: str | None = None, stage: str | None = None) -> dict:
+    """Move ``alias`` of model ``name`` to ``version`` if it passes the gate.
+
+    Args:
+        name: registered model name.
+        version: the version to promote.
+        alias: the alias to move.
+        max_fid: FID ceiling (None: no ceiling).
+        force: promote even if worse than (or not comparable with) the current holder; needs ``reason``.
+        reason: why, recorded in the history and on the version (required with ``force``).
+        stage: also transition the version to this deprecated registry stage (Staging or Production).
+
+    Returns:
+        The history record of this promotion (``previous`` is the version the alias held, or None).
+
+    Raises:
+        GanforgeError: unknown model/version, a gate failure, or the server refusing.
+    """
+    if force and not (reason and reason.strip()):
+        raise GanforgeError("--force needs --reason \"why this version ships anyway\"; the reason is recorded")
+    if stage is not None and stage not in STAGES:
+        raise GanforgeError(f"unknown --stage {stage!r}; use one of {', '.join(STAGES)}")
+    _check_alias(alias)
+    c = store.client()
+    with store.mlflow_errors(f"promoting {name} version {version}"):
+        mv = store.get_version(c, store.ModelRef("models", name=name, version=str(version)))
+        evidence = find_evidence(c, mv.tags.get("training_run_id") or mv.run_id or "")
+        with store.registry_lock(c, name):
+            previous = _holder(c, name, alias)
+            notes = gate(c, mv, evidence, previous, max_fid, force)
+            record = {"action": "promote", "alias": alias, "version": int(mv.version),
+                      "previous": int(previous.version) if previous else None, "time": time.time(),
+                      "user": scrub(getpass.getuser()), "fid": evidence.fid, "gate": notes}
+            if reason:
+                record["reason"] = scrub(reason)
+            _apply(c, name, alias, mv, record, stage)
+            return record
+
+
+def rollback(name: str, alias: str = CHAMPION) -> dict:
+    """Put the version that held ``alias`` before the current one back (its promotion history as a stack).
+
+    Returns:
+        The history record of the rollback.
+
+    Raises:
+        GanforgeError: unknown model, no alias, or no earlier holder to go back to.
+    """
+    _check_alias(alias)
+    c = store.client()
+    with store.mlflow_errors(f"rolling back {name}@{alias}"):
+        store.get_version(c, store.ModelRef("models", name=name, alias=alias))  # model and alias exist
+        with store.registry_lock(c, name):
+            current = _holder(c, name, alias)
+            stack = holder_stack(history(c, name, alias))
+            if stack and current is not None and stack[-1] != int(current.version):
+                stack.append(int(current.version))  # moved outside ganforge: that is the holder to undo
+            if len(stack) < 2:
+                raise GanforgeError(f"{name}@{alias} has no earlier version to roll back to (history: "
+                                    f"{stack or 'empty'}); promote one with `ganforge promote`")
+            target = store.get_version(c, store.ModelRef("models", name=name, version=str(stack[-2])))
+            record = {"action": "rollback", "alias": alias, "version": stack[-2], "previous": stack[-1],
+                      "time": time.time(), "user": scrub(getpass.getuser())}
+            _apply(c, name, alias, target, record, stage=None)
+            return record
+
+
+def gate(c, mv, evidence: Evidence, previous, max_fid: float | None, force: bool) -> list[str]:
+    """Raise ``GanforgeError`` unless ``mv`` may take the alias; returns notes on overridden checks."""
+    v = f"version {mv.version}"
+    if evidence.evaluation is None or evidence.fid is None:
+        raise GanforgeError(f"{v} has no FID evaluation; run `ganforge evaluate --model models:/{mv.name}/"
+                            f"{mv.version} ...` first")
+    if evidence.verdict != "pass":
+        what = "no audit" if evidence.audit is None else f"a {evidence.verdict} audit"
+        raise GanforgeError(f"{v} has {what}; it needs a passed `ganforge audit` before promotion")
+    if max_fid is not None and evidence.fid > max_fid:
+        raise GanforgeError(f"{v} has {evidence.fid_key} {evidence.fid:.4g} > --max-fid {max_fid:g}")
+    if previous is None or previous.version == mv.version:
+        return []
+    prev = find_evidence(c, previous.tags.get("training_run_id") or previous.run_id or "")
+    problem = _compare(evidence, prev, mv.version, previous.version)
+    if problem and not force:
+        raise GanforgeError(f"{problem}; pass --force --reason \"...\" to promote anyway")
+    return [problem] if problem else []
+
+
+def _compare(new: Evidence, old: Evidence, v_new, v_old) -> str | None:
+    """Why ``new`` does not beat ``old`` (None when it is at least as good)."""
+    if old.fid is None:
+        return None  # the holder was never measured: nothing to be worse than
+    if new.fid_key != old.fid_key or new.backbone.get("backbone_sha256") != old.backbone.get("backbone_sha256"):
+        return (f"FIDs not comparable: version {v_new} has {new.fid_key} ({new.backbone.get('backbone')}), "
+                f"version {v_old} has {old.fid_key} ({old.backbone.get('backbone')}); evaluate both alike")
+    if new.fid > old.fid:
+        return f"version {v_new} is worse than the current holder version {v_old} (FID {new.fid:.4g} > {old.fid:.4g})"
+    return None
+
+
+def _apply(c, name: str, alias: str, mv, record: dict, stage: str | None) -> None:
+    """Stage (deprecated) and tags first, history entry, then the alias: the one step readers see."""
+    if stage is not None:
+        warnings.warn("registry stages are deprecated by MLflow; use aliases (--alias)", FutureWarning, stacklevel=3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            c.transition_model_version_stage(name, mv.version, stage, archive_existing_versions=True)
+        record["stage"] = stage
+    if record.get("reason"):
+        c.set_model_version_tag(name, mv.version, "promotion_reason", record["reason"])
+    key = f"{HISTORY_PREFIX}{alias}.{len(history(c, name, alias)) + 1:06d}"
+    c.set_registered_model_tag(name, key, json.dumps(record, sort_keys=True))
+    try:
+        set_alias(c, name, alias, mv.version)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            c.delete_registered_model_tag(name, key)
+        raise
+    c.set_model_version_tag(name, mv.version, f"{alias}_since", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+
+def set_alias(c, name: str, alias: str, version) -> None:
+    """Point ``alias`` at ``version`` (a seam where tests inject a failure)."""
+    c.set_registered_model_alias(name, alias, str(version))
+
+
+def history(c, name: str, alias: str) -> list[dict]:
+    """The promotion/rollback records of ``alias``, oldest first."""
+    tags = c.get_registered_model(name).tags
+    prefix = f"{HISTORY_PREFIX}{alias}."
+    return [json.loads(tags[k]) for k in sorted(k for k in tags if k.startswith(prefix))]
+
+
+def holder_stack(records: list[dict]) -> list[int]:
+    """Replay history: a promotion pushes its version, a rollback pops back to the one below."""
+    stack: list[int] = []
+    for r in records:
+        if r["action"] == "rollback":
+            while stack and stack[-1] != r["version"]:
+                stack.pop()
+            if not stack:
+                stack.append(r["version"])
+        elif not stack or stack[-1] != r["version"]:
+            if not stack and r.get("previous") is not None:
+                stack.append(r["previous"])  # the alias was set before ganforge kept history
+            stack.append(r["version"])
+    return stack
+
+
+def _holder(c, name: str, alias: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return c.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if store.error_code(exc) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def _check_alias(alias: str) -> None:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z_][\w\-]{0,254}", alias) or re.fullmatch(r"[vV]\d+", alias) or alias == "latest":
+        raise GanforgeError(f"invalid alias {alias!r}: letters, digits, _ and -, not 'latest' or v<number>")

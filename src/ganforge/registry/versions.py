@@ -1,0 +1,196 @@
+"""``ganforge register``: a finished, evaluated training run becomes a registered model version.
+
+The version holds the pyfunc of ``ganforge.registry.generator_model`` (code reference, safetensors
+weights, a signature and an input example), tags that say where it came from and how good it is, a
+description a person can read in the UI, and the alias ``candidate``. The slow part (building and
+uploading the model) happens before the registry lock; only the "already registered?" check,
+the version creation and the alias move happen under it, so parallel registrations stay consistent.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from ganforge.errors import GanforgeError
+from ganforge.registry import store
+from ganforge.registry.evidence import Evidence, find_evidence, scrub, scrub_tree
+
+CANDIDATE = "candidate"
+MODEL_CODE = Path(__file__).with_name("generator_model.py")
+
+
+def register(run_id: str, name: str = store.DEFAULT_NAME, force: bool = False,
+             pipeline_run_id: str | None = None) -> dict:
+    """Register the generator of training run ``run_id`` as a new version of model ``name``.
+
+    Registering a run that already has a version of ``name`` returns that version (idempotent).
+
+    Args:
+        run_id: the MLflow run of ``ganforge train``.
+        name: registered model name.
+        force: register even if the run failed, has no evaluation or failed its audit.
+        pipeline_run_id: the KFP run that produced it, recorded as a tag (None: not from a pipeline).
+
+    Returns:
+        ``{"name", "version", "aliases", "tags", "created"}``.
+
+    Raises:
+        GanforgeError: unknown run, no generator, failed/unevaluated run without ``force``, server down.
+    """
+    c = store.client()
+    with store.mlflow_errors(f"registering run {run_id}"):
+        run = _training_run(c, run_id)
+        if (existing := _existing_version(c, name, run_id)) is not None:
+            return _summary(existing, created=False)
+        checkpoint = store.resolve_model_uri(f"runs:/{run_id}")  # also: does it hold a generator?
+        evidence = find_evidence(c, run_id)
+        _check_registrable(run, evidence, force)
+        meta = json.loads((checkpoint / "meta.json").read_text())
+        ema = (checkpoint / "generator_ema.safetensors").is_file()  # EMA weights are the better generator
+        meta = scrub_tree({**meta, "weights": "generator_ema" if ema else "generator", "run_id": run_id})
+        tags = version_tags(run, evidence, meta, pipeline_run_id, forced=force)
+        model_id = _log_model(c, run, checkpoint, meta)
+        with store.registry_lock(c, name):
+            if (existing := _existing_version(c, name, run_id)) is not None:
+                return _summary(existing, created=False)
+            _ensure_registered_model(c, name)
+            mv = c.create_model_version(name, source=f"models:/{model_id}", run_id=run_id, tags=tags,
+                                        description=describe(meta, evidence, tags), model_id=model_id)
+            c.set_registered_model_alias(name, CANDIDATE, mv.version)
+            return _summary(c.get_model_version(name, mv.version), created=True)
+
+
+def _training_run(c, run_id: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = c.get_run(run_id)
+    except MlflowException as exc:
+        if store.error_code(exc) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise GanforgeError(f"no MLflow run {run_id!r} at {store.redact(store.tracking_uri())}; pass the "
+                                "run id `ganforge train` printed") from None
+        raise
+    if run.data.tags.get("ganforge.step") in ("evaluate", "audit"):
+        raise GanforgeError(f"run {run_id} is an {run.data.tags['ganforge.step']} run; pass the training run "
+                            f"(its tag training_run_id is {run.data.tags.get('training_run_id', 'unknown')})")
+    return run
+
+
+def _check_registrable(run, evidence: Evidence, force: bool) -> None:
+    problems = []
+    if run.info.status != "FINISHED":
+        problems.append(f"the run's status is {run.info.status}, not FINISHED")
+    if evidence.evaluation is None:
+        problems.append(f"it has no evaluation (run `ganforge evaluate --model runs:/{run.info.run_id} ...`)")
+    if evidence.verdict == "fail":
+        problems.append(f"its audit failed (run {evidence.audit.info.run_id})")
+    if problems and not force:
+        raise GanforgeError(f"run {run.info.run_id} cannot be registered: {'; '.join(problems)}; "
+                            "fix that or pass --force")
+
+
+def _existing_version(c, name: str, run_id: str):
+    found = c.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    return min(found, key=lambda mv: int(mv.version)) if found else None
+
+
+def _ensure_registered_model(c, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        c.create_registered_model(name, description="GAN image generators registered by ganforge. Each "
+                                  "version's description says where it came from and how it scored.")
+    except MlflowException as exc:
+        if store.error_code(exc) not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+
+
+def version_tags(run, evidence: Evidence, meta: dict, pipeline_run_id: str | None, forced: bool) -> dict:
+    """Provenance and quality tags of a new version (credentials scrubbed)."""
+    import ganforge
+
+    t = run.data.tags
+    tags = {
+        "dataset_uri": t.get("dataset_uri") or meta.get("dataset_uri", "unknown"),
+        "dataset_fingerprint": t.get("dataset_fingerprint") or meta.get("dataset_fingerprint", "unknown"),
+        "training_run_id": run.info.run_id, "git_commit": t.get("git_commit", "unknown"),
+        "ganforge_version": ganforge.__version__, "model": meta["spec"]["model"], "step": str(meta.get("step", 0)),
+        "weights": meta.get("weights", "generator"),
+    }  # fmt: skip
+    if pipeline_run_id:
+        tags["pipeline_run_id"] = pipeline_run_id
+    if forced:
+        tags["registered_with_force"] = "true"
+    tags.update(evidence.tags())
+    return {k: scrub(v) for k, v in tags.items()}
+
+
+def describe(meta: dict, evidence: Evidence, tags: dict) -> str:
+    """A few lines of Markdown for the registry UI."""
+    s = meta["spec"]
+    cond = f", conditional on {s['num_classes']} classes" if s.get("conditional") else ""
+    lines = [
+        f"**{s['model']}** generator, {s['image_size']} px, {s['channels']} channel(s), latent {s['latent_dim']}"
+        f"{cond}; {tags['weights']} weights after {tags['step']} steps.",
+        f"Trained on `{tags['dataset_uri']}` (fingerprint `{tags['dataset_fingerprint']}`) in run "
+        f"`{tags['training_run_id']}`, ganforge {tags['ganforge_version']} at commit `{tags['git_commit'][:12]}`.",
+    ]
+    if evidence.evaluation is not None:
+        scores = ", ".join(f"{k.split('/', 1)[1]} = {float(v):.4g}" for k, v in sorted(tags.items())
+                           if k.startswith("eval/"))
+        lines.append(f"Evaluation ({tags.get('backbone', 'unknown')} backbone): {scores}.")
+    else:
+        lines.append("Not evaluated.")
+    lines.append(f"Audit: {evidence.verdict}." if evidence.audit is not None else "Not audited.")
+    lines.append("Use: `mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({'seed': [0], 'label': [-1], "
+                 "'n': [4]}))` returns one row per image with a base64 PNG in column `png`.")
+    return scrub("\n\n".join(lines))
+
+
+def _log_model(c, run, checkpoint: Path, meta: dict) -> str:
+    """Save the pyfunc locally and upload it as a logged model of the training run; its model id."""
+    import mlflow.pyfunc
+    import pandas as pd
+
+    from ganforge.registry.generator_model import SIGNATURE
+
+    ema = meta["weights"] == "generator_ema"
+    with tempfile.TemporaryDirectory(prefix="ganforge-register-") as tmp:
+        src = Path(tmp) / "src"
+        src.mkdir()
+        shutil.copy(checkpoint / ("generator_ema.safetensors" if ema else "generator.safetensors"),
+                    src / "generator.safetensors")
+        (src / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        example = pd.DataFrame({"seed": [0], "label": [-1], "n": [2]})
+        mlflow.pyfunc.save_model(
+            Path(tmp) / "model", python_model=str(MODEL_CODE), signature=SIGNATURE, input_example=example,
+            artifacts={"generator": str(src / "generator.safetensors"), "meta": str(src / "meta.json")},
+            pip_requirements=_requirements(),
+        )  # fmt: skip
+        logged = c.create_logged_model(run.info.experiment_id, name="generator", source_run_id=run.info.run_id,
+                                       tags={"ganforge.step": "register"}, model_type="ganforge-generator")
+        try:
+            c.log_model_artifacts(logged.model_id, str(Path(tmp) / "model"))
+        except BaseException:
+            c.finalize_logged_model(logged.model_id, "FAILED")
+            raise
+        c.finalize_logged_model(logged.model_id, "READY")
+    return logged.model_id
+
+
+def _requirements() -> list[str]:
+    """Pinned from this environment; MLflow's inference would load the model in a subprocess."""
+    from importlib.metadata import version
+
+    import ganforge
+
+    pkgs = ["torch", "safetensors", "numpy", "pandas", "pillow", "pydantic", "mlflow"]
+    return [f"{p}=={version(p)}" for p in pkgs] + [f"ganforge=={ganforge.__version__}"]
+
+
+def _summary(mv, created: bool) -> dict:
+    return {"name": mv.name, "version": int(mv.version), "aliases": sorted(mv.aliases), "tags": dict(mv.tags),
+            "created": created}
