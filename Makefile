@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= outputs/demo
 
-.PHONY: venv demo test test-slow bench lint clean
+.PHONY: venv demo golden test test-slow bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,10 +15,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# The main job on the embedded default: offline digits, local storage, sqlite MLflow.
+# The main job on the embedded default: the whole KFP pipeline through kfp.local on offline digits,
+# local storage, sqlite MLflow (ingest -> train -> evaluate || audit -> gate -> register).
 demo: $(STAMP)
-	$(BIN)/ganforge ingest digits --output $(DEMO_DIR)/datasets/digits --image-size 32
-	$(BIN)/ganforge datasets show $(DEMO_DIR)/datasets/digits --grid $(DEMO_DIR)/digits-grid.png
+	$(BIN)/ganforge pipeline run --local --dir $(DEMO_DIR)
+
+# Regenerate the golden compiled pipeline (tests/golden/gan_pipeline.yaml) after a deliberate change.
+golden: $(STAMP)
+	$(BIN)/python -m ganforge.pipeline.golden
 
 # Unit and integration tests; `slow` quality checks run only with `make test-slow`.
 test: $(STAMP)

@@ -1,0 +1,29 @@
+"""Ingest a source into a versioned Parquet dataset."""
+
+from kfp.dsl import Dataset, Output
+
+from components._base import component
+
+
+@component
+def ingest(source: str, dataset: str, image_size: int, dataset_out: Output[Dataset],
+           input: str = "", limit: int = 0):
+    """Write ``source`` as a Parquet dataset at ``dataset``; reuses it when the inputs are unchanged.
+
+    Args:
+        source: source name (digits, mnist, fashion-mnist, kmnist, galaxy10, folder).
+        dataset: dataset URI to write (local directory or s3://).
+        image_size: square side in pixels.
+        dataset_out: the dataset; metadata holds its ``uri`` and ``fingerprint``.
+        input: the source's file or directory; "": the source's default.
+        limit: at most this many images per split; 0: all.
+    """
+    from ganforge.pipeline.steps import ingest_step
+
+    result = ingest_step(source, dataset, input, image_size, limit)
+    dataset_out.metadata.update({"uri": result.uri, "fingerprint": result.fingerprint, "reused": result.reused})
+    with open(dataset_out.path, "w") as f:  # the artifact itself points at the dataset
+        f.write(result.uri)
+
+
+

@@ -1,0 +1,155 @@
+"""What a pipeline run is asked to do (``PipelineParams``) and where it runs (``ClusterConfig``).
+
+``PipelineParams``' fields are the KFP pipeline parameters, with the same names as the step flags
+they feed (``dataset``, ``preset``, ``steps``, ``max_fid``, ...), so a value can be checked here at
+compile or submit time instead of failing inside a pod an hour later. ``ClusterConfig`` is fixed at
+compile time: the image, the GPU node pool and the Kubernetes Secrets the tasks read credentials from.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ganforge.errors import GanforgeError
+
+DEFAULT_IMAGE = "ganforge:latest"
+IMAGE_ENV = "GANFORGE_IMAGE"  # the one setting that names the project image
+
+SOURCE_NAMES = ("digits", "mnist", "fashion-mnist", "kmnist", "galaxy10", "folder")
+
+
+class PipelineParams(BaseModel):
+    """Every user choice of a pipeline run; each field is a KFP pipeline parameter of that name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    source: str = Field("digits", description=f"Ingest source: one of {', '.join(SOURCE_NAMES)}.")
+    input: str | None = Field(None, description="The source's --input (a file or directory). None: its default.")
+    dataset: str = Field(
+        "/workspace/datasets/digits", description="Dataset URI written by ingest (local directory or s3://)."
+    )
+    image_size: int = Field(32, ge=8, le=1024, description="Square image side in pixels at ingest.")
+    limit: int | None = Field(None, ge=1, description="At most this many images per split. None: all.")
+    preset: str | None = Field("digits-tiny", description="Training preset. None: model/epochs/steps alone.")
+    model: str | None = Field(None, description="Model family (mlp, dcgan, wgan-gp, vae). None: the preset's.")
+    epochs: int | None = Field(None, ge=1, description="Training epochs. None: the preset's (or --steps).")
+    steps: int | None = Field(None, ge=1, description="Generator updates. None: the preset's (or --epochs).")
+    seed: int = Field(0, ge=0, description="Seed of training, evaluation and audit latents.")
+    gpus: int = Field(0, ge=0, le=16, description="GPUs for training; more than 1 trains with torchrun DDP.")
+    n: int = Field(1000, ge=2, description="Generated images scored by evaluate.")
+    backbone: str = Field("pixels", description="Evaluate's feature backbone (pixels, inception-tf, ...).")
+    backbone_weights: str | None = Field(None, description="Backbone weights file in the image. None: none.")
+    audit_n: int = Field(500, ge=2, description="Generated images the memorisation audit checks.")
+    max_fid: float = Field(1000.0, gt=0, description="Gate: register only when FID is at most this.")
+    model_name: str = Field("ganforge-generator", min_length=1, description="Registered model name.")
+    experiment: str = Field("ganforge", min_length=1, description="MLflow experiment of all runs.")
+    work_dir: str = Field(
+        "/workspace/runs", description="Directory kept across retries for checkpoints (a PVC on a cluster)."
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, v: str) -> str:
+        if v not in SOURCE_NAMES:
+            raise ValueError(f"unknown source {v!r}; choose one of {', '.join(SOURCE_NAMES)}")
+        return v
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v: str | None) -> str | None:
+        from ganforge.training.config import PRESETS
+
+        if v is not None and v not in PRESETS:
+            raise ValueError(f"unknown preset {v!r}; choose one of {', '.join(PRESETS)}")
+        return v
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str | None) -> str | None:
+        from ganforge.training.config import MODEL_NAMES
+
+        if v is not None and v not in MODEL_NAMES:
+            raise ValueError(f"unknown model {v!r}; choose one of {', '.join(MODEL_NAMES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _trainable(self) -> PipelineParams:
+        if self.preset is None and self.model is None:
+            raise ValueError("give a preset or a model")
+        if self.epochs is not None and self.steps is not None:
+            raise ValueError("give at most one of epochs or steps")
+        return self
+
+    def arguments(self) -> dict:
+        """The KFP run arguments: every field, with unset (None) ones encoded as ``unset(field)``."""
+        return {k: unset(k) if v is None else v for k, v in self.model_dump().items()}
+
+
+# KFP cannot carry None through a pipeline run (kfp.local rejects None arguments and null defaults), so
+# an optional parameter that is not set travels as "" (text) or 0 (numbers: none of them may be 0 when
+# set) and the step functions read it back with ``x or None``. This is the only place that encoding lives.
+OPTIONAL_TEXT = ("input", "preset", "model", "backbone_weights")
+OPTIONAL_NUMBER = ("limit", "epochs", "steps")
+
+
+def unset(name: str):
+    """How the unset value of the optional parameter ``name`` travels through KFP."""
+    return "" if name in OPTIONAL_TEXT else 0
+
+
+class ClusterConfig(BaseModel):
+    """Compile-time cluster wiring: image, GPU node pool, resources and credential Secrets."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image: str = Field(default_factory=lambda: os.environ.get(IMAGE_ENV) or DEFAULT_IMAGE,
+                       description=f"Project image of every task (${IMAGE_ENV}, default {DEFAULT_IMAGE}).")
+    gpu_type: str = Field("nvidia-l4", description="Accelerator type, also the GPU node pool's label value.")
+    gpu_node_label: str = Field("cloud.google.com/gke-accelerator", description="Node label of the GPU pool.")
+    gpu_taint: str = Field("nvidia.com/gpu", description="Taint key on the GPU nodes (tolerated, NoSchedule).")
+    cpu_request: str = Field("4", description="CPU request of the training task.")
+    memory_request: str = Field("16Gi", description="Memory request of the training task.")
+    shm_size: str = Field("8Gi", description="Size of the memory-backed /dev/shm of the training task.")
+    s3_secret: str = Field("ganforge-s3", description="Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+                           "AWS_ENDPOINT_URL.")
+    mlflow_secret: str = Field("ganforge-mlflow", description="Secret with MLFLOW_TRACKING_URI, "
+                               "MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD.")
+    workspace_pvc: str = Field("ganforge-workspace", description="PVC mounted at /workspace (checkpoints).")
+    train_retries: int = Field(3, ge=0, le=10, description="Retries of the training task (preemption).")
+    pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field("IfNotPresent", description="Image pull policy.")
+
+
+def check_params(values: dict) -> PipelineParams:
+    """Validate run arguments given by name; unknown names, wrong types and ranges fail here.
+
+    Raises:
+        GanforgeError: one line naming each bad parameter and what it needs.
+    """
+    try:
+        return PipelineParams(**values)
+    except ValidationError as exc:
+        raise GanforgeError("bad pipeline parameter: " + _one_line(exc) + "; see `ganforge pipeline run --help`") from None
+
+
+def check_cluster(values: dict) -> ClusterConfig:
+    """``ClusterConfig`` from options given by name (None: default).
+
+    Raises:
+        GanforgeError: a bad option, as one line.
+    """
+    try:
+        return ClusterConfig(**{k: v for k, v in values.items() if v is not None})
+    except ValidationError as exc:
+        raise GanforgeError("bad cluster option: " + _one_line(exc)) from None
+
+
+def _one_line(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "parameters"
+        got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
+        parts.append(f"{loc}: {err['msg']}{got}")
+    return "; ".join(parts)

@@ -1,0 +1,158 @@
+"""Compile the GAN pipeline, run it locally through ``kfp.local``, or submit it to a KFP endpoint.
+
+The pipeline definition lives in ``pipelines/gan_pipeline.py`` (and its components in ``components/``)
+at the root of the source tree, beside ``src/``; ``load_pipeline`` imports it from there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from ganforge.errors import GanforgeError
+from ganforge.pipeline.params import ClusterConfig, PipelineParams
+
+ROOT = Path(__file__).resolve().parents[3]  # src/ganforge/pipeline/runner.py -> the source tree
+
+
+def load_pipeline(cluster: ClusterConfig | None = None):
+    """The pipeline function of ``pipelines/gan_pipeline.py`` built for ``cluster``.
+
+    Raises:
+        GanforgeError: ganforge is not running from a source tree that holds ``pipelines/``.
+    """
+    if not (ROOT / "pipelines" / "gan_pipeline.py").is_file():
+        raise GanforgeError(f"no pipelines/gan_pipeline.py beside {ROOT / 'src'}; run from a ganforge source "
+                            "checkout (pip install -e .)")
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    return importlib.import_module("pipelines.gan_pipeline").build(cluster)
+
+
+def check_defaults(pipeline) -> None:
+    """The pipeline's parameter defaults must be ``PipelineParams``' (one name, one default per concept)."""
+    declared = {k: v.default for k, v in pipeline.component_spec.inputs.items()}
+    expected = PipelineParams().arguments()
+    if set(declared) != set(expected) or any(declared[k] != expected[k] for k in declared):
+        diff = sorted(k for k in set(declared) | set(expected) if declared.get(k) != expected.get(k))
+        raise GanforgeError(f"pipeline parameters and PipelineParams disagree on {', '.join(diff)}; align "
+                            "pipelines/gan_pipeline.py with ganforge/pipeline/params.py")
+
+
+def compile_pipeline(output: str | Path, cluster: ClusterConfig | None = None) -> float:
+    """Write the pipeline's YAML for ``cluster`` to ``output``; returns the seconds it took."""
+    from kfp import compiler
+
+    t0 = time.perf_counter()
+    pipeline = load_pipeline(cluster)
+    check_defaults(pipeline)
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(pipeline, str(output))
+    return time.perf_counter() - t0
+
+
+@dataclass
+class LocalRun:
+    """Where a local pipeline run left its results."""
+
+    pipeline_run_id: str
+    parent_run_id: str
+    status: str  # the parent run's MLflow status: FINISHED or FAILED
+    outcome: str  # the pipeline's output line (gate decision, or the failure)
+    registered: str | None  # "<name>/<version>" or None
+    grid: Path | None  # the final sample grid
+    tracking_uri: str
+    seconds: float
+
+
+def local_params(root: Path, **overrides) -> PipelineParams:
+    """The demo's parameters: digits in ``root/datasets``, checkpoints in ``root/runs``, the CPU preset."""
+    values = {"dataset": str(root / "datasets" / "digits"), "work_dir": str(root / "runs"), **overrides}
+    return PipelineParams(**values)
+
+
+def run_local(params: PipelineParams, root: str | Path) -> LocalRun:
+    """Run the whole DAG on this machine through ``kfp.local`` (SubprocessRunner, this Python).
+
+    MLflow goes to ``MLFLOW_TRACKING_URI``, else ``sqlite:///<root>/mlflow.db``; S3 settings come from
+    the usual AWS environment. Each step runs as a subprocess that inherits this environment.
+
+    Raises:
+        GanforgeError: a step failed (the parent run is then FAILED and nothing was registered).
+    """
+    import kfp.local
+
+    from ganforge.pipeline.runs import find_runs
+    from ganforge.pipeline.steps import train_dir
+
+    root = Path(root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    pipeline = load_pipeline()
+    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "kfp"),
+                   raise_on_error=False)
+    t0 = time.time()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+        warnings.filterwarnings("ignore", message=".*non-Python base image.*")  # the project image holds Python
+        pipeline(**params.arguments())
+    parent = _latest_parent(params.experiment, t0)
+    if parent is None:
+        raise GanforgeError("the pipeline failed before opening its MLflow run; see the task logs above")
+    tags = parent.data.tags
+    pipeline_run_id = tags["ganforge.pipeline_run_id"]
+    status = parent.info.status
+    outcome = tags.get("ganforge.pipeline_error") or tags.get("ganforge.gate", "")
+    if status != "FINISHED":
+        raise GanforgeError(f"pipeline run {pipeline_run_id} failed: {' '.join(outcome.split())[:300]}; parent MLflow "
+                            f"run {parent.info.run_id} is marked FAILED and nothing was registered")
+    grid = train_dir(params.work_dir, pipeline_run_id) / "samples" / "final.png"
+    assert find_runs(params.experiment, pipeline_run_id)  # the steps' runs carry the same KFP run id
+    return LocalRun(pipeline_run_id, parent.info.run_id, status, outcome, tags.get("ganforge.registered_model"),
+                    grid if grid.is_file() else None, os.environ["MLFLOW_TRACKING_URI"], time.time() - t0)
+
+
+def _latest_parent(experiment: str, since: float):
+    """The newest parent run of ``experiment`` opened after ``since`` (a local run's own)."""
+    from mlflow.tracking import MlflowClient
+
+    from ganforge.tracking import tracking_uri
+
+    client = MlflowClient(tracking_uri())
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = client.search_runs([exp.experiment_id], "tags.`ganforge.step` = 'pipeline'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs and runs[0].info.start_time >= since * 1000 - 1000 else None
+
+
+def submit(host: str, params: PipelineParams, cluster: ClusterConfig | None = None, *, namespace: str | None = None,
+           experiment: str | None = None, token: str | None = None, credentials=None,
+           run_name: str | None = None) -> str:
+    """Compile and submit a run to the KFP endpoint at ``host``; returns the run's URL.
+
+    Raises:
+        GanforgeError: the endpoint cannot be reached or refuses the run.
+    """
+    import tempfile
+
+    import kfp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        package = Path(tmp) / "gan_pipeline.yaml"
+        compile_pipeline(package, cluster)
+        try:
+            client = kfp.Client(host=host, namespace=namespace, existing_token=token, credentials=credentials)
+            run = client.create_run_from_pipeline_package(
+                str(package), arguments=params.arguments(), run_name=run_name,
+                experiment_name=experiment or params.experiment, namespace=namespace)
+        except Exception as exc:  # urllib3/ApiException/ValueError alike: one line
+            raise GanforgeError(f"KFP at {host} refused the run: {' '.join(str(exc).split())[:300]}; check --host, "
+                                "--namespace and --token") from None
+    return f"{host.rstrip('/')}/#/runs/details/{run.run_id}"

@@ -1,0 +1,163 @@
+"""One function per pipeline step: what a KFP component body calls, importable and testable without KFP.
+
+Each takes plain values (paths, numbers, run ids), sets the MLflow nesting environment
+(``ganforge.pipeline.runs``) and calls the same library function as the CLI command of that step.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import html
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ganforge.errors import GanforgeError
+from ganforge.pipeline.runs import PARENT_ENV, PIPELINE_RUN_ENV
+
+
+@contextlib.contextmanager
+def pipeline_env(parent_run_id: str, pipeline_run_id: str):
+    """Run the body with the nesting variables set, so every MLflow run it opens nests under the parent."""
+    saved = {k: os.environ.get(k) for k in (PARENT_ENV, PIPELINE_RUN_ENV)}
+    os.environ[PARENT_ENV], os.environ[PIPELINE_RUN_ENV] = parent_run_id, pipeline_run_id
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def ingest_step(source: str, dataset: str, input: str | None, image_size: int, limit: int | None):
+    """Ingest ``source`` into ``dataset`` (reused when it already holds the same inputs).
+
+    Optional values may come as "" or 0 (unset, see ``ganforge.pipeline.params.unset``), here and below.
+    """
+    from ganforge.data.ingest import ingest
+
+    return ingest(source, dataset, input=input or None, image_size=image_size, limit=limit or None)
+
+
+def train_dir(work_dir: str, pipeline_run_id: str) -> Path:
+    """Where a pipeline run's checkpoints live: the same directory on every retry of the task."""
+    return Path(work_dir) / pipeline_run_id / "train"
+
+
+def train_step(dataset: str, work_dir: str, model_dir: str, *, preset: str | None, model: str | None,
+               epochs: int | None, steps: int | None, seed: int, gpus: int, experiment: str,
+               parent_run_id: str, pipeline_run_id: str):
+    """Train into ``work_dir/<run>/train``, resuming from its newest checkpoint (a retried task), and
+    copy the final checkpoint into ``model_dir``. Returns the ``TrainResult``."""
+    from ganforge.training import resolve_config, train
+    from ganforge.training.checkpoint import list_checkpoints
+
+    output = train_dir(work_dir, pipeline_run_id)
+    flags = {"dataset": dataset, "preset": preset or None, "model": model or None, "epochs": epochs or None,
+             "steps": steps or None, "seed": seed,
+             "output": str(output), "experiment": experiment, "nproc": max(1, gpus),
+             "device": "cuda" if gpus > 0 else "auto", "resume": "latest" if list_checkpoints(output) else None}
+    config = resolve_config(flags)
+    with pipeline_env(parent_run_id, pipeline_run_id):
+        result = train(config)
+        from ganforge.pipeline.runs import adopt
+
+        adopt(result.run_id)
+    if result.interrupted or not result.checkpoint:
+        raise GanforgeError(f"training stopped at step {result.step} without finishing; the task's retry resumes it")
+    dest = Path(model_dir) / Path(result.checkpoint).name
+    shutil.rmtree(model_dir, ignore_errors=True)
+    shutil.copytree(result.checkpoint, dest)
+    return result
+
+
+def evaluate_step(dataset: str, model_dir: str, out_dir: str, *, n: int, seed: int, backbone: str,
+                  backbone_weights: str | None, experiment: str, parent_run_id: str, pipeline_run_id: str):
+    """FID/KID/PRDC of the generator in ``model_dir`` against the train split. Returns
+    ``(record, fid)``; the record's metric keys state budget and reference (``fid_1k_train``)."""
+    from ganforge.evaluation import EvalConfig, evaluate
+    from ganforge.metrics import metric_key
+
+    cfg = EvalConfig(model=model_dir, dataset=dataset, n=n, seed=seed, backbone=backbone,
+                     backbone_weights=backbone_weights or None, experiment=experiment, output=out_dir)
+    with pipeline_env(parent_run_id, pipeline_run_id):
+        record = evaluate(cfg)
+        from ganforge.pipeline.runs import adopt
+
+        adopt(record.get("mlflow_run_id"))
+    return record, float(record["metrics"][metric_key("fid", record["n"], "train")])
+
+
+def audit_step(dataset: str, model_dir: str, out_dir: str, html_path: str, *, n: int, seed: int,
+               experiment: str, parent_run_id: str, pipeline_run_id: str):
+    """Memorisation audit of the generator; writes the HTML report (stats + nearest-neighbour sheet)
+    to ``html_path``. Returns the ``AuditReport``."""
+    from ganforge.evaluation import AuditConfig, audit
+
+    cfg = AuditConfig(model=model_dir, dataset=dataset, n=n, seed=seed, experiment=experiment, output=out_dir)
+    with pipeline_env(parent_run_id, pipeline_run_id):
+        report = audit(cfg)
+        from ganforge.pipeline.runs import adopt_step_run
+
+        record = json.loads((Path(out_dir) / "audit.json").read_text())
+        adopt_step_run(experiment, "audit", record["judged"].get("training_run_id"))
+    Path(html_path).write_text(audit_html(report, Path(out_dir) / "audit_sheet.png"))
+    return report
+
+
+AUDIT_METRICS = ("fraction_below_baseline", "exact_duplicates", "z_u", "baseline_threshold")
+
+
+def audit_metrics(report) -> dict[str, float]:
+    """The audit's numbers as ``audit/<name>`` metrics (the same keys ``ganforge audit`` logs)."""
+    return {"audit/passed": float(report.verdict == "pass"), "audit/nn_dist_min": report.generated_to_train.min,
+            "audit/nn_dist_p1": report.generated_to_train.p1, "audit/baseline_dist_p1": report.heldout_to_train.p1,
+            **{f"audit/{k}": float(getattr(report, k)) for k in AUDIT_METRICS}}
+
+
+def audit_html(report, sheet: Path) -> str:
+    """A self-contained HTML page: verdict, reasons, the numbers, and the closest-pairs sheet inline."""
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.4g}</td></tr>" for k, v in audit_metrics(report).items())
+    reasons = "".join(f"<li>{html.escape(r)}</li>" for r in report.reasons) or "<li>none</li>"
+    img = ""
+    if sheet.is_file():
+        data = base64.b64encode(sheet.read_bytes()).decode()
+        img = f'<h2>Closest generated/training pairs</h2><img src="data:image/png;base64,{data}" alt="nearest pairs">'
+    return (f"<html><body><h1>Memorisation audit: {html.escape(report.verdict)}</h1>"
+            f"<h2>Reasons</h2><ul>{reasons}</ul><table>{rows}</table>{img}</body></html>")
+
+
+@dataclass
+class GateOutcome:
+    """The gate's decision as the pipeline reports it."""
+
+    passed: bool
+    reasons: str
+
+
+def gate_step(fid: float, max_fid: float, audit_verdict: str, audit_reasons: list[str], parent_run_id: str) -> GateOutcome:
+    """Decide registration and record the decision (and the FID) on the parent run."""
+    from ganforge.pipeline.gate import decide
+    from ganforge.pipeline.runs import log_outcome
+
+    decision = decide(fid, max_fid, audit_verdict, audit_reasons)
+    log_outcome(parent_run_id, {"eval/fid": fid, "gate/passed": float(decision.passed)},
+                {"ganforge.gate": decision.summary(), "audit_verdict": audit_verdict})
+    return GateOutcome(decision.passed, decision.summary())
+
+
+def register_step(train_run_id: str, model_name: str, parent_run_id: str, pipeline_run_id: str) -> dict:
+    """Register the training run's generator (alias ``candidate``); returns name, version, aliases, tags."""
+    from ganforge.registry import register
+
+    with pipeline_env(parent_run_id, pipeline_run_id):
+        out = register(train_run_id, name=model_name, pipeline_run_id=pipeline_run_id)
+    from ganforge.pipeline.runs import log_outcome
+
+    log_outcome(parent_run_id, {}, {"ganforge.registered_model": f"{out['name']}/{out['version']}"})
+    return out
