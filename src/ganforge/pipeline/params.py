@@ -42,7 +42,7 @@ class PipelineParams(BaseModel):
     n: int = Field(1000, ge=2, description="Generated images scored by evaluate.")
     backbone: str = Field("pixels", description="Evaluate's feature backbone (pixels, inception-tf, ...).")
     backbone_weights: str | None = Field(None, description="Backbone weights file in the image. None: none.")
-    audit_n: int = Field(500, ge=2, description="Generated images the memorisation audit checks.")
+    audit_n: int = Field(500, ge=20, description="Generated images the memorisation audit checks (at least 20).")
     max_fid: float = Field(1000.0, gt=0, description="Gate: register only when FID is at most this.")
     model_name: str = Field("ganforge-generator", min_length=1, description="Registered model name.")
     experiment: str = Field("ganforge", min_length=1, description="MLflow experiment of all runs.")
