@@ -52,9 +52,9 @@ def one_line_validation_error(exc) -> str:
 
 
 # Command groups, one module each; each module's ``register(app)`` adds its commands.
-from ganforge import cli_data, cli_eval, cli_pipeline, cli_train  # noqa: E402
+from ganforge import cli_data, cli_eval, cli_pipeline, cli_registry, cli_train  # noqa: E402
 
-for _group in (cli_data, cli_train, cli_eval, cli_pipeline):
+for _group in (cli_data, cli_train, cli_eval, cli_registry, cli_pipeline):
     _group.register(app)
 
 

@@ -46,9 +46,10 @@ def promote_command(
     """Move an alias (default `champion`) to a version that passes the gate."""
     from ganforge.registry import promote
 
-    if stage is not None:
-        typer.echo("warning: registry stages are deprecated by MLflow; aliases replace them", err=True)
     rec = promote(name, version, alias=alias, max_fid=max_fid, force=force, reason=reason, stage=stage)
+    if stage is not None:
+        typer.echo(f"warning: stage set to {stage}, but MLflow deprecates stages: read the alias {alias!r}",
+                   err=True)
     was = f" (was version {rec['previous']})" if rec["previous"] is not None else ""
     typer.echo(f"{name}@{alias} -> version {rec['version']}{was}" + "".join(f"; {n}" for n in rec["gate"]))
 

@@ -92,10 +92,15 @@ def judged_images(cfg: ImagesSource, manifest: dict) -> Judged:
 
 
 def _from_checkpoint(cfg: ImagesSource, manifest: dict) -> Judged:
-    if "://" in cfg.model or cfg.model.startswith(("models:/", "runs:/")):
-        raise GanforgeError(f"model URI {cfg.model!r} cannot be resolved here: pass a checkpoint directory "
-                            "(ckpt-<step> or a run's --output); registry URIs need `ganforge register` first")
     checkpoint = cfg.model
+    if cfg.model.startswith(("models:/", "runs:/")):
+        from ganforge.registry import resolve_model_uri
+
+        checkpoint = str(resolve_model_uri(cfg.model))  # a cached ckpt-<step> whose meta names its run
+    elif "://" in cfg.model:
+        raise GanforgeError(f"model URI {cfg.model!r} cannot be resolved here: pass a checkpoint directory "
+                            "(ckpt-<step> or a run's --output), models:/NAME@ALIAS, models:/NAME/VERSION or "
+                            "runs:/RUN_ID")
     from ganforge.training.checkpoint import load_generator
     from ganforge.training.visuals import generate
 
@@ -105,7 +110,7 @@ def _from_checkpoint(cfg: ImagesSource, manifest: dict) -> Judged:
     # generate() cycles the classes over the images; the same cycle labels them here.
     labels = torch.arange(cfg.n) % spec.num_classes if spec.conditional else None
     info = {"kind": "model", "model": cfg.model, "model_spec": spec.model_dump(mode="json"),
-            "training_run_id": meta.get("mlflow_run_id")}
+            "training_run_id": meta.get("run_id") or meta.get("mlflow_run_id")}
     return Judged(images, labels, info)
 
 

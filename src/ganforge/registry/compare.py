@@ -79,6 +79,7 @@ def _row(run, differing: list[str], judged: dict) -> dict:
     row.update({k: run.data.params.get(k) for k in differing})
     row.update({k: v for k, v in run.data.metrics.items() if k.startswith("train/")})
     ev, au = judged.get("evaluate"), judged.get("audit")
+    row.update(dict.fromkeys([*SCORES, "fid_key"]))
     if ev is not None:
         for short, prefix in SCORES.items():
             keys = sorted(k for k in ev.data.metrics if k.startswith(prefix) and "_class" not in k)

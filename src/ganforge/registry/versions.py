@@ -150,30 +150,35 @@ def describe(meta: dict, evidence: Evidence, tags: dict) -> str:
     return scrub("\n\n".join(lines))
 
 
-def _log_model(c, run, checkpoint: Path, meta: dict) -> str:
-    """Save the pyfunc locally and upload it as a logged model of the training run; its model id."""
+def build_model_dir(checkpoint: Path, meta: dict, dest: Path) -> Path:
+    """Save the pyfunc of ``checkpoint``'s generator (EMA when ``meta["weights"]`` says so) into ``dest``."""
     import mlflow.pyfunc
     import pandas as pd
 
     from ganforge.registry.generator_model import SIGNATURE
 
-    ema = meta["weights"] == "generator_ema"
+    src = dest.with_name(dest.name + "-src")
+    src.mkdir(parents=True)
+    shutil.copy(checkpoint / f"{meta['weights']}.safetensors", src / "generator.safetensors")
+    (src / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    example = pd.DataFrame({"seed": [0], "label": [-1], "n": [2]})
+    mlflow.pyfunc.save_model(
+        dest, python_model=str(MODEL_CODE), signature=SIGNATURE, input_example=example,
+        artifacts={"generator": str(src / "generator.safetensors"), "meta": str(src / "meta.json")},
+        pip_requirements=_requirements(),
+    )  # fmt: skip
+    shutil.rmtree(src)
+    return dest
+
+
+def _log_model(c, run, checkpoint: Path, meta: dict) -> str:
+    """Upload the pyfunc as a logged model of the training run (not reopening the run); its model id."""
     with tempfile.TemporaryDirectory(prefix="ganforge-register-") as tmp:
-        src = Path(tmp) / "src"
-        src.mkdir()
-        shutil.copy(checkpoint / ("generator_ema.safetensors" if ema else "generator.safetensors"),
-                    src / "generator.safetensors")
-        (src / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-        example = pd.DataFrame({"seed": [0], "label": [-1], "n": [2]})
-        mlflow.pyfunc.save_model(
-            Path(tmp) / "model", python_model=str(MODEL_CODE), signature=SIGNATURE, input_example=example,
-            artifacts={"generator": str(src / "generator.safetensors"), "meta": str(src / "meta.json")},
-            pip_requirements=_requirements(),
-        )  # fmt: skip
+        model_dir = build_model_dir(checkpoint, meta, Path(tmp) / "model")
         logged = c.create_logged_model(run.info.experiment_id, name="generator", source_run_id=run.info.run_id,
                                        tags={"ganforge.step": "register"}, model_type="ganforge-generator")
         try:
-            c.log_model_artifacts(logged.model_id, str(Path(tmp) / "model"))
+            c.log_model_artifacts(logged.model_id, str(model_dir))
         except BaseException:
             c.finalize_logged_model(logged.model_id, "FAILED")
             raise
