@@ -73,8 +73,13 @@ def client():
     Raises:
         GanforgeError: an HTTP server that does not answer (instead of minutes of retries).
     """
+    import logging
+
     from mlflow.tracking import MlflowClient
 
+    # INFO chatter (creating a sqlite store, "waiting for model version") would break one-line errors
+    for noisy in ("mlflow.store.db.utils", "alembic.runtime.migration", "mlflow.store.model_registry.abstract_store"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     uri = tracking_uri()
     check_reachable(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
