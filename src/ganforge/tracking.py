@@ -118,24 +118,25 @@ class MlflowTracker:
 
     active = True
 
-    def __init__(self, experiment: str, run_name: str | None, params: dict, tags: dict[str, str]):
-        """Create the run; ``params`` are logged with their own (flag) names, ``None`` as ``"None"``.
+    def __init__(
+        self, experiment: str, run_name: str | None, params: dict, tags: dict[str, str], run_id: str | None = None
+    ):
+        """Create the run (or continue ``run_id``); params are logged under their flag names.
+
+        Continuing a run (``--resume``) keeps its params and adds only new ones: MLflow refuses to
+        change a logged param, and the resumable settings that may differ (steps, output...) are
+        recorded as ``resume.<name>`` tags instead.
 
         Raises:
             GanforgeError: the server is unreachable or refuses the run.
         """
-        from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
         uri = tracking_uri()
         check_reachable(uri)
         try:
             self.client = MlflowClient(uri)
-            exp = self.client.get_experiment_by_name(experiment)
-            exp_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
-            run = self.client.create_run(exp_id, tags=tags, run_name=run_name)
-            self.run_id = run.info.run_id
-            self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in sorted(params.items())])
+            self.run_id = self._continue(run_id, params, tags) or self._create(experiment, run_name, params, tags)
         except GanforgeError:
             raise
         except Exception as exc:  # MlflowException, sqlalchemy and HTTP errors alike: one line
@@ -144,6 +145,33 @@ class MlflowTracker:
             ) from None
         self._images = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ganforge-mlflow")
         self._pending: list = []
+
+    def _create(self, experiment: str, run_name: str | None, params: dict, tags: dict[str, str]) -> str:
+        from mlflow.entities import Param
+
+        exp = self.client.get_experiment_by_name(experiment)
+        exp_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+        run_id = self.client.create_run(exp_id, tags=tags, run_name=run_name).info.run_id
+        self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in sorted(params.items())])
+        return run_id
+
+    def _continue(self, run_id: str | None, params: dict, tags: dict[str, str]) -> str | None:
+        """Reopen ``run_id`` when this store has it; None (start a new run) otherwise."""
+        from mlflow.entities import Param, RunTag
+        from mlflow.exceptions import MlflowException
+
+        if run_id is None:
+            return None
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            return None  # another tracking store: the new run gets its own params
+        old = run.data.params
+        new = [Param(k, str(v)) for k, v in sorted(params.items()) if k not in old]
+        changed = [RunTag(f"resume.{k}", str(v)) for k, v in sorted(params.items()) if k in old and old[k] != str(v)]
+        self.client.update_run(run_id, status="RUNNING")
+        self.client.log_batch(run_id, params=new, tags=changed + [RunTag(k, v) for k, v in tags.items()])
+        return run_id
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:  # noqa: D102
         from mlflow.entities import Metric
@@ -189,12 +217,14 @@ class MlflowTracker:
         self.client.set_terminated(self.run_id, status)
 
 
-def open_tracker(enabled: bool, experiment: str, run_name: str | None, params: dict, tags: dict) -> Tracker:
-    """An ``MlflowTracker`` when ``enabled``, else a ``NullTracker``.
+def open_tracker(
+    enabled: bool, experiment: str, run_name: str | None, params: dict, tags: dict, run_id: str | None = None
+) -> Tracker:
+    """An ``MlflowTracker`` when ``enabled`` (continuing ``run_id`` when given), else a ``NullTracker``.
 
     Raises:
         GanforgeError: tracking is enabled and the server cannot be reached.
     """
     if not enabled:
         return NullTracker()
-    return MlflowTracker(experiment, run_name, params, tags)
+    return MlflowTracker(experiment, run_name, params, tags, run_id)

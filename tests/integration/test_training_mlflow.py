@@ -48,3 +48,20 @@ def test_run_is_recorded_in_mlflow(mlflow_server, digits16, tmp_path, monkeypatc
     local = client.download_artifacts(result.run_id, "samples/interpolation.png", str(tmp_path / "dl"))
     width, height = Image.open(local).size
     assert height == 16 + 4 and width == 10 * 18 + 2  # 10 images of 16 px with 2 px padding
+
+
+def test_resume_continues_the_same_run(mlflow_server, digits16, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    base = dict(dataset=digits16, model="mlp", batch_size=16, width=8, latent_dim=8, log_every=1,
+                sample_every=100, checkpoint_every=2, output=str(tmp_path), experiment="it-resume")  # fmt: skip
+    first = train(TrainConfig(**base, steps=2))
+    second = train(TrainConfig(**base, steps=4, resume="latest"))
+    assert second.run_id == first.run_id
+    client = MlflowClient(mlflow_server)
+    run = client.get_run(first.run_id)
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(first.run_id, "train/loss_d")] == [1, 2, 3, 4]
+    assert run.data.params["steps"] == "2" and run.data.tags["resume.steps"] == "4"
+    assert run.data.tags["resume.resume"] == "latest"

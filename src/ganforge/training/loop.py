@@ -89,11 +89,12 @@ def run_training(config: TrainConfig, data=None, tracker=None) -> TrainResult:
         elif ckpt.list_checkpoints(config.output):
             _fresh_output(config, delete=rt.is_main)
         if rt.is_main and tracker is None:
-            tracker = _open_tracker(t)
+            tracker = _open_tracker(t)  # continues the checkpoint's MLflow run when resuming
         if tracker is None:
             from ganforge.tracking import NullTracker
 
             tracker = NullTracker()
+        t.run_id = tracker.run_id
         return _run(t, tracker)
     finally:
         ddp.teardown(rt)
@@ -120,7 +121,7 @@ def _open_tracker(t: Trainer):
     tags = {"dataset_uri": redact(t.data_uri), "dataset_fingerprint": t.fingerprint, "git_commit": git_commit(),
             "ganforge.model": c.model}  # fmt: skip
     params = {**c.model_dump(mode="json"), "dataset": redact(c.dataset)}
-    return open_tracker(c.track, c.experiment, None, params, tags)
+    return open_tracker(c.track, c.experiment, None, params, tags, run_id=t.run_id)
 
 
 @contextlib.contextmanager

@@ -56,6 +56,7 @@ class Trainer:
     lr_scale: float = 1.0
     rollbacks: int = 0
     stop_signal: int | None = None
+    run_id: str | None = None  # the MLflow run (saved in checkpoints so that a resume continues it)
     _perm: tuple[int, torch.Tensor] | None = None
 
     @property
@@ -226,7 +227,7 @@ def trainer_state(t: Trainer) -> tuple[dict, dict, dict]:
     meta = {
         "format": "ganforge-checkpoint/1", "config": t.config.model_dump(mode="json"),
         "spec": t.spec.model_dump(mode="json"), "dataset_fingerprint": t.fingerprint, "step": t.step,
-        "class_names": t.class_names, "dataset_uri": t.data_uri,
+        "class_names": t.class_names, "dataset_uri": t.data_uri, "run_id": t.run_id,
     }  # fmt: skip
     return weights, state, meta
 
@@ -269,6 +270,8 @@ def restore(t: Trainer, ck: Checkpoint, check_config: bool) -> None:
     t.fixed_z = s["fixed_z"].cpu()
     t.fixed_labels = s["fixed_labels"].cpu() if "fixed_labels" in s else None
     t.history = {k: [tuple(r) for r in v.tolist()] for k, v in s["history"].items()}
+    if check_config:  # a resume (not a rollback) continues the checkpoint's MLflow run
+        t.run_id = ck.meta.get("run_id")
     if t.rt.rank == 0:  # other ranks keep their own noise streams
         torch.set_rng_state(s["rng_cpu"].cpu())
         if "rng_cuda" in s and t.rt.device.type == "cuda":
