@@ -100,6 +100,7 @@ def run_local(params: PipelineParams, root: str | Path) -> LocalRun:
     t0 = time.time()
     with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")  # the project image holds Python
+        warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")  # cluster wiring
         pipeline(**params.arguments())
     parent = _latest_parent(params.experiment, t0)
     if parent is None:
