@@ -132,3 +132,38 @@ def test_server_down_is_one_line_and_fast(monkeypatch, args):
     t0 = time.monotonic()
     one_error_line(runner.invoke(app, args), f"cannot reach the MLflow server at http://127.0.0.1:{port}")
     assert time.monotonic() - t0 < 10
+
+
+@pytest.fixture
+def refusing_server():
+    """An HTTP server whose /health answers but whose API refuses every call (403), as behind a proxy."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self):
+            ok = self.path.startswith("/health")
+            body = b"OK" if ok else b'{"error_code": "PERMISSION_DENIED", "message": "token expired"}'
+            self.send_response(200 if ok else 403)
+            self.send_header("Content-Type", "text/plain" if ok else "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PATCH = do_DELETE = _answer
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.mark.parametrize("args", [["register", "--run-id", RUN], ["promote", "gan", "1"], ["rollback", "gan"]])
+def test_refusing_server_is_one_line(refusing_server, monkeypatch, args):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", refusing_server)
+    t0 = time.monotonic()
+    one_error_line(runner.invoke(app, args), "token expired")
+    assert time.monotonic() - t0 < 20
