@@ -3,9 +3,10 @@
 ``resolve_model_uri`` turns ``models:/NAME@alias``, ``models:/NAME/VERSION`` or ``runs:/RUN_ID`` into
 a local ``ckpt-<step>`` directory that ``ganforge.training.checkpoint.load_generator`` reads, so
 ``evaluate``, ``audit`` and ``generate`` accept registry URIs without knowing about MLflow. Downloads
-are cached under ``$GANFORGE_CACHE_DIR/registry``, keyed by run id or by name/version and the
-version's source (a deleted and re-created model reuses version numbers), written to a temp
-directory and renamed, so a half-finished download never looks complete.
+are cached under ``$GANFORGE_CACHE_DIR/registry``, keyed by run id and end time (a resumed run logs a
+newer checkpoint) or by name/version and the version's source (a deleted and re-created model reuses
+version numbers), written to a temp directory and renamed, so a half-finished download never looks
+complete.
 """
 
 from __future__ import annotations
@@ -209,7 +210,8 @@ def _resolve_run(c, run_id: str) -> Path:
         if error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
             raise GanforgeError(f"no MLflow run {run_id} at {redact(tracking_uri())}; check --run-id") from None
         raise
-    dest = cache_root() / "runs" / run.info.run_id
+    # a resumed run logs a newer checkpoint under the same id: its end time tells the copies apart
+    dest = cache_root() / "runs" / f"{run.info.run_id}-{run.info.end_time or 'running'}"
     return _cached(dest) or _publish(dest, lambda tmp: _download_run_checkpoint(c, run, tmp))
 
 
