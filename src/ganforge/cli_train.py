@@ -3,9 +3,10 @@
 ``train``'s flags are made from ``TrainConfig``'s fields (name, type and description), so the CLI,
 the config file, the library and the MLflow params can never disagree on a name. Every flag
 defaults to "not given" (None) so that ``resolve_config`` can layer file < preset < flags.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: annotations must stay real types because
+``cli_registry`` copies ``generate_command``'s signature into its own command.
+"""
 
 import inspect
 import json

@@ -75,7 +75,7 @@ def select_device(requested: str, local_rank: int = 0) -> torch.device:
 
 
 def setup(requested_device: str) -> Runtime:
-    """Join the torchrun job if there is one, pick the device and set CPU threads.
+    """Join the torchrun job if there is one, pick the device and share CPU threads between ranks.
 
     Under torchrun (``WORLD_SIZE`` > 1) the process group uses NCCL on CUDA and gloo on CPU.
     """
@@ -84,9 +84,10 @@ def setup(requested_device: str) -> Runtime:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
     device = select_device(requested_device, local_rank)
-    if device.type == "cpu":
-        # ranks on one machine share its cores; oversubscribing them makes every rank slower
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_world)))
+    if device.type == "cpu" and local_world > 1 and "OMP_NUM_THREADS" not in os.environ:
+        # ranks on one machine share its cores; oversubscribing them makes every rank slower.
+        # One process keeps torch's default (the physical cores, or OMP_NUM_THREADS).
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
     else:
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
