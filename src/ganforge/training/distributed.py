@@ -84,12 +84,12 @@ def setup(requested_device: str) -> Runtime:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
     device = select_device(requested_device, local_rank)
-    if device.type == "cpu" and local_world > 1 and "OMP_NUM_THREADS" not in os.environ:
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    elif local_world > 1 and "OMP_NUM_THREADS" not in os.environ:
         # ranks on one machine share its cores; oversubscribing them makes every rank slower.
         # One process keeps torch's default (the physical cores, or OMP_NUM_THREADS).
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
-    else:
-        torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Runtime(device=device, rank=rank, world=world, local_rank=local_rank)
