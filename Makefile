@@ -39,3 +39,29 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
+
+# --- images (issue 8): never part of `make test`; docker/build-local.sh holds the recipe ---------------
+IMAGE ?= ganforge:latest
+IMAGE_CUDA ?= ganforge:latest-cuda
+REGISTRY ?=
+
+.PHONY: image image-cuda push lock
+
+# CPU image (debootstrap base when no registry is reachable, local wheelhouse, smoke test in the container).
+image:
+	IMAGE=$(IMAGE) docker/build-local.sh
+
+image-cuda:
+	IMAGE=$(IMAGE_CUDA) docker/build-local.sh --cuda
+
+# make push REGISTRY=registry.example.com/ml: tags both images under REGISTRY and pushes what exists.
+push:
+	@test -n "$(REGISTRY)" || { echo "error: REGISTRY is empty; run make push REGISTRY=host[:port]/path" >&2; exit 2; }
+	@pushed=0; for img in $(IMAGE) $(IMAGE_CUDA); do \
+	  if docker image inspect $$img >/dev/null 2>&1; then \
+	    docker tag $$img $(REGISTRY)/$$img && docker push $(REGISTRY)/$$img && pushed=1 || exit 1; fi; done; \
+	  test $$pushed = 1 || { echo "error: no image $(IMAGE) or $(IMAGE_CUDA) to push; run make image first" >&2; exit 2; }
+
+# Re-pin docker/requirements.lock to the venv after a dependency change.
+lock: $(STAMP)
+	$(BIN)/python docker/lock.py > docker/requirements.lock

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -87,3 +88,11 @@ def test_dockerignore_sends_only_what_the_build_copies():
     for dockerfile in DOCKERFILES:
         for src in re.findall(r"^COPY (?!--from)(\S+)", dockerfile.read_text(), flags=re.M):
             assert f"!{src.rstrip('/')}" in ignore or f"!{src.rstrip('/')}/" in ignore, src
+
+
+def test_build_script_rejects_an_image_without_tag():
+    """Bad input stops before any work with one line naming the fix."""
+    res = subprocess.run([str(ROOT / "docker" / "build-local.sh")], env={**os.environ, "IMAGE": "ganforge"},
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == ["error: IMAGE=ganforge has no tag; set IMAGE=name:tag (e.g. ganforge:0.1.0)"]
