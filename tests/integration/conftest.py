@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from tests.conftest import free_port, wait_http
 
@@ -55,3 +56,13 @@ def digits16(tmp_path_factory):
     out = tmp_path_factory.mktemp("digits16")
     ingest("digits", output=str(out), image_size=16, limit=128)
     return str(out)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    """Tiny networks: one thread per process (and per rank or subprocess) on shared, busy cores."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -16,6 +16,15 @@ from ganforge.training.checkpoint import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny networks: one thread beats two on shared, busy cores (no waiting for a second one)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def digits16(tmp_path_factory):
     """scikit-learn's digits ingested at 16 px (128 train images): a real ganforge dataset."""
