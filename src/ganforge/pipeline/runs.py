@@ -41,14 +41,19 @@ def _client():
 
 def start_parent(experiment: str, pipeline_run_id: str, params: dict) -> str:
     """Open the parent run (RUNNING until ``finish_parent``), tagged with the KFP run id; returns its id."""
+    from mlflow.entities import Param
+
     import ganforge
-    from ganforge.tracking import MlflowTracker, git_commit
+    from ganforge.tracking import git_commit
 
     tags = {PIPELINE_RUN_TAG: pipeline_run_id, "ganforge.step": "pipeline",
             "ganforge.pipeline_version": ganforge.__version__, "git_commit": git_commit()}
-    tracker = MlflowTracker(experiment, f"pipeline-{pipeline_run_id[:8]}", params, tags)
-    tracker._images.shutdown(wait=False)  # the run stays open: only the exit handler ends it
-    return tracker.run_id
+    client = _client()
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    run_id = client.create_run(exp_id, tags=tags, run_name=f"pipeline-{pipeline_run_id[:12]}").info.run_id
+    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in sorted(params.items())])
+    return run_id
 
 
 def adopt(run_id: str | None) -> None:
