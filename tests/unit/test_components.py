@@ -159,3 +159,16 @@ def test_finish_marks_parent_failed(tmp_path, monkeypatch):
     line = components.finish_run.python_func(experiment="unit", pipeline_run_id="kfp-run-2", status=Status())
     assert line == "FAILED: task train failed"
     assert MlflowClient().get_run(parent).info.status == "FAILED"
+
+
+def test_components_import_only_stdlib_and_kfp_at_top():
+    """Heavy imports (ganforge, torch, mlflow) stay inside the bodies, which run in the project image."""
+    import ast
+
+    for path in sorted((ROOT / "components").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in tree.body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                for name in names:
+                    assert name.split(".")[0] in {"typing", "kfp", "components", "collections"}, (path.name, name)

@@ -146,8 +146,10 @@ def test_bad_cluster_option():
 
 
 def test_unset_optionals_travel_as_empty():
-    args = PipelineParams(model="dcgan", preset=None).arguments()
+    params = PipelineParams(model="dcgan", preset=None, epochs=5)
+    args = params.arguments()
     assert args["preset"] == "" and args["model"] == "dcgan" and args["limit"] == 0 and args["input"] == ""
+    assert check_params(args) == params  # and read back as None
 
 
 def test_cli_compile_and_bad_input(tmp_path):

@@ -50,6 +50,12 @@ class PipelineParams(BaseModel):
         "/workspace/runs", description="Directory kept across retries for checkpoints (a PVC on a cluster)."
     )
 
+    @field_validator("input", "preset", "model", "backbone_weights", "limit", "epochs", "steps", mode="before")
+    @classmethod
+    def _unset(cls, v):
+        # "" and 0 are how KFP carries "not set" (see ``unset``): accept them back as None
+        return None if v == "" or (v == 0 and not isinstance(v, bool)) else v
+
     @field_validator("source")
     @classmethod
     def _known_source(cls, v: str) -> str:
