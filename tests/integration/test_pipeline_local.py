@@ -17,7 +17,7 @@ from ganforge.pipeline.runner import local_params, run_local
 
 pytestmark = pytest.mark.integration
 
-TINY = {"image_size": 16, "steps": 20, "n": 64, "audit_n": 24}
+TINY = {"image_size": 16, "steps": 20, "n": 64, "audit_n": 24, "max_fid": 1000.0}  # 20 steps: a loose gate
 
 
 @pytest.fixture
@@ -80,7 +80,8 @@ def test_local_run_registers_candidate(tracked):
 
 def test_impossible_gate_registers_nothing(tracked):
     root, experiment, model_name, dataset = tracked
-    params = local_params(root, dataset=dataset, experiment=experiment, model_name=model_name, max_fid=1e-9, **TINY)
+    params = local_params(root, dataset=dataset, experiment=experiment, model_name=model_name,
+                          **{**TINY, "max_fid": 1e-9})
     result = run_local(params, root)
     assert result.status == "FINISHED" and result.registered is None
     assert result.outcome.startswith("not registered: FID") and "above max_fid 1e-09" in result.outcome
