@@ -111,7 +111,8 @@ def run_local(params: PipelineParams, root: str | Path) -> LocalRun:
     status = parent.info.status
     outcome = tags.get("ganforge.pipeline_error") or tags.get("ganforge.gate", "")
     if status != "FINISHED":
-        raise GanforgeError(f"pipeline run {pipeline_run_id} failed: {' '.join(outcome.split())[:300]}; parent MLflow "
+        why = " ".join(tags.get("ganforge.pipeline_error", "").split())[:300] or "a step failed (task logs above)"
+        raise GanforgeError(f"pipeline run {pipeline_run_id} failed: {why}; parent MLflow "
                             f"run {parent.info.run_id} is marked FAILED and nothing was registered")
     grid = train_dir(params.work_dir, pipeline_run_id) / "samples" / "final.png"
     return LocalRun(pipeline_run_id, parent.info.run_id, status, outcome, tags.get("ganforge.registered_model"),

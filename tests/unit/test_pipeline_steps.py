@@ -1,0 +1,24 @@
+"""Step wrappers: a retried training task resumes from its newest checkpoint instead of starting over."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ganforge.pipeline.steps import train_dir, train_step
+
+
+def test_retried_train_task_resumes(tmp_path, monkeypatch):
+    from ganforge.data.ingest import ingest
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    data = ingest("digits", str(tmp_path / "data"), image_size=16, limit=128).uri
+    kw = dict(preset="digits-tiny", model="", epochs=0, seed=0, gpus=0, experiment="steps", parent_run_id="p",
+              pipeline_run_id="kfp-7")
+    # the first attempt "dies" after 4 steps (its checkpoint is on the work volume); the retry asks for 8
+    first = train_step(data, str(tmp_path / "work"), str(tmp_path / "model-a"), steps=4, **kw)
+    retry = train_step(data, str(tmp_path / "work"), str(tmp_path / "model-b"), steps=8, **kw)
+    assert (first.step, retry.step) == (4, 8)
+    # starting afresh over existing checkpoints is refused by train(), so finishing proves it resumed
+    ckpts = sorted(p.name for p in train_dir(str(tmp_path / "work"), "kfp-7").iterdir() if p.name.startswith("ckpt"))
+    assert ckpts == ["ckpt-000004", "ckpt-000008"]
+    assert [p.name for p in Path(tmp_path / "model-b").iterdir()] == ["ckpt-000008"]
