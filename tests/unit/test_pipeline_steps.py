@@ -22,3 +22,27 @@ def test_retried_train_task_resumes(tmp_path, monkeypatch):
     ckpts = sorted(p.name for p in train_dir(str(tmp_path / "work"), "kfp-7").iterdir() if p.name.startswith("ckpt"))
     assert ckpts == ["ckpt-000004", "ckpt-000008"]
     assert [p.name for p in Path(tmp_path / "model-b").iterdir()] == ["ckpt-000008"]
+
+
+def test_more_than_one_gpu_trains_through_torchrun(tmp_path, monkeypatch):
+    """gpus > 1 becomes --nproc (train() relaunches through torchrun) on CUDA; the checkpoint is copied."""
+    import ganforge.training
+    from ganforge.data.ingest import ingest
+    from ganforge.training.loop import TrainResult
+
+    data = ingest("digits", str(tmp_path / "data"), image_size=16, limit=128).uri
+    seen = {}
+
+    def fake_train(config):
+        seen["config"] = config
+        ckpt = tmp_path / "work" / "kfp-8" / "train" / "ckpt-000300"
+        ckpt.mkdir(parents=True)
+        return TrainResult(output=config.output, checkpoint=str(ckpt), step=300, run_id=None, seconds=1.0,
+                           images_per_second=1.0)
+
+    monkeypatch.setattr(ganforge.training, "train", fake_train, raising=False)
+    train_step(data, str(tmp_path / "work"), str(tmp_path / "model"), preset="digits-tiny", model="", epochs=0,
+               steps=0, seed=0, gpus=4, experiment="e", parent_run_id="p", pipeline_run_id="kfp-8")
+    c = seen["config"]
+    assert (c.nproc, c.device, c.steps, c.resume) == (4, "cuda", 300, None)
+    assert (tmp_path / "model" / "ckpt-000300").is_dir()
