@@ -16,7 +16,7 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 ROOT = Path(__file__).resolve().parents[2]
-IMAGE = os.environ.get("GANFORGE_TEST_IMAGE", "ganforge:test")
+IMAGE = os.environ.get("GANFORGE_TEST_IMAGE", "ganforge:latest")  # the components' base image
 
 
 def _docker(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -63,3 +63,28 @@ def test_every_component_entry_point_runs(image):
     out = _run(image, "ganforge --help >/dev/null && python3 -c 'import ganforge, kfp, mlflow, boto3; print(1)' "
                       "&& command -v mlflow")
     assert out.splitlines() == ["1", "/opt/ganforge/bin/mlflow"]
+
+
+def test_kfp_launcher_dirs_are_writable(image):
+    # KFP's v2 launcher writes artifacts under /minio, /s3 or /gcs as the image's (non-root) user
+    assert _run(image, "for d in /minio /s3 /gcs; do touch $d/probe && echo ok; done") == "ok\nok\nok"
+
+
+def test_a_component_runs_in_the_image_through_kfp_local(image, tmp_path):
+    """The ingest component, run by kfp.local's DockerRunner in the components' base image."""
+    import sys
+
+    from kfp import local
+
+    if image != "ganforge:latest":
+        pytest.skip("the components name ganforge:latest as their base image")
+    sys.path.insert(0, str(ROOT))
+    from components.ingest import ingest
+
+    root = tmp_path / "kfp"
+    root.mkdir()
+    root.chmod(0o777)  # the container's user 10001 writes the outputs into this bind mount
+    local.init(runner=local.DockerRunner(), pipeline_root=str(root), raise_on_error=True)
+    task = ingest(source="digits", dataset=str(root / "datasets" / "digits"), image_size=16, limit=64)
+    meta = task.outputs["dataset_out"].metadata
+    assert meta["uri"] == str(root / "datasets" / "digits") and len(meta["fingerprint"]) == 64
