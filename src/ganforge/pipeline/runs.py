@@ -66,24 +66,6 @@ def adopt(run_id: str | None) -> None:
         client.set_tag(run_id, k, v)
 
 
-def adopt_step_run(experiment: str, step: str, training_run_id: str | None) -> None:
-    """Nest the newest un-nested ``step`` run (evaluate, audit) of ``training_run_id`` (library calls that
-    do not return their run id); a no-op once ``open_tracker`` sets the nesting tags itself."""
-    if not training_run_id or not nesting_tags():
-        return
-    client = _client()
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return
-    found = client.search_runs(
-        [exp.experiment_id], f"tags.`ganforge.step` = '{step}' and tags.training_run_id = '{training_run_id}'",
-        order_by=["attributes.start_time DESC"], max_results=5)
-    for run in found:
-        if PIPELINE_RUN_TAG not in run.data.tags:
-            adopt(run.info.run_id)
-            return
-
-
 def log_outcome(run_id: str, metrics: dict[str, float], tags: dict[str, str]) -> None:
     """Copy the headline numbers and the gate's decision onto the parent run."""
     client = _client()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import html
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -67,7 +66,7 @@ def train_step(dataset: str, work_dir: str, model_dir: str, *, preset: str | Non
         result = train(config)
         from ganforge.pipeline.runs import adopt
 
-        adopt(result.run_id)
+        adopt(result.run_id)  # the training loop's tracker does not read the nesting variables (yet)
     if result.interrupted or not result.checkpoint:
         raise GanforgeError(f"training stopped at step {result.step} without finishing; the task's retry resumes it")
     dest = Path(model_dir) / Path(result.checkpoint).name
@@ -85,11 +84,8 @@ def evaluate_step(dataset: str, model_dir: str, out_dir: str, *, n: int, seed: i
 
     cfg = EvalConfig(model=model_dir, dataset=dataset, n=n, seed=seed, backbone=backbone,
                      backbone_weights=backbone_weights or None, experiment=experiment, output=out_dir)
-    with pipeline_env(parent_run_id, pipeline_run_id):
+    with pipeline_env(parent_run_id, pipeline_run_id):  # evaluation's run picks up the nesting tags
         record = evaluate(cfg)
-        from ganforge.pipeline.runs import adopt
-
-        adopt(record.get("mlflow_run_id"))
     return record, float(record["metrics"][metric_key("fid", record["n"], "train")])
 
 
@@ -102,10 +98,6 @@ def audit_step(dataset: str, model_dir: str, out_dir: str, html_path: str, *, n:
     cfg = AuditConfig(model=model_dir, dataset=dataset, n=n, seed=seed, experiment=experiment, output=out_dir)
     with pipeline_env(parent_run_id, pipeline_run_id):
         report = audit(cfg)
-        from ganforge.pipeline.runs import adopt_step_run
-
-        record = json.loads((Path(out_dir) / "audit.json").read_text())
-        adopt_step_run(experiment, "audit", record["judged"].get("training_run_id"))
     Path(html_path).write_text(audit_html(report, Path(out_dir) / "audit_sheet.png"))
     return report
 
