@@ -33,7 +33,11 @@ def s3_mlflow_server(s3_env, moto_server, tmp_path):
         yield url, s3_env
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(20)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:  # a busy machine: don't let teardown fail the test
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
         log.close()
 
 
