@@ -290,7 +290,11 @@ def test_mlflow_models_serve_answers_invocations(runs, mlflow_server, tmp_path):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, 15)
-            proc.wait(20)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait(10)
         log.close()
     assert [(p["row"], p["index"]) for p in preds] == [(0, 0), (0, 1), (1, 0)]
     assert decode_png(preds[0]["png"]).shape == (16, 16, 1)
