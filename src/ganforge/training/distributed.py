@@ -74,10 +74,11 @@ def select_device(requested: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
-def setup(requested_device: str) -> Runtime:
+def setup(requested_device: str, threads: int | None = None) -> Runtime:
     """Join the torchrun job if there is one, pick the device and share CPU threads between ranks.
 
     Under torchrun (``WORLD_SIZE`` > 1) the process group uses NCCL on CUDA and gloo on CPU.
+    ``threads`` (``--threads``) fixes the CPU threads of this process.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -86,7 +87,9 @@ def setup(requested_device: str) -> Runtime:
     device = select_device(requested_device, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    elif local_world > 1 and "OMP_NUM_THREADS" not in os.environ:
+    if threads is not None:
+        torch.set_num_threads(threads)
+    elif device.type == "cpu" and local_world > 1 and "OMP_NUM_THREADS" not in os.environ:
         # ranks on one machine share its cores; oversubscribing them makes every rank slower.
         # One process keeps torch's default (the physical cores, or OMP_NUM_THREADS).
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))

@@ -76,7 +76,7 @@ def train(config: TrainConfig, data=None, tracker=None) -> TrainResult:
 
 def run_training(config: TrainConfig, data=None, tracker=None) -> TrainResult:
     """Train in this process (one rank of a torchrun job, or the only process)."""
-    rt = ddp.setup(config.device)
+    rt = ddp.setup(config.device, config.threads)
     try:
         if config.track and rt.is_main and tracker is None:
             from ganforge.tracking import check_reachable, tracking_uri
