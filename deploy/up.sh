@@ -23,7 +23,7 @@ for tool in minikube kubectl docker; do
   command -v "$tool" >/dev/null || die "$tool is not installed; install it (minikube: https://minikube.sigs.k8s.io/docs/start/)"
 done
 
-gpu_args=(); gpu_type=cpu
+gpu_args=(); gpu_type=none
 if [[ ${GPUS:-auto} != 0 ]] && command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
   gpu_args=(--gpus all)
   # "NVIDIA H100 80GB HBM3" -> nvidia-h100-80gb-hbm3: the node label value the training task selects
@@ -60,7 +60,7 @@ kubectl -n "$NS" wait --for=condition=complete --timeout=300s job/ganforge-bucke
 
 label="$(kubectl -n "$NS" get configmap ganforge-cluster -o jsonpath='{.data.GPU_NODE_LABEL}')"
 kubectl label nodes --all --overwrite "$label=$gpu_type" >/dev/null
-if [[ $gpu_type != cpu ]]; then
+if [[ $gpu_type != none ]]; then
   kubectl -n "$NS" patch configmap ganforge-cluster --type merge -p "{\"data\":{\"GPU_TYPE\":\"$gpu_type\"}}" >/dev/null
 fi
 
