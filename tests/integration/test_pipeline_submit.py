@@ -98,9 +98,15 @@ def test_submit_refuses_bad_parameter_before_sending(kfp_endpoint):
     assert requests == []
 
 
+def test_submit_without_gpus_is_refused(kfp_endpoint):
+    host, requests = kfp_endpoint
+    res = CliRunner().invoke(app, ["pipeline", "submit", "--host", host])
+    assert res.exit_code == 2 and "--gpus 0 on a cluster" in res.output and requests == []
+
+
 def test_submit_unreachable_endpoint_is_one_line():
     from tests.conftest import free_port
 
-    res = CliRunner().invoke(app, ["pipeline", "submit", "--host", f"http://127.0.0.1:{free_port()}"])
+    res = CliRunner().invoke(app, ["pipeline", "submit", "--host", f"http://127.0.0.1:{free_port()}", "--gpus", "1"])
     assert res.exit_code == 2
     assert res.output.startswith("error: KFP at http://127.0.0.1:") and len(res.output.strip().splitlines()) == 1

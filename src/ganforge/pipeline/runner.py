@@ -146,6 +146,8 @@ def submit(host: str, params: PipelineParams, cluster: ClusterConfig | None = No
 
     import kfp
 
+    if params.gpus < 1:  # the training task is pinned to the GPU node pool: it would hold a GPU node idle
+        raise GanforgeError("--gpus 0 on a cluster holds a GPU node without using it; pass --gpus 1 or more")
     with tempfile.TemporaryDirectory() as tmp:
         package = Path(tmp) / "gan_pipeline.yaml"
         compile_pipeline(package, cluster)
