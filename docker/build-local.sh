@@ -19,7 +19,7 @@
 # Environment: IMAGE (default ganforge:latest, or ganforge:latest-cuda with --cuda), BASE (skip step 2 and
 # build FROM this image, e.g. debian:bookworm-slim or nvidia/cuda:...), GANFORGE_BUILD_CACHE,
 # DOCKERD_FLAGS (extra dockerd flags, e.g. "--storage-driver vfs --iptables=false --bridge=none"),
-# WHEELHOUSE (auto: 1 when pip here reads file:// indexes; 1: always; 0: never), INDEX_PORT (8765),
+# WHEELHOUSE (auto: 1 when pip here reads file:// indexes; 1: always; 0: never), INDEX_PORT (a free one),
 # DEBIAN_MIRROR (default http://deb.debian.org/debian).
 set -euo pipefail
 
@@ -96,7 +96,8 @@ if [[ ${WHEELHOUSE:-auto} == 1 ]] || [[ ${WHEELHOUSE:-auto} == auto && $pip_conf
   # pip wheel: sdist-only pins (kfp, kfp-server-api) become wheels here, so the image needs no build step.
   "${pip_host[@]}" wheel --quiet --no-deps --wheel-dir "$wheelhouse" \
     -r "$ROOT/docker/requirements.lock" "wheel" "pip" 2> >(grep -v "is ignored: it is neither" >&2)
-  port="${INDEX_PORT:-8765}"
+  # a free port unless INDEX_PORT says otherwise, so two builds (CPU and CUDA) can run side by side
+  port="${INDEX_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
   python3 -m http.server --bind 127.0.0.1 --directory "$wheelhouse" "$port" >"$CACHE/wheelhouse-server.log" 2>&1 &
   server_pid=$!
   trap 'kill "$server_pid" 2>/dev/null || true' EXIT

@@ -88,3 +88,50 @@ def test_a_component_runs_in_the_image_through_kfp_local(image, tmp_path):
     task = ingest(source="digits", dataset=str(root / "datasets" / "digits"), image_size=16, limit=64)
     meta = task.outputs["dataset_out"].metadata
     assert meta["uri"] == str(root / "datasets" / "digits") and len(meta["fingerprint"]) == 64
+
+
+def test_mlflow_deployment_command_runs_in_the_image(image, s3_env, tmp_path):
+    """deploy/base/mlflow.yaml's command line, in the image (host network), stores artifacts in S3 (moto)."""
+    import time
+    import urllib.request
+
+    import mlflow
+    import yaml
+
+    from tests.conftest import free_port
+
+    docs = list(yaml.safe_load_all((ROOT / "deploy" / "base" / "mlflow.yaml").read_text()))
+    container = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    port = free_port()
+    destination = f"s3://{s3_env}/artifacts"
+    args = [a.replace("$(MLFLOW_ARTIFACTS_DESTINATION)", destination).replace("--port=5000", f"--port={port}")
+            for a in container["args"]]
+    (tmp_path / "db").mkdir(mode=0o777)
+    (tmp_path / "db").chmod(0o777)
+    name = f"ganforge-mlflow-test-{port}"
+    res = _docker("run", "-d", "--name", name, "--network", "host", "-v", f"{tmp_path / 'db'}:/mlflow",
+                  "-e", f"AWS_ACCESS_KEY_ID={os.environ['AWS_ACCESS_KEY_ID']}",
+                  "-e", f"AWS_SECRET_ACCESS_KEY={os.environ['AWS_SECRET_ACCESS_KEY']}",
+                  "-e", "AWS_DEFAULT_REGION=us-east-1", "-e", f"MLFLOW_S3_ENDPOINT_URL={os.environ['AWS_ENDPOINT_URL']}",
+                  image, *container["command"], *args)
+    assert res.returncode == 0, res.stderr
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(180):
+            try:
+                urllib.request.urlopen(url + "/health", timeout=2)
+                break
+            except Exception:  # noqa: BLE001 - not up yet
+                time.sleep(1)
+        client = mlflow.MlflowClient(url)
+        run = client.create_run(client.create_experiment(f"deploy-check-{port}"))
+        (tmp_path / "grid.txt").write_text("grid")
+        client.log_artifact(run.info.run_id, str(tmp_path / "grid.txt"), "samples")
+        assert [f.path for f in client.list_artifacts(run.info.run_id, "samples")] == ["samples/grid.txt"]
+    finally:
+        logs = _docker("logs", name).stderr[-2000:]
+        _docker("rm", "-f", name)
+    import boto3
+
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=s3_env).get("Contents", [])]
+    assert any(k.endswith("samples/grid.txt") for k in keys), logs
