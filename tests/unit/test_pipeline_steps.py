@@ -43,6 +43,8 @@ def test_more_than_one_gpu_trains_through_torchrun(tmp_path, monkeypatch):
     monkeypatch.setattr(ganforge.training, "train", fake_train, raising=False)
     train_step(data, str(tmp_path / "work"), str(tmp_path / "model"), preset="digits-tiny", model="", epochs=0,
                steps=0, seed=0, gpus=4, experiment="e", parent_run_id="p", pipeline_run_id="kfp-8")
+    from ganforge.training.config import PRESETS
+
     c = seen["config"]
-    assert (c.nproc, c.device, c.steps, c.resume) == (4, "cuda", 300, None)
+    assert (c.nproc, c.device, c.steps, c.resume) == (4, "cuda", PRESETS["digits-tiny"].overrides["steps"], None)
     assert (tmp_path / "model" / "ckpt-000300").is_dir()
