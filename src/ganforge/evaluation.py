@@ -263,9 +263,6 @@ def _report(cfg: ImagesSource, step: str, record: dict, metrics: dict, files: di
         tags["training_run_id"] = record["judged"]["training_run_id"]
     if verdict:
         tags["audit_verdict"] = verdict
-    from ganforge.pipeline.runs import nesting_tags
-
-    tags.update(nesting_tags())  # inside a pipeline: nest under its parent run (mlflow.parentRunId, KFP run id)
     params = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in ("output", "track")}
     tracker = open_tracker(True, cfg.experiment, step, params, tags)
     try:

@@ -22,6 +22,10 @@ import numpy as np
 from ganforge.errors import GanforgeError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
+# Set by a KFP pipeline step (ganforge.pipeline.steps.pipeline_env): every run opened while they are set
+# nests under the pipeline's parent run and carries the KFP run id.
+PARENT_ENV = "GANFORGE_PARENT_RUN_ID"
+PIPELINE_RUN_ENV = "GANFORGE_PIPELINE_RUN_ID"
 
 
 class Tracker(Protocol):
@@ -217,6 +221,16 @@ class MlflowTracker:
         self.client.set_terminated(self.run_id, status)
 
 
+def pipeline_tags() -> dict[str, str]:
+    """``mlflow.parentRunId`` and ``ganforge.pipeline_run_id`` from the environment (empty outside a pipeline)."""
+    tags = {}
+    if os.environ.get(PARENT_ENV):
+        tags["mlflow.parentRunId"] = os.environ[PARENT_ENV]
+    if os.environ.get(PIPELINE_RUN_ENV):
+        tags["ganforge.pipeline_run_id"] = os.environ[PIPELINE_RUN_ENV]
+    return tags
+
+
 def open_tracker(
     enabled: bool, experiment: str, run_name: str | None, params: dict, tags: dict, run_id: str | None = None
 ) -> Tracker:
@@ -227,4 +241,4 @@ def open_tracker(
     """
     if not enabled:
         return NullTracker()
-    return MlflowTracker(experiment, run_name, params, tags, run_id)
+    return MlflowTracker(experiment, run_name, params, {**tags, **pipeline_tags()}, run_id)

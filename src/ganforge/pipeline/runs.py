@@ -12,22 +12,11 @@ tracker interface does not cover (set tags, terminate a run by id).
 
 from __future__ import annotations
 
-import os
+from ganforge.tracking import PARENT_ENV, PIPELINE_RUN_ENV  # noqa: F401 - re-exported for the step wrappers
+from ganforge.tracking import pipeline_tags as nesting_tags  # noqa: F401
 
-PARENT_ENV = "GANFORGE_PARENT_RUN_ID"
-PIPELINE_RUN_ENV = "GANFORGE_PIPELINE_RUN_ID"
 PIPELINE_RUN_TAG = "ganforge.pipeline_run_id"
 KFP_SUCCESS = ("SUCCEEDED", "SUCCESS", "COMPLETE")  # KFP's final task states that mean "all steps ran"
-
-
-def nesting_tags() -> dict[str, str]:
-    """The tags that nest a step's run under the pipeline's parent run (empty outside a pipeline)."""
-    tags = {}
-    if os.environ.get(PARENT_ENV):
-        tags["mlflow.parentRunId"] = os.environ[PARENT_ENV]
-    if os.environ.get(PIPELINE_RUN_ENV):
-        tags[PIPELINE_RUN_TAG] = os.environ[PIPELINE_RUN_ENV]
-    return tags
 
 
 def _client():
@@ -54,16 +43,6 @@ def start_parent(experiment: str, pipeline_run_id: str, params: dict) -> str:
     run_id = client.create_run(exp_id, tags=tags, run_name=f"pipeline-{pipeline_run_id[:12]}").info.run_id
     client.log_batch(run_id, params=[Param(k, str(v)) for k, v in sorted(params.items())])
     return run_id
-
-
-def adopt(run_id: str | None) -> None:
-    """Tag an already created step run with the nesting tags (for steps that open their run themselves)."""
-    tags = nesting_tags()
-    if not run_id or not tags:
-        return
-    client = _client()
-    for k, v in tags.items():
-        client.set_tag(run_id, k, v)
 
 
 def log_outcome(run_id: str, metrics: dict[str, float], tags: dict[str, str]) -> None:

@@ -64,9 +64,6 @@ def train_step(dataset: str, work_dir: str, model_dir: str, *, preset: str | Non
     config = resolve_config(flags)
     with pipeline_env(parent_run_id, pipeline_run_id):
         result = train(config)
-        from ganforge.pipeline.runs import adopt
-
-        adopt(result.run_id)  # the training loop's tracker does not read the nesting variables (yet)
     if result.interrupted or not result.checkpoint:
         raise GanforgeError(f"training stopped at step {result.step} without finishing; the task's retry resumes it")
     dest = Path(model_dir) / Path(result.checkpoint).name
@@ -84,7 +81,7 @@ def evaluate_step(dataset: str, model_dir: str, out_dir: str, *, n: int, seed: i
 
     cfg = EvalConfig(model=model_dir, dataset=dataset, n=n, seed=seed, backbone=backbone,
                      backbone_weights=backbone_weights or None, experiment=experiment, output=out_dir)
-    with pipeline_env(parent_run_id, pipeline_run_id):  # evaluation's run picks up the nesting tags
+    with pipeline_env(parent_run_id, pipeline_run_id):
         record = evaluate(cfg)
     return record, float(record["metrics"][metric_key("fid", record["n"], "train")])
 
