@@ -24,6 +24,7 @@ RESUME_FREE = frozenset(
     {
         "epochs", "steps", "output", "experiment", "checkpoint_every", "keep_checkpoints", "sample_every",
         "log_every", "compile", "on_nan", "resume", "nproc", "device", "track", "overwrite", "preset", "dataset",
+        "fid_every", "fid_n", "fid_backbone",
         "threads",
     }
 )  # fmt: skip
@@ -78,6 +79,14 @@ class TrainConfig(BaseModel):
         "transposed", description="Generator upsampling: transposed conv, or resize-conv (no checkerboard)."
     )
     width: int = Field(64, description="Base channel count (ngf/ndf) of the networks.")
+    fid_every: int | None = Field(
+        None, description="Measure a small-sample FID every this many epochs (logged as train/fid_<n>_train). "
+        "None: never."
+    )
+    fid_n: int = Field(1000, description="Generated and real images in each --fid-every measurement.")
+    fid_backbone: str = Field(
+        "inception-tf", description="Feature backbone of --fid-every (inception-tf, pixels, ...; see evaluate)."
+    )
     checkpoint_every: int = Field(500, description="Write ckpt-<step> every this many steps (and at the end).")
     keep_checkpoints: int = Field(3, description="Keep the newest this many checkpoints (older ones deleted).")
     sample_every: int = Field(500, description="Log a sample grid of the fixed latents every this many steps.")
@@ -121,7 +130,7 @@ class TrainConfig(BaseModel):
 
     @field_validator(
         "batch_size", "latent_dim", "width", "checkpoint_every", "keep_checkpoints", "sample_every",
-        "log_every", "nproc", "epochs", "steps", "n_critic", "threads",
+        "log_every", "nproc", "epochs", "steps", "n_critic", "fid_every", "fid_n", "threads",
     )  # fmt: skip
     @classmethod
     def _positive(cls, v: int | None) -> int | None:

@@ -147,6 +147,10 @@ def _run(t: Trainer, tracker) -> TrainResult:
     c, rt = t.config, t.rt
     progress = Progress(t.total_steps, t.step, rt.is_main)
     step_fn = _vae_step if t.E is not None else _gan_step
+    if c.fid_every and rt.is_main:  # a missing backbone fails now, not an epoch into training
+        from ganforge.metrics.features import get_extractor
+
+        t.fid_extractor = get_extractor(c.fid_backbone, device=t.images.device)
     status, last_ckpt, metrics = "FAILED", None, {}
     t0 = window_t0 = time.perf_counter()
     start_step = window_step = t.step
@@ -165,6 +169,8 @@ def _run(t: Trainer, tracker) -> TrainResult:
                     ips = (t.step - window_step) * t.images_per_step / max(now - window_t0, 1e-9)
                     metrics = _log(t, tracker, progress, stats, ips)
                     window_t0, window_step = now, t.step
+                if c.fid_every and _epoch(t, t.step) // c.fid_every > _epoch(t, t.step - 1) // c.fid_every:
+                    _fid_probe(t, tracker)
                 if t.step % c.sample_every == 0 and rt.is_main and getattr(tracker, "active", True):
                     tracker.log_image(grid_image(sample(t.sampler(), t.fixed_z, t.fixed_labels)), "samples", t.step)
                 if stats["stop"] > 0:
@@ -188,6 +194,37 @@ def _run(t: Trainer, tracker) -> TrainResult:
         run_id=tracker.run_id, seconds=seconds, images_per_second=ips, interrupted=status == "KILLED",
         metrics=metrics, stop_signal=t.stop_signal if status == "KILLED" else None,
     )  # fmt: skip
+
+
+def _epoch(t: Trainer, step: int) -> int:
+    """Completed epochs after ``step`` generator updates (each consumes n_critic real batches)."""
+    return step * t.n_critic // t.steps_per_epoch
+
+
+def _fid_probe(t: Trainer, tracker) -> None:
+    """``--fid-every``: FID of ``fid_n`` samples against ``fid_n`` cached real training features.
+
+    Latents come from a private generator, so the probe never changes the training's RNG stream
+    (resumed and uninterrupted runs stay identical).
+    """
+    if not t.rt.is_main:
+        return
+    from ganforge.evaluation import real_features
+    from ganforge.metrics import metric_key
+    from ganforge.metrics.features import get_extractor
+    from ganforge.metrics.fid import fid_from_features
+
+    c = t.config
+    if t.fid_extractor is None:
+        t.fid_extractor = get_extractor(c.fid_backbone, device=t.images.device)
+    ext = t.fid_extractor
+    real, _, _ = real_features(t.data_uri, "train", ext, c.fid_n, 64)
+    g = torch.Generator().manual_seed(c.seed + 1)
+    z = torch.randn(len(real), t.fixed_z.shape[1], generator=g)
+    labels = torch.arange(len(real)) % t.spec.num_classes if t.spec.conditional else None
+    fake = ((sample(t.sampler(), z, labels) + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
+    value = fid_from_features(real, ext.extract(fake, 64))
+    tracker.log_metrics({f"train/{metric_key('fid', len(real), 'train')}": value}, t.step)
 
 
 def _autocast(t: Trainer):

@@ -57,6 +57,7 @@ class Trainer:
     rollbacks: int = 0
     stop_signal: int | None = None
     run_id: str | None = None  # the MLflow run (saved in checkpoints so that a resume continues it)
+    fid_extractor: object | None = None  # --fid-every's backbone, built on first use
     _perm: tuple[int, torch.Tensor] | None = None
 
     @property
