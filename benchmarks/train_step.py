@@ -174,17 +174,17 @@ def _time_rendering():
     return spent
 
 
-def ganforge_run(data, steps: int, warmup: int, device: str, track: bool, workdir: str) -> tuple[float, float]:
+def ganforge_run(data, steps: int, warmup: int, device: str, track: bool, workdir: str, log_every: int = 1,
+                 sample_every: int = 4) -> tuple[float, float]:
     """(wall, CPU) images/s of ganforge's loop between the log at ``warmup`` and the last one."""
     from ganforge.tracking import open_tracker
     from ganforge.training import TrainConfig, train
 
-    # metrics every step in both variants (the worst case for tracking; gradient norms cost alike)
-    log_every = 1
+    # default: metrics every step in both variants (the worst case for tracking; gradient norms cost alike)
     cfg = TrainConfig(
         dataset=data.uri, model="dcgan", steps=warmup + steps, batch_size=BATCH, latent_dim=NZ, width=NGF,
         device=device, output=os.path.join(workdir, "run"), overwrite=True, track=track, log_every=log_every,
-        sample_every=4, checkpoint_every=10**9, experiment="benchmark",
+        sample_every=sample_every, checkpoint_every=10**9, experiment="benchmark",
     )  # fmt: skip
     inner = open_tracker(track, cfg.experiment, None, cfg.model_dump(mode="json"), {})
     timing = TimingTracker(inner)
@@ -211,7 +211,11 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds (median reported)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--log-every", type=int, default=1, help="metrics cadence (1: worst case; 10: train's default)")
+    p.add_argument("--sample-every", type=int, default=4, help="grid cadence (4: worst case; 500: train's default)")
     args = p.parse_args()
+    if args.warmup % args.log_every or args.steps % args.log_every:
+        p.error("--warmup and --steps must be multiples of --log-every (timing marks sit on log calls)")
     from ganforge.data import load
     from ganforge.data.ingest import ingest
     from ganforge.training.distributed import select_device
@@ -227,8 +231,9 @@ def main() -> int:
         figures: dict[str, list[tuple[float, float]]] = {"reference": [], "ganforge": [], "ganforge+mlflow": []}
         for r in range(args.rounds):
             figures["reference"].append(reference(data.images, args.steps, args.warmup, device))
-            figures["ganforge"].append(ganforge_run(data, args.steps, args.warmup, str(device), False, work))
-            figures["ganforge+mlflow"].append(ganforge_run(data, args.steps, args.warmup, str(device), True, work))
+            cadence = dict(log_every=args.log_every, sample_every=args.sample_every)
+            figures["ganforge"].append(ganforge_run(data, args.steps, args.warmup, str(device), False, work, **cadence))
+            figures["ganforge+mlflow"].append(ganforge_run(data, args.steps, args.warmup, str(device), True, work, **cadence))
             print(f"round {r + 1} (wall/cpu images/s): "
                   + ", ".join(f"{k} {v[-1][0]:.1f}/{v[-1][1]:.1f}" for k, v in figures.items()), flush=True)  # fmt: skip
     _report(figures)
