@@ -7,7 +7,8 @@
 # Steps: minikube start (profile ganforge; --gpus all when nvidia-smi sees GPUs), load the project image,
 # Kubeflow Pipelines standalone (deploy/kfp, pinned release), deploy/overlays/minikube (MLflow server,
 # MinIO, buckets, Secrets ganforge-s3 and ganforge-mlflow, workspace volume), label the node with its GPU
-# type, submit the pipeline (deploy/submit.sh minikube), then port-forward the KFP UI and the MLflow UI.
+# type, port-forward the KFP UI and the MLflow UI, and submit the pipeline (deploy/submit.sh minikube
+# --gpus 1) when the host has an NVIDIA GPU: on a cluster the training task runs on a GPU node.
 # Settings (environment): IMAGE (ganforge:latest, or ganforge:latest-cuda with GPUs), PROFILE (ganforge),
 # CPUS (4), MEMORY (12g), DISK (40g), K8S_VERSION (v1.32.0), KFP_UI_PORT (8080), MLFLOW_UI_PORT (5000),
 # GPUS (auto: all when nvidia-smi lists GPUs; 0: never). Stop everything: deploy/down.sh.
@@ -64,14 +65,22 @@ if [[ $gpu_type != none ]]; then
   kubectl -n "$NS" patch configmap ganforge-cluster --type merge -p "{\"data\":{\"GPU_TYPE\":\"$gpu_type\"}}" >/dev/null
 fi
 
-log "submitting the pipeline"
-GANFORGE_IMAGE="$IMAGE" GANFORGE_GPU_TYPE="$gpu_type" "$ROOT/deploy/submit.sh" minikube "$@"
-
 kfp_port="${KFP_UI_PORT:-8080}"; mlflow_port="${MLFLOW_UI_PORT:-5000}"
 nohup kubectl -n "$NS" port-forward svc/ml-pipeline-ui "$kfp_port:80" >/tmp/ganforge-kfp-ui.log 2>&1 &
 echo $! >/tmp/ganforge-port-forward.pids
 nohup kubectl -n "$NS" port-forward svc/ganforge-mlflow "$mlflow_port:5000" >/tmp/ganforge-mlflow-ui.log 2>&1 &
 echo $! >>/tmp/ganforge-port-forward.pids
+
+if [[ $gpu_type != none ]]; then
+  log "submitting the pipeline"
+  # --gpus 1 first: the training task runs on the GPU pool; the caller's options come after and win
+  GANFORGE_IMAGE="$IMAGE" GANFORGE_GPU_TYPE="$gpu_type" "$ROOT/deploy/submit.sh" minikube --gpus 1 "$@"
+else
+  # On a cluster the training task needs a GPU (ganforge pipeline submit refuses --gpus 0). The cluster,
+  # MLflow and MinIO are up all the same; the same DAG runs here and logs to the cluster's MLflow:
+  echo "no NVIDIA GPU on this host, so no cluster run was submitted; run the pipeline locally against this" \
+       "MLflow: MLFLOW_TRACKING_URI=http://127.0.0.1:$mlflow_port ganforge pipeline run --local" >&2
+fi
 echo "Kubeflow Pipelines UI: http://127.0.0.1:$kfp_port"
 echo "MLflow UI:             http://127.0.0.1:$mlflow_port"
 echo "(port-forwards: kill \$(cat /tmp/ganforge-port-forward.pids); everything: deploy/down.sh)"

@@ -1,6 +1,6 @@
 """The whole cluster path on a reachable cluster: overlay applied, pipeline submitted, run succeeds, the
 generator is in the in-cluster MLflow registry. Skips with the reason unless KUBECONFIG names a reachable
-cluster that runs Kubeflow Pipelines (deploy/up.sh makes one on minikube).
+cluster that runs Kubeflow Pipelines and has a GPU node (deploy/up.sh makes one on minikube with --gpus all).
 
     KUBECONFIG=~/.kube/config GANFORGE_DEPLOY_OVERLAY=minikube pytest -m slow tests/integration/test_deploy_cluster.py
 """
@@ -40,6 +40,9 @@ def cluster():
         pytest.skip(f"the cluster in KUBECONFIG={os.environ['KUBECONFIG']} does not answer")
     if _kubectl("-n", NS, "get", "svc", "ml-pipeline").returncode != 0:
         pytest.skip(f"no Kubeflow Pipelines (svc/ml-pipeline) in namespace {NS}; run deploy/up.sh first")
+    gpus = _kubectl("get", "nodes", "-o", "jsonpath={.items[*].status.allocatable.nvidia\\.com/gpu}").stdout.split()
+    if not any(int(g) > 0 for g in gpus):
+        pytest.skip("no node has an allocatable nvidia.com/gpu: the training task runs on a GPU node on a cluster")
     res = _kubectl("apply", "-k", str(ROOT / "deploy" / "overlays" / OVERLAY))
     assert res.returncode == 0, res.stderr
     for deploy in ("ganforge-mlflow",) + (("ganforge-minio",) if OVERLAY == "minikube" else ()):
@@ -75,7 +78,7 @@ def test_submit_run_and_registry(cluster):
     import mlflow
 
     model_name = f"deploy-smoke-{int(time.time())}"
-    res = subprocess.run([str(ROOT / "deploy" / "submit.sh"), OVERLAY, "--steps", "30", "--n", "64", "--audit-n", "64",
+    res = subprocess.run([str(ROOT / "deploy" / "submit.sh"), OVERLAY, "--gpus", "1", "--steps", "30", "--n", "64", "--audit-n", "64",
                           "--max-fid", "100000", "--model-name", model_name, "--experiment", "deploy-smoke"],
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
