@@ -36,7 +36,9 @@ def _wire(task: dsl.PipelineTask, cluster: ClusterConfig, s3: bool = True, works
 
 def _on_gpus(task: dsl.PipelineTask, cluster: ClusterConfig, gpus) -> None:
     """The GPU node pool: accelerator type and limit, node selector, toleration, requests, /dev/shm."""
-    task.set_accelerator_type(cluster.gpu_type).set_accelerator_limit(gpus)
+    # KFP turns the accelerator type into the container's resource-limit name, so it must be the resource
+    # (nvidia.com/gpu), not the GPU model; the model picks the node pool through the node selector below.
+    task.set_accelerator_type(cluster.gpu_resource).set_accelerator_limit(gpus)
     task.set_cpu_request(cluster.cpu_request).set_memory_request(cluster.memory_request)
     kubernetes.add_node_selector(task, cluster.gpu_node_label, cluster.gpu_type)
     kubernetes.add_toleration(task, key=cluster.gpu_taint, operator="Exists", effect="NoSchedule")

@@ -59,7 +59,8 @@ def test_dag_order_and_gate(spec):
 def test_training_on_gpu_pool(spec):
     pipeline, k8s = spec
     resources = pipeline["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
-    assert resources["accelerator"]["resourceType"] == "nvidia-l4"
+    # KFP's driver makes the accelerator type the limit's resource name: it must be a Kubernetes resource
+    assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
     assert resources["accelerator"]["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--gpus']}}"
     assert resources["resourceCpuRequest"] == "4" and resources["resourceMemoryRequest"] == "16Gi"
     train = k8s["exec-train"]
@@ -77,7 +78,8 @@ def test_gpu_options_reach_the_spec(tmp_path):
     compile_pipeline(path, ClusterConfig(image="reg.example/ganforge:1.2", gpu_type="nvidia-tesla-a100",
                                          gpu_node_label="nvidia.com/gpu.product", shm_size="32Gi"))
     text = path.read_text()
-    assert "resourceType: nvidia-tesla-a100" in text and "nvidia.com/gpu.product: nvidia-tesla-a100" in text
+    assert "resourceType: nvidia.com/gpu" in text and "nvidia.com/gpu.product: nvidia-tesla-a100" in text
+    assert "resourceType: nvidia-tesla-a100" not in text
     assert "sizeLimit: 32Gi" in text
     assert set(re.findall(r"image: (\S+)", text)) == {"reg.example/ganforge:1.2"}
 

@@ -114,7 +114,9 @@ class ClusterConfig(BaseModel):
 
     image: str = Field(default_factory=lambda: os.environ.get(IMAGE_ENV) or DEFAULT_IMAGE,
                        description=f"Project image of every task (${IMAGE_ENV}, default {DEFAULT_IMAGE}).")
-    gpu_type: str = Field("nvidia-l4", description="Accelerator type, also the GPU node pool's label value.")
+    gpu_type: str = Field("nvidia-l4", description="GPU model: the GPU node pool's label value (node selector).")
+    gpu_resource: str = Field("nvidia.com/gpu", description="Kubernetes extended resource the GPUs are counted "
+                              "in; KFP's driver uses the accelerator type as the limit's resource name.")
     gpu_node_label: str = Field("cloud.google.com/gke-accelerator", description="Node label of the GPU pool.")
     gpu_taint: str = Field("nvidia.com/gpu", description="Taint key on the GPU nodes (tolerated, NoSchedule).")
     cpu_request: str = Field("4", description="CPU request of the training task.")
