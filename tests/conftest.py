@@ -84,3 +84,13 @@ def s3_env(moto_server, monkeypatch):
     bucket = f"gf-{uuid.uuid4().hex[:10]}"
     boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").create_bucket(Bucket=bucket)
     return bucket
+
+
+@pytest.fixture(scope="session")
+def digits16(tmp_path_factory):
+    """scikit-learn's digits ingested at 16 px (at most 128 images per split): a real ganforge dataset."""
+    from ganforge.data.ingest import ingest
+
+    out = tmp_path_factory.mktemp("digits16")
+    ingest("digits", output=str(out), image_size=16, limit=128)
+    return str(out)

@@ -48,16 +48,6 @@ def mlflow_server(tmp_path_factory):
     log.close()
 
 
-@pytest.fixture(scope="session")
-def digits16(tmp_path_factory):
-    """scikit-learn's digits ingested at 16 px (at most 128 images per split): a real ganforge dataset."""
-    from ganforge.data.ingest import ingest
-
-    out = tmp_path_factory.mktemp("digits16")
-    ingest("digits", output=str(out), image_size=16, limit=128)
-    return str(out)
-
-
 @pytest.fixture(autouse=True)
 def _one_thread(monkeypatch):
     """Tiny networks: one thread per process (and per rank or subprocess) on shared, busy cores."""

@@ -16,25 +16,6 @@ from ganforge.training.checkpoint import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one thread beats two on shared, busy cores (no waiting for a second one)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def digits16(tmp_path_factory):
-    """scikit-learn's digits ingested at 16 px (128 train images): a real ganforge dataset."""
-    from ganforge.data.ingest import ingest
-
-    out = tmp_path_factory.mktemp("digits16")
-    ingest("digits", output=str(out), image_size=16, limit=128)
-    return str(out)
-
-
 def tiny(dataset: str, output, **kw) -> TrainConfig:
     base = dict(dataset=dataset, model="dcgan", batch_size=16, width=8, latent_dim=8, track=False,
                 log_every=1, checkpoint_every=3, output=str(output))  # fmt: skip

@@ -7,7 +7,6 @@ import shutil
 import socket
 
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -15,15 +14,6 @@ from ganforge.cli import app
 
 runner = CliRunner()
 TINY = ["--batch-size", "16", "--width", "8", "--latent-dim", "8", "--no-track", "--log-every", "5"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one thread beats two on shared, busy cores (no waiting for a second one)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -17,25 +17,6 @@ GAN_KEYS = {"train/loss_g", "train/loss_d", "train/d_real", "train/d_fake", "tra
             "train/grad_norm_d", "train/lr_g", "train/lr_d", "time/images_per_second"}  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one thread beats two on shared, busy cores (no waiting for a second one)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def digits16(tmp_path_factory):
-    """scikit-learn's digits ingested at 16 px (128 train images): a real ganforge dataset."""
-    from ganforge.data.ingest import ingest
-
-    out = tmp_path_factory.mktemp("digits16")
-    ingest("digits", output=str(out), image_size=16, limit=128)
-    return str(out)
-
-
 class RecordingTracker:
     """A tracker that keeps everything in memory."""
 

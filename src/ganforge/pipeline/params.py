@@ -67,20 +67,16 @@ class PipelineParams(BaseModel):
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, v: str | None) -> str | None:
-        from ganforge.training.config import PRESETS
+        from ganforge.training.config import known_preset
 
-        if v is not None and v not in PRESETS:
-            raise ValueError(f"unknown preset {v!r}; choose one of {', '.join(PRESETS)}")
-        return v
+        return known_preset(v)
 
     @field_validator("model")
     @classmethod
     def _known_model(cls, v: str | None) -> str | None:
-        from ganforge.training.config import MODEL_NAMES
+        from ganforge.training.config import known_model
 
-        if v is not None and v not in MODEL_NAMES:
-            raise ValueError(f"unknown model {v!r}; choose one of {', '.join(MODEL_NAMES)}")
-        return v
+        return known_model(v)
 
     @model_validator(mode="after")
     def _trainable(self) -> PipelineParams:

@@ -30,6 +30,20 @@ RESUME_FREE = frozenset(
 )  # fmt: skip
 
 
+def known_model(v: str | None) -> str | None:
+    """``v`` if it names a model family (or is None); shared by every config that takes --model."""
+    if v is not None and v not in MODEL_NAMES:
+        raise ValueError(f"unknown model {v!r}; choose one of {', '.join(MODEL_NAMES)}")
+    return v
+
+
+def known_preset(v: str | None) -> str | None:
+    """``v`` if it names a preset (or is None); shared by every config that takes --preset."""
+    if v is not None and v not in PRESETS:
+        raise ValueError(f"unknown preset {v!r}; choose one of {', '.join(PRESETS)}")
+    return v
+
+
 class TrainConfig(BaseModel):
     """Everything that defines a training run; each field is a ``ganforge train`` flag."""
 
@@ -110,9 +124,7 @@ class TrainConfig(BaseModel):
     @field_validator("model")
     @classmethod
     def _known_model(cls, v: str) -> str:
-        if v not in MODEL_NAMES:
-            raise ValueError(f"unknown model {v!r}; choose one of {', '.join(MODEL_NAMES)}")
-        return v
+        return known_model(v)
 
     @field_validator("loss")
     @classmethod
@@ -124,9 +136,7 @@ class TrainConfig(BaseModel):
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, v: str | None) -> str | None:
-        if v is not None and v not in PRESETS:
-            raise ValueError(f"unknown preset {v!r}; choose one of {', '.join(PRESETS)}")
-        return v
+        return known_preset(v)
 
     @field_validator(
         "batch_size", "latent_dim", "width", "checkpoint_every", "keep_checkpoints", "sample_every",
