@@ -49,6 +49,12 @@ def _randint(low: int, high: int, n: int, x: Tensor, generator: torch.Generator 
     return torch.randint(low, high, (n, 1, 1), device=x.device, generator=generator)
 
 
+def _index_grid(n: int, h: int, w: int, device) -> tuple[Tensor, Tensor, Tensor]:
+    """(image, row, column) index tensors of shape (n, h, w), for whole-batch gathers and scatters."""
+    return torch.meshgrid(torch.arange(n, device=device), torch.arange(h, device=device),
+                          torch.arange(w, device=device), indexing="ij")
+
+
 def translation(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Shift each image by up to 1/8 of its side, filling with zeros (mid-grey in [-1, 1]).
 
@@ -62,12 +68,7 @@ def translation(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     n, _, h, w = x.shape
     sh, sw = int(h * TRANSLATION_RATIO + 0.5), int(w * TRANSLATION_RATIO + 0.5)
     dy, dx = _randint(-sh, sh + 1, n, x, generator), _randint(-sw, sw + 1, n, x, generator)
-    batch, rows, cols = torch.meshgrid(
-        torch.arange(n, device=x.device),
-        torch.arange(h, device=x.device),
-        torch.arange(w, device=x.device),
-        indexing="ij",
-    )
+    batch, rows, cols = _index_grid(n, h, w, x.device)
     # Gather from a 1-pixel zero border: indices shifted off the image land on it.
     rows = torch.clamp(rows + dy + 1, 0, h + 1)
     cols = torch.clamp(cols + dx + 1, 0, w + 1)
@@ -89,12 +90,7 @@ def cutout(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     ch, cw = int(h * CUTOUT_RATIO + 0.5), int(w * CUTOUT_RATIO + 0.5)
     cy = _randint(0, h + (1 - ch % 2), n, x, generator)
     cx = _randint(0, w + (1 - cw % 2), n, x, generator)
-    batch, rows, cols = torch.meshgrid(
-        torch.arange(n, device=x.device),
-        torch.arange(ch, device=x.device),
-        torch.arange(cw, device=x.device),
-        indexing="ij",
-    )
+    batch, rows, cols = _index_grid(n, ch, cw, x.device)
     rows = torch.clamp(rows + cy - ch // 2, 0, h - 1)
     cols = torch.clamp(cols + cx - cw // 2, 0, w - 1)
     mask = torch.ones(n, h, w, device=x.device, dtype=x.dtype)
