@@ -63,16 +63,21 @@ def _exact_dist(q: torch.Tensor, r: torch.Tensor, metric: str) -> torch.Tensor:
     return diff.abs_().sum(2) if metric == "l1" else diff.square_().sum(2)
 
 
+def _ref_blocks(q: torch.Tensor, refs: torch.Tensor, metric: str, ref_chunk: int, device, dtype):
+    """Yield (first reference index, (n, chunk) distances) over the references, ``ref_chunk`` at a time."""
+    qd = q.to(device, dtype)
+    q_sq = _norms(qd, metric)
+    for start in range(0, refs.shape[0], ref_chunk):
+        r = refs[start : start + ref_chunk].to(device, dtype)
+        yield start, _block(qd, r, metric, q_sq, _norms(r, metric))
+
+
 def _float64_pass(q: torch.Tensor, refs: torch.Tensor, k: int, metric: str, ref_chunk: int, device):
     """Exact top-k of a few queries against all references in float64, chunked over references."""
-    q64 = q.to(device, torch.float64)
-    q_sq = _norms(q64, metric)
     best_v = torch.empty(q.shape[0], 0, dtype=torch.float64, device=device)
     best_i = torch.empty(q.shape[0], 0, dtype=torch.long, device=device)
-    for start in range(0, refs.shape[0], ref_chunk):
-        r64 = refs[start : start + ref_chunk].to(device, torch.float64)
-        d = _block(q64, r64, metric, q_sq, _norms(r64, metric))
-        ids = torch.arange(start, start + r64.shape[0], device=device).expand(q.shape[0], -1)
+    for start, d in _ref_blocks(q, refs, metric, ref_chunk, device, torch.float64):
+        ids = torch.arange(start, start + d.shape[1], device=device).expand(q.shape[0], -1)
         best_v, best_i = _lex_topk(torch.cat([best_v, d], 1), torch.cat([best_i, ids], 1), k)
     # Re-derive the winners' distances from differences, then re-sort: the expansion above is exact
     # for integer pixels but can round for float inputs.
@@ -151,13 +156,9 @@ def knn(
 
 def _chunk_knn(q, refs, k, kk, metric, ref_chunk, device, gamma, r_max):
     """One query chunk: float32 candidates, the error-bound check, float64 re-ranking and fallback."""
-    q32 = q.to(device, torch.float32)
-    q_sq = _norms(q32, metric)
     best_v = torch.empty(q.shape[0], 0, dtype=torch.float32, device=device)
     best_i = torch.empty(q.shape[0], 0, dtype=torch.long, device=device)
-    for start in range(0, refs.shape[0], ref_chunk):
-        r32 = refs[start : start + ref_chunk].to(device, torch.float32)
-        d = _block(q32, r32, metric, q_sq, _norms(r32, metric))
+    for start, d in _ref_blocks(q, refs, metric, ref_chunk, device, torch.float32):
         # Reduce the block to its own top-k' first, so the merge touches only (n, 2k') values.
         top = torch.topk(d, min(kk, d.shape[1]), dim=1, largest=False, sorted=False)
         del d
