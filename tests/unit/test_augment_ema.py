@@ -9,7 +9,7 @@ from torch import nn
 from ganforge.errors import GanforgeError
 from ganforge.models import ModelSpec, build_discriminator, build_generator
 from ganforge.training.augment import AUGMENTS, AugmentedDiscriminator, cutout, diff_augment, translation
-from ganforge.training.ema import EMA
+from ganforge.training.ema import EMA, half_life
 
 
 def images(n: int = 8, c: int = 3, size: int = 16, seed: int = 0) -> torch.Tensor:
@@ -96,39 +96,101 @@ def run_batch(g: nn.Module, seed: int = 0) -> None:
     g.train()(torch.randn(4, 4, generator=torch.Generator().manual_seed(seed)))
 
 
-def test_ema_with_decay_zero_equals_the_model_and_copies_buffers():
+def test_ema_with_decay_zero_equals_the_models_weights():
     g = small_generator(0)
     ema = EMA(g, decay=0.0)
     g.load_state_dict(small_generator(1).state_dict())
     run_batch(g)
-    ema.update(g)
-    for (name, a), b in zip(ema.module.state_dict().items(), g.state_dict().values()):
+    ema.update(g, 10)
+    for (name, a), b in zip(ema.module.named_parameters(), g.parameters()):
         assert torch.equal(a, b), name
 
 
-def test_ema_with_decay_one_stays_put_but_still_copies_buffers():
+def test_ema_with_decay_one_stays_put():
     g = small_generator(0)
     ema = EMA(g, decay=1.0)
     start = {k: v.clone() for k, v in ema.module.named_parameters()}
     g.load_state_dict(small_generator(1).state_dict())
     run_batch(g)
-    ema.update(g)
+    ema.update(g, 10)
     assert all(torch.equal(p, start[k]) for k, p in ema.module.named_parameters())
-    assert all(torch.equal(a, b) for a, b in zip(ema.module.buffers(), g.buffers()))
 
 
 def test_ema_mixes_by_decay_and_does_not_alias_the_model():
     g0, g1 = small_generator(0), small_generator(1)
-    ema = EMA(g0, decay=0.75)
+    ema = EMA(g0, decay=0.75, rampup=None)
     assert all(not p.requires_grad for p in ema.module.parameters()) and not ema.module.training
     with torch.no_grad():
         next(g0.parameters()).add_(1.0)  # editing the model in place must not touch the copy
     assert not torch.equal(next(ema.module.parameters()), next(g0.parameters()))
     before = {k: v.clone() for k, v in ema.module.named_parameters()}
-    ema.update(g1)
+    ema.update(g1, 1)
     for k, p in ema.module.named_parameters():
         expected = 0.75 * before[k] + 0.25 * dict(g1.named_parameters())[k]
         assert torch.allclose(p, expected, atol=1e-7), k
+
+
+def test_ema_rampup_caps_the_half_life_at_a_fraction_of_the_steps_so_far():
+    ema = EMA(small_generator(0), decay=0.999, rampup=0.05)
+    assert half_life(0.999) == pytest.approx(692.8, abs=0.1)
+    assert ema.beta(0) == 0.0  # the first update replaces the initial weights
+    assert ema.beta(1000) == pytest.approx(0.5 ** (1 / 50))  # half-life 5% of 1000 steps
+    assert ema.beta(100_000) == pytest.approx(0.999)  # ramped up: the configured decay
+    betas = [ema.beta(s) for s in range(0, 20_000, 97)]
+    assert betas == sorted(betas) and max(betas) == pytest.approx(0.999)
+    assert EMA(small_generator(0), decay=0.999, rampup=None).beta(3) == 0.999
+
+
+def test_ema_forgets_the_initial_weights_early_with_rampup():
+    """After 200 updates towards a fixed target, 0.999 without ramp-up still holds ~82% of the start."""
+    g0, target = small_generator(0), small_generator(1)
+    plain, ramped = EMA(g0, 0.999, rampup=None), EMA(g0, 0.999, rampup=0.05)
+    for step in range(1, 201):
+        plain.update(target, step)
+        ramped.update(target, step)
+    name, t = next(iter(target.named_parameters()))
+    t = t.detach()
+    start = dict(g0.named_parameters())[name]
+    share = lambda e: float((dict(e.module.named_parameters())[name] - t).norm() / (start - t).detach().norm())  # noqa: E731
+    assert share(plain) == pytest.approx(0.999**200, rel=1e-3)
+    assert share(ramped) < 1e-6
+
+
+def test_standing_stats_are_measured_for_the_averaged_weights_not_copied():
+    g = small_generator(0)
+    ema = EMA(g, decay=0.5)
+    g.load_state_dict(small_generator(1).state_dict())
+    run_batch(g)
+    ema.update(g, 100)
+    assert ema.stale
+    ema.refresh_stats(latent_dim=4, seed=3, batch_size=8, samples=64)
+    assert not ema.stale and not ema.module.training
+    bn = next(m for m in ema.module.modules() if isinstance(m, nn.BatchNorm2d))
+    live = next(m for m in g.modules() if isinstance(m, nn.BatchNorm2d))
+    assert not torch.allclose(bn.running_mean, live.running_mean)
+    assert bn.momentum == live.momentum  # restored after the cumulative pass
+    # The statistics are those of the averaged weights on fresh latents: redo them by hand.
+    ref = EMA(g, decay=0.0).module
+    ref.load_state_dict(ema.state_dict())
+    first = next(m for m in ref.modules() if isinstance(m, nn.BatchNorm2d))
+    first.reset_running_stats()
+    first.momentum = None
+    feats = ref.body[:2](torch.randn(64, 4, generator=torch.Generator().manual_seed(3)))
+    assert torch.allclose(bn.running_mean, feats.mean((0, 2, 3)), atol=1e-5)
+    # Deterministic: the same weights and seed give the same statistics.
+    before = bn.running_var.clone()
+    ema.refresh_stats(latent_dim=4, seed=3, batch_size=8, samples=64)
+    assert torch.equal(bn.running_var, before)
+
+
+def test_ema_copy_of_a_synchronised_generator_uses_local_batch_norm():
+    from ganforge.training.distributed import GlobalBatchNorm
+
+    g = small_generator(0)
+    g.body[2] = GlobalBatchNorm(g.body[2].num_features)
+    ema = EMA(g, decay=0.9)
+    assert not any(isinstance(m, GlobalBatchNorm) for m in ema.module.modules())
+    assert ema.module.state_dict().keys() == g.state_dict().keys()
 
 
 def test_ema_state_dict_round_trips():

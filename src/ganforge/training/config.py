@@ -80,6 +80,10 @@ class TrainConfig(BaseModel):
     ema_decay: float | None = Field(
         None, description="Decay of the generator's moving average used for samples (e.g. 0.999). None: no EMA."
     )
+    ema_rampup: float = Field(
+        0.05, description="EMA ramp-up: the average's half-life is at most this fraction of the steps so far "
+        "(StyleGAN2-ADA's 0.05), so it forgets the initial weights early. 0: plain EMA from step 0.",
+    )
     diffaugment: str | None = Field(
         None, description="DiffAugment policy, e.g. color,translation,cutout. None: no augmentation."
     )
@@ -153,6 +157,13 @@ class TrainConfig(BaseModel):
     def _decay(cls, v: float | None) -> float | None:
         if v is not None and not 0.0 < v < 1.0:
             raise ValueError(f"must be in (0, 1), e.g. 0.999, or left out for no EMA; got {v}")
+        return v
+
+    @field_validator("ema_rampup")
+    @classmethod
+    def _rampup(cls, v: float) -> float:
+        if not 0.0 <= v <= 1.0:  # also refuses nan
+            raise ValueError(f"must be in [0, 1], e.g. 0.05, or 0 for no ramp-up; got {v}")
         return v
 
     @model_validator(mode="after")

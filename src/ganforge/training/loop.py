@@ -274,7 +274,7 @@ def _gan_step(t: Trainer, want_norms: bool) -> dict[str, float]:
         g_stats["grad_norm_g"] = _grad_norm(g_params)
     t.opt_g.step()
     if t.ema is not None:
-        t.ema.update(t.G)
+        t.ema.update(t.G, t.step + 1)  # t.step counts updates before this one
     return {**stats, **g_stats}
 
 
@@ -294,7 +294,7 @@ def _vae_step(t: Trainer, want_norms: bool) -> dict[str, float]:
         stats["grad_norm_g"] = _grad_norm(params)
     t.opt_g.step()
     if t.ema is not None:
-        t.ema.update(t.G)
+        t.ema.update(t.G, t.step + 1)  # t.step counts updates before this one
     return stats
 
 

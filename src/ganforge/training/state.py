@@ -66,8 +66,16 @@ class Trainer:
         return self.config.batch_size * self.n_critic
 
     def sampler(self) -> nn.Module:
-        """The generator used for samples: the EMA copy when there is one."""
-        return self.ema.module if self.ema is not None else self.G
+        """The generator used for samples: the EMA copy (its batch-norm statistics measured) when there is one."""
+        if self.ema is None:
+            return self.G
+        if self.ema.stale:
+            self.ema.refresh_stats(
+                self.config.latent_dim, seed=_mix(self.config.seed, self.step, 5),
+                labels_of=self.spec.num_classes if self.config.conditional else 0,
+                batch_size=self.config.batch_size,
+            )  # fmt: skip
+        return self.ema.module
 
     def apply_lr(self) -> None:
         """Set optimiser learning rates to the config's times ``lr_scale`` (rollbacks halve it)."""
@@ -197,7 +205,7 @@ def build_trainer(config: TrainConfig, rt: Runtime, data=None) -> Trainer:
     torch.manual_seed(_mix(config.seed, rt.rank, 4))  # objective/augment noise: own stream per rank
     return Trainer(
         config=config, rt=rt, spec=spec, G=G, D=D, E=E,
-        ema=EMA(G, config.ema_decay) if config.ema_decay else None, opt_g=opt_g, opt_d=opt_d,
+        ema=EMA(G, config.ema_decay, config.ema_rampup or None) if config.ema_decay else None, opt_g=opt_g, opt_d=opt_d,
         objective=objective, images=images, labels=labels, fingerprint=data.fingerprint, data_uri=data.uri,
         class_names=list(data.class_names),
         steps_per_epoch=spe, total_steps=total, n_critic=n_critic, fixed_z=fixed_z, fixed_labels=fixed_labels,
@@ -209,6 +217,7 @@ def trainer_state(t: Trainer) -> tuple[dict, dict, dict]:
     """(weights, state, meta) for ``save_checkpoint``: plain tensors and numbers only."""
     weights = {"generator": t.G.state_dict()}
     if t.ema is not None:
+        t.sampler()  # saved EMA weights carry batch-norm statistics measured for them
         weights["generator_ema"] = t.ema.state_dict()
     if t.D is not None:
         weights["discriminator"] = t.D.state_dict()
