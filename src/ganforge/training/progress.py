@@ -1,20 +1,21 @@
-"""Progress display: a rich bar in a terminal, plain periodic lines elsewhere (pipelines, CI logs)."""
+"""Training's progress display: a rich bar in a terminal, plain lines elsewhere (pipelines, CI logs).
+
+The mode (bar, plain, off: ``GANFORGE_PROGRESS``, rank) and the bar are ``ganforge.progress``'s; what
+is training's own is the content: step, losses, D(x), D(G(z)), images/s, and a plain line per
+``--log-every`` steps (the cadence the user chose for logging).
+"""
 
 from __future__ import annotations
 
 import sys
 import time
 
+from ganforge.progress import Bar, fmt_duration, progress_mode
+
 
 def _fmt(stats: dict[str, float]) -> str:
     names = {"loss_d": "loss_d", "loss_g": "loss_g", "d_real": "D(x)", "d_fake": "D(G(z))"}
     return " ".join(f"{label}={stats[k]:.3f}" for k, label in names.items() if k in stats)
-
-
-def _eta(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}"
 
 
 class Progress:
@@ -27,47 +28,37 @@ class Progress:
             total: the step at which training ends.
             start: the step training starts (or resumes) from.
             enabled: False on ranks other than 0.
-            tty: force bar (True) or lines (False); None: a bar when stderr is a terminal.
+            tty: force bar (True) or lines (False); None: ``GANFORGE_PROGRESS``, else a bar when stderr
+                is a terminal.
         """
-        self.total, self.start, self.enabled = total, start, enabled
+        self.total, self.start = total, start
+        self.mode = progress_mode(tty, enabled)
+        self.enabled = self.mode != "off"
         self.t0 = time.perf_counter()
-        self.tty = sys.stderr.isatty() if tty is None else tty
-        self._bar = None
-        if enabled and self.tty:
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-            from rich.progress import Progress as RichProgress
-
-            self._bar = RichProgress(
-                TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"), transient=False,
-            )  # fmt: skip
-            self._task = self._bar.add_task("train", total=total, completed=start, info="")
-            self._bar.start()
+        self._bar = Bar("train", total, "step", done=start, tty=True) if self.mode == "bar" else None
 
     def update(self, step: int, stats: dict[str, float], images_per_second: float) -> None:
         """Report the state after ``step`` (called every ``--log-every`` steps)."""
         if not self.enabled:
             return
+        info = f"{_fmt(stats)} {images_per_second:.0f} img/s"
+        if self._bar is not None:
+            self._bar.update(step, info=info)
+            return
         done = step - self.start
         elapsed = time.perf_counter() - self.t0
         eta = elapsed / done * (self.total - step) if done > 0 else 0.0
-        info = f"{_fmt(stats)} {images_per_second:.0f} img/s"
-        if self._bar is not None:
-            self._bar.update(self._task, completed=step, info=info)
-        else:
-            print(f"step {step}/{self.total} {info} eta {_eta(eta)}", file=sys.stderr, flush=True)
+        print(f"step {step}/{self.total} {info} eta {fmt_duration(eta)}", file=sys.stderr, flush=True)
 
     def message(self, text: str) -> None:
         """Print a line without breaking the bar."""
-        if not self.enabled:
-            return
         if self._bar is not None:
-            self._bar.console.print(text)
-        else:
+            self._bar.message(text)
+        elif self.enabled:
             print(text, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         """Stop the bar (leaves the last state on screen)."""
         if self._bar is not None:
-            self._bar.stop()
+            self._bar.close()
             self._bar = None
