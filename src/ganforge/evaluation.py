@@ -159,7 +159,8 @@ def real_features(dataset: str, split: str, extractor, n_real: int | None, batch
     if n_real is not None and n_real < len(images):
         keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:n_real].sort().values
         images, labels = images[keep], labels[keep]
-    feats = extractor.extract(images, batch_size).float().cpu()
+    label = f"extract {extractor.name} real {split}"
+    feats = extractor.extract(images, batch_size, progress=label).float().cpu()
     d.mkdir(parents=True, exist_ok=True)
     for path, arr in ((labels_path, labels.numpy()), (feats_path, feats.numpy())):  # features last: marks complete
         tmp = path.with_name(f"{path.stem}.{uuid.uuid4().hex[:8]}.tmp.npy")

@@ -22,6 +22,7 @@ from typing import Literal
 import torch
 
 from ganforge.errors import GanforgeError
+from ganforge.progress import progress_bar
 
 METRICS = ("l2", "l1")
 _U32 = 2.0**-24  # unit roundoff of float32
@@ -94,6 +95,7 @@ def knn(
     ref_chunk: int = 4096,
     device: str | torch.device = "cpu",
     extra: int = 8,
+    progress: str | None = "k-NN",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact k nearest references of each query, chunked so memory is bounded by the chunk sizes.
 
@@ -106,6 +108,8 @@ def knn(
         ref_chunk: references per block.
         device: where the blocks are computed ("cpu", "cuda"); inputs may stay on the CPU.
         extra: candidates kept beyond k for the float64 re-ranking; more makes the float64 fallback rarer.
+        progress: label of the progress display (queries done, ``ganforge.progress``), shown when there
+            is more than one block; None shows none.
 
     Returns:
         (dist, idx): float64 (N, k) distances (Euclidean for l2, not squared) and int64 (N, k) reference
@@ -142,11 +146,14 @@ def knn(
     out_i = torch.empty(n, k, dtype=torch.long)
     tf32 = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False  # TF32 would void the float32 error bound
+    blocks = -(-n // query_chunk) * -(-m // ref_chunk)
     try:
-        for qs in range(0, n, query_chunk):
-            q = q_all[qs : qs + query_chunk]
-            d, i = _chunk_knn(q, r_all, k, kk, metric, ref_chunk, device, gamma, r_max)
-            out_d[qs : qs + q.shape[0]], out_i[qs : qs + q.shape[0]] = d.cpu(), i.cpu()
+        with progress_bar(progress or "k-NN", n, "query", enabled=progress is not None and blocks > 1) as bar:
+            for qs in range(0, n, query_chunk):
+                q = q_all[qs : qs + query_chunk]
+                d, i = _chunk_knn(q, r_all, k, kk, metric, ref_chunk, device, gamma, r_max, bar, qs)
+                out_d[qs : qs + q.shape[0]], out_i[qs : qs + q.shape[0]] = d.cpu(), i.cpu()
+                bar.update(qs + q.shape[0])
     finally:
         torch.backends.cuda.matmul.allow_tf32 = tf32
     if metric == "l2":
@@ -154,8 +161,11 @@ def knn(
     return out_d, out_i
 
 
-def _chunk_knn(q, refs, k, kk, metric, ref_chunk, device, gamma, r_max):
-    """One query chunk: float32 candidates, the error-bound check, float64 re-ranking and fallback."""
+def _chunk_knn(q, refs, k, kk, metric, ref_chunk, device, gamma, r_max, bar, done):
+    """One query chunk: float32 candidates, the error-bound check, float64 re-ranking and fallback.
+
+    ``bar`` counts the chunk's queries in proportion to the references scanned, from ``done``.
+    """
     best_v = torch.empty(q.shape[0], 0, dtype=torch.float32, device=device)
     best_i = torch.empty(q.shape[0], 0, dtype=torch.long, device=device)
     for start, d in _ref_blocks(q, refs, metric, ref_chunk, device, torch.float32):
@@ -166,6 +176,7 @@ def _chunk_knn(q, refs, k, kk, metric, ref_chunk, device, gamma, r_max):
         ids = torch.cat([best_i, top.indices + start], 1)
         top = torch.topk(vals, min(kk, vals.shape[1]), dim=1, largest=False, sorted=True)
         best_v, best_i = top.values, ids.gather(1, top.indices)
+        bar.update(done + q.shape[0] * min(start + ref_chunk, refs.shape[0]) / refs.shape[0])
 
     # Candidates are sufficient when the kept k'-th approximate distance beats the k-th by 2B
     # (or when every reference was kept).

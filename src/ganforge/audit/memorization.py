@@ -186,7 +186,8 @@ def _assign_cells(train_v, gen_v, held_v, cells: int, device) -> tuple[torch.Ten
         raise GanforgeError(f"{cells} cells need at least {cells} training images, got {len(sub)}; use fewer cells")
     centres = KMeans(n_clusters=cells, n_init=1, random_state=0).fit(sub.double().numpy()).cluster_centers_
     centres = torch.from_numpy(centres)
-    return (knn(gen_v, centres, k=1, device=device)[1][:, 0], knn(held_v, centres, k=1, device=device)[1][:, 0])
+    kw = dict(k=1, device=device, progress=None)  # a few centres: quick, no display
+    return knn(gen_v, centres, **kw)[1][:, 0], knn(held_v, centres, **kw)[1][:, 0]
 
 
 def image_hashes(images: torch.Tensor) -> list[str]:
@@ -312,11 +313,13 @@ def run_audit(
         gen_v, held_v, ref_v = generated, heldout, refs  # uint8: k-NN distances are exact integers
     else:
         space_name, space_sha = space.name, space.sha256
-        gen_v, held_v, ref_v = (space.extract(x, batch_size) for x in (generated, heldout, refs))
+        sets = (("generated", generated), ("held-out", heldout), ("train", refs))
+        gen_v, held_v, ref_v = (space.extract(x, batch_size, progress=f"extract {space.name} {name}")
+                                for name, x in sets)
 
     kw = dict(k=1, metric=metric, query_chunk=query_chunk, ref_chunk=ref_chunk, device=device)
-    d_gen, i_gen = knn(gen_v, ref_v, **kw)
-    d_held, _ = knn(held_v, ref_v, **kw)
+    d_gen, i_gen = knn(gen_v, ref_v, progress="k-NN generated to train", **kw)
+    d_held, _ = knn(held_v, ref_v, progress="k-NN held-out to train", **kw)
     d_gen, i_gen, d_held = d_gen[:, 0], i_gen[:, 0], d_held[:, 0]
 
     threshold, frac = fraction_below_baseline(d_gen, d_held, th.baseline_quantile)

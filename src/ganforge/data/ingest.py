@@ -27,6 +27,7 @@ from ganforge.data.parquet import (
 )
 from ganforge.data.sources import Source, open_source
 from ganforge.errors import GanforgeError
+from ganforge.progress import progress_bar
 from ganforge.storage import Location, check_writable, parse
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,9 @@ def _write_shards(loc, tmp, src, cfg, selected, splits, labels, class_names):
             yield from part
 
     try:
-        with ThreadPoolExecutor(workers) as pool:  # PIL and zlib release the GIL while they work
+        # PIL and zlib release the GIL while they work; the bar counts images read, encoded and written
+        with (ThreadPoolExecutor(workers) as pool,
+              progress_bar(f"ingest {cfg.source}", len(selected), "img") as bar):
             for start in range(0, len(selected), READ_CHUNK):
                 chunk = selected[start : start + READ_CHUNK]
                 for j, (out, png, sha) in enumerate(encoded(src.read(chunk))):
@@ -163,7 +166,8 @@ def _write_shards(loc, tmp, src, cfg, selected, splits, labels, class_names):
                     label = int(labels[i])
                     records.append((sha, label, str(splits[i])))
                     writer.add(_row(i, splits[i], label, class_names[label], out, png, sha, src, chunk[j]))
-        shards = writer.close()
+                bar.advance(len(chunk))
+            shards = writer.close()  # the last shard's flush belongs to the step
     except BaseException:
         writer.abort()
         raise

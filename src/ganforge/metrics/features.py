@@ -153,32 +153,39 @@ class FeatureExtractor:
         return x * ((hi - lo) / 255.0) + lo
 
     @torch.inference_mode()
-    def extract(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    def extract(self, images: torch.Tensor, batch_size: int = 64, progress: str | None = None) -> torch.Tensor:
         """Features of uint8 images (N, C, H, W) -> float32 (N, D) on the CPU, in batches.
 
         Args:
             images: uint8 tensor (N, C, H, W), values 0..255.
             batch_size: images per forward pass.
+            progress: label of the progress display (``ganforge.progress``); None: "extract <name>".
+                Shown only when there is more than one batch.
 
         Returns:
             float32 (N, D) features.
         """
+        from ganforge.progress import progress_bar
+
         if batch_size < 1:
             raise GanforgeError(f"batch_size must be positive, got {batch_size}; pass e.g. 64")
+        n = images.shape[0]
         out = []
-        for s in range(0, images.shape[0], batch_size):
-            x = self.preprocess(images[s : s + batch_size])
-            if self.module is not None and x.shape[-1] > 1:
-                # channels_last lets oneDNN/cuDNN pick NHWC kernels: ~1.8x for InceptionV3 on CPU
-                x = x.contiguous(memory_format=torch.channels_last)
-            f = x if self.module is None else self.module(x)
-            f = f.reshape(f.shape[0], -1).float().cpu()
-            if self.dim is not None and f.shape[1] != self.dim:
-                raise GanforgeError(
-                    f"{self.name} produced {f.shape[1]}-d features, expected {self.dim}; "
-                    "check that the weights file is this backbone"
-                )
-            out.append(f)
+        with progress_bar(progress or f"extract {self.name}", n, "img", enabled=n > batch_size) as bar:
+            for s in range(0, n, batch_size):
+                x = self.preprocess(images[s : s + batch_size])
+                if self.module is not None and x.shape[-1] > 1:
+                    # channels_last lets oneDNN/cuDNN pick NHWC kernels: ~1.8x for InceptionV3 on CPU
+                    x = x.contiguous(memory_format=torch.channels_last)
+                f = x if self.module is None else self.module(x)
+                f = f.reshape(f.shape[0], -1).float().cpu()
+                if self.dim is not None and f.shape[1] != self.dim:
+                    raise GanforgeError(
+                        f"{self.name} produced {f.shape[1]}-d features, expected {self.dim}; "
+                        "check that the weights file is this backbone"
+                    )
+                out.append(f)
+                bar.advance(f.shape[0])
         if not out:
             raise GanforgeError(f"no images to extract {self.name} features from; pass at least one image")
         return torch.cat(out)
