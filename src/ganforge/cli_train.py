@@ -84,7 +84,9 @@ def generate_command(
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the latents."),
     interpolate: bool = typer.Option(False, "--interpolate", help="One latent walk in --n steps."),
-    ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA generator when the checkpoint has one."),
+    weights: Optional[str] = typer.Option(
+        None, "--weights", help="Generator weights: ema or raw. Default: ema when the checkpoint has them, else raw."
+    ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
     out: str = typer.Option(..., "--out", help="grid.png for one grid, or a directory for one PNG per image."),
 ) -> None:
@@ -92,7 +94,7 @@ def generate_command(
     from ganforge.training.visuals import generate, save_images
 
     wanted = [x.strip() for x in labels.split(",") if x.strip()] if labels else None
-    images = generate(checkpoint, n=n, labels=wanted, seed=seed, interpolate=interpolate, use_ema=ema,
+    images = generate(checkpoint, n=n, labels=wanted, seed=seed, interpolate=interpolate, weights=weights,
                       device=device)  # fmt: skip
     paths = save_images(images, out, nrow=n if interpolate else None)
     typer.echo(f"wrote {len(images)} images to {out}" + (f" ({len(paths)} files)" if len(paths) > 1 else ""))

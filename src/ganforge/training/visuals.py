@@ -94,7 +94,7 @@ def generate(
     labels: list[str] | None = None,
     seed: int = 0,
     interpolate: bool = False,
-    use_ema: bool = True,
+    weights: str | None = None,
     device: str = "cpu",
 ) -> torch.Tensor:
     """Images from a checkpoint's generator: ``n`` random latents, or ``n`` steps of one interpolation.
@@ -105,21 +105,21 @@ def generate(
         labels: class ids or names, cycled over the images (conditional models; default: all classes).
         seed: seed of the latents.
         interpolate: walk from one latent to another in ``n`` steps instead of drawing ``n``.
-        use_ema: use the EMA generator when the checkpoint has one.
+        weights: ``ema``, ``raw``, or None: ``ema`` when the checkpoint has EMA weights, else ``raw``.
         device: where to run the generator.
 
     Returns:
         (n, C, H, W) images in [-1, 1].
 
     Raises:
-        GanforgeError: bad checkpoint, labels for an unconditional model, or unknown labels.
+        GanforgeError: bad checkpoint or ``weights``, labels for an unconditional model, or unknown labels.
     """
     from ganforge.errors import GanforgeError
     from ganforge.training.checkpoint import load_generator
 
     if n < 1:
         raise GanforgeError(f"--n must be at least 1, got {n}")
-    generator, spec, meta = load_generator(checkpoint, use_ema, device)
+    generator, spec, meta = load_generator(checkpoint, weights, device)
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(max(n, 2), spec.latent_dim, generator=g)
     z = interpolation_latents(z, n) if interpolate else z[:n]
