@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from ganforge.evaluation import AuditConfig, EvalConfig
+from ganforge.evaluation import PROVENANCE, AuditConfig, EvalConfig
 
 
 def _h(model, name: str) -> str:
@@ -17,6 +17,7 @@ def evaluate_command(
     dataset: str = typer.Option(..., "--dataset", help=_h(EvalConfig, "dataset")),
     model: Optional[str] = typer.Option(None, "--model", help=_h(EvalConfig, "model")),
     images: Optional[str] = typer.Option(None, "--images", help=_h(EvalConfig, "images")),
+    weights: Optional[str] = typer.Option(None, "--weights", help=_h(EvalConfig, "weights")),
     metrics: str = typer.Option("fid,kid,prdc", "--metrics", help="Comma-separated: fid, kid, prdc."),
     n: int = typer.Option(10000, "--n", help=_h(EvalConfig, "n")),
     n_real: Optional[int] = typer.Option(None, "--n-real", help=_h(EvalConfig, "n_real")),
@@ -36,13 +37,14 @@ def evaluate_command(
 
     from ganforge.evaluation import evaluate
 
-    cfg = EvalConfig(dataset=dataset, model=model, images=images, n=n, n_real=n_real, split=split,
+    cfg = EvalConfig(dataset=dataset, model=model, images=images, weights=weights, n=n, n_real=n_real, split=split,
                      metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()), backbone=backbone,
                      backbone_weights=backbone_weights, backbone_sha256=backbone_sha256, batch_size=batch_size, seed=seed, device=device,
                      output=output, experiment=experiment, track=track)
     record = evaluate(cfg)
     summary = {"metrics": record["metrics"], "n": record["n"], "n_real": record["n_real"], "split": record["split"],
                "backbone": record["backbone"]["backbone"], "backbone_sha256": record["backbone"]["backbone_sha256"],
+               **{k: record["judged"][k] for k in PROVENANCE if k in record["judged"]},
                "mlflow_run_id": record.get("mlflow_run_id")}
     typer.echo(json.dumps(summary, indent=2))
 
@@ -51,6 +53,7 @@ def audit_command(
     dataset: str = typer.Option(..., "--dataset", help=_h(AuditConfig, "dataset")),
     model: Optional[str] = typer.Option(None, "--model", help=_h(AuditConfig, "model")),
     images: Optional[str] = typer.Option(None, "--images", help=_h(AuditConfig, "images")),
+    weights: Optional[str] = typer.Option(None, "--weights", help=_h(AuditConfig, "weights")),
     n: int = typer.Option(1000, "--n", help=_h(AuditConfig, "n")),
     space: str = typer.Option("pixels", "--space", help=_h(AuditConfig, "space")),
     metric: str = typer.Option("l2", "--metric", help=_h(AuditConfig, "metric")),
@@ -68,7 +71,7 @@ def audit_command(
     """Nearest-neighbour memorisation audit: are generated images copies of training images?"""
     from ganforge.evaluation import audit
 
-    cfg = AuditConfig(dataset=dataset, model=model, images=images, n=n, space=space, metric=metric,
+    cfg = AuditConfig(dataset=dataset, model=model, images=images, weights=weights, n=n, space=space, metric=metric,
                       heldout_split=heldout_split, backbone_weights=backbone_weights, backbone_sha256=backbone_sha256, n_pairs=n_pairs,
                       batch_size=batch_size, seed=seed, device=device, output=output, experiment=experiment,
                       track=track)

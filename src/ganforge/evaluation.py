@@ -22,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ganforge.errors import GanforgeError
 
+PROVENANCE = ("weights", "checkpoint_step", "generator_sha256")  # of a checkpoint's judged images
+
 
 class ImagesSource(BaseModel):
     """What is judged: a generator checkpoint or a set of images made by any tool."""
@@ -31,6 +33,8 @@ class ImagesSource(BaseModel):
     model: str | None = Field(None, description="Checkpoint (ckpt-<step> or a run's --output directory).")
     images: str | None = Field(None, description="A folder of images or a ganforge dataset URI, instead of --model.")
     dataset: str = Field(description="The real dataset (URI) the images are compared with.")
+    weights: Literal["ema", "raw"] | None = Field(None, description="Generator weights (with --model): ema or raw. "
+                                                  "None: ema when the checkpoint has them, else raw.")
     n: int = Field(10000, ge=2, description="Number of generated images (with --model; --images uses all).")
     seed: int = Field(0, description="Seed of the generated latents.")
     device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu or cuda.")
@@ -46,6 +50,8 @@ class ImagesSource(BaseModel):
     def _one_source(self):
         if (self.model is None) == (self.images is None):
             raise ValueError("give exactly one of --model or --images")
+        if self.images is not None and self.weights is not None:
+            raise ValueError("--weights picks a checkpoint's generator weights; drop it with --images")
         return self
 
 
@@ -101,16 +107,19 @@ def _from_checkpoint(cfg: ImagesSource, manifest: dict) -> Judged:
         raise GanforgeError(f"model URI {cfg.model!r} cannot be resolved here: pass a checkpoint directory "
                             "(ckpt-<step> or a run's --output), models:/NAME@ALIAS, models:/NAME/VERSION or "
                             "runs:/RUN_ID")
-    from ganforge.training.checkpoint import load_generator
+    from ganforge.training.checkpoint import generator_weights, load_generator
     from ganforge.training.visuals import generate
 
-    _, spec, meta = load_generator(checkpoint)
-    images = generate(checkpoint, n=cfg.n, seed=cfg.seed, device=pick_device(cfg.device))
+    # resolved once: the same weights are loaded and recorded
+    source = generator_weights(checkpoint, cfg.weights, where=None if checkpoint == cfg.model else cfg.model)
+    _, spec, meta = load_generator(source.checkpoint, source.weights)
+    images = generate(str(source.checkpoint), n=cfg.n, seed=cfg.seed, weights=source.weights,
+                      device=pick_device(cfg.device))
     images = ((images + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
     # generate() cycles the classes over the images; the same cycle labels them here.
     labels = torch.arange(cfg.n) % spec.num_classes if spec.conditional else None
     info = {"kind": "model", "model": cfg.model, "model_spec": spec.model_dump(mode="json"),
-            "training_run_id": meta.get("run_id") or meta.get("mlflow_run_id")}
+            "training_run_id": meta.get("run_id") or meta.get("mlflow_run_id"), **source.record()}
     return Judged(images, labels, info)
 
 
@@ -260,11 +269,16 @@ def _report(cfg: ImagesSource, step: str, record: dict, metrics: dict, files: di
     if not cfg.track:
         return
     tags = {"ganforge.step": step, "dataset_uri": cfg.dataset, "dataset_fingerprint": record["dataset_fingerprint"]}
-    if record["judged"].get("training_run_id"):
-        tags["training_run_id"] = record["judged"]["training_run_id"]
+    judged = record["judged"]
+    if judged.get("training_run_id"):
+        tags["training_run_id"] = judged["training_run_id"]
+    # which weights were measured (resolved, never "auto"): ties every number to one file
+    tags.update({k: str(judged[k]) for k in PROVENANCE if k in judged})
     if verdict:
         tags["audit_verdict"] = verdict
-    params = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in ("output", "track")}
+    params = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in ("output", "track", "weights")}
+    if "weights" in judged:
+        params["weights"] = judged["weights"]
     tracker = open_tracker(True, cfg.experiment, step, params, tags)
     try:
         tracker.log_metrics(metrics, step=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -109,6 +110,39 @@ def test_results_reach_a_real_mlflow_server(digits16, checkpoint, tmp_path, mlfl
     assert {a.path for a in client.list_artifacts(runs[0].info.run_id)} >= {"audit.json", "audit_sheet.png"}
 
 
+def test_records_say_which_weights_were_measured(digits16, tmp_path, monkeypatch):
+    """evaluate.json, audit.json, stdout and the MLflow run name the weights: ema or raw, step, file hash."""
+    from mlflow.tracking import MlflowClient
+
+    from ganforge.evaluation import PROVENANCE
+    from ganforge.training.checkpoint import list_checkpoints
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    run = tiny_run(digits16, tmp_path / "run", ema_decay=0.9)
+    ckpt = list_checkpoints(run)[-1]
+    step = int(ckpt.name.split("-")[1])
+    fids = {}
+    for weights, file in (("ema", "generator_ema"), ("raw", "generator")):
+        want = {"weights": weights, "checkpoint_step": step,
+                "generator_sha256": hashlib.sha256((ckpt / f"{file}.safetensors").read_bytes()).hexdigest()}
+        res = runner.invoke(app, ["evaluate", "--dataset", digits16, "--model", run, "--weights", weights, "--n", "32",
+                                  "--backbone", "pixels", "--metrics", "fid", "--experiment", "weights",
+                                  "--output", str(tmp_path / weights)])  # fmt: skip
+        assert res.exit_code == 0, res.output
+        summary = json.loads(res.stdout)
+        judged = json.loads((tmp_path / weights / "evaluate.json").read_text())["judged"]
+        assert {k: judged[k] for k in PROVENANCE} == want and {k: summary[k] for k in PROVENANCE} == want
+        tracked = MlflowClient(uri).get_run(summary["mlflow_run_id"])
+        assert {k: tracked.data.tags[k] for k in PROVENANCE} == {k: str(v) for k, v in want.items()}
+        assert tracked.data.params["weights"] == weights and tracked.info.status == "FINISHED"
+        fids[weights] = summary["metrics"]["fid_32_train"]
+    assert fids["ema"] != fids["raw"]
+    audit(AuditConfig(dataset=digits16, model=run, n=40, track=False, output=str(tmp_path / "audit")))
+    judged = json.loads((tmp_path / "audit" / "audit.json").read_text())["judged"]
+    assert judged["weights"] == "ema" and judged["checkpoint_step"] == step  # left out: ema when present
+
+
 @pytest.mark.parametrize(
     "args, match",
     [
@@ -118,6 +152,11 @@ def test_results_reach_a_real_mlflow_server(digits16, checkpoint, tmp_path, mlfl
         (["evaluate", "--backbone", "inception-torchvision", "--backbone-weights", "{tmp}/w.pt"], "inception"),
         (["audit", "--n", "5"], "at least 20 generated"),
         (["audit", "--images", "{tmp}/nowhere"], "nowhere"),
+        (["evaluate", "--weights", "best"], "--weights: Input should be 'ema' or 'raw'"),
+        (["audit", "--weights", "best"], "--weights: Input should be 'ema' or 'raw'"),
+        (["evaluate", "--weights", "ema"], "has no EMA weights (generator_ema.safetensors); pass --weights raw or "
+                                           "train with --ema-decay"),
+        (["audit", "--weights", "ema"], "has no EMA weights"),
     ],
 )
 def test_bad_input_one_line_and_no_mlflow_run(digits16, checkpoint, tmp_path, monkeypatch, args, match):
