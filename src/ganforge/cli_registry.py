@@ -24,13 +24,16 @@ def register_command(
     name: str = typer.Option(DEFAULT_NAME, "--name", help="Registered model name."),
     force: bool = typer.Option(False, "--force", help="Register a failed, unevaluated or audit-failed run anyway."),
     pipeline_run_id: Optional[str] = typer.Option(None, "--pipeline-run-id", help="KFP run id, kept as a tag."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Generator weights the version carries: ema "
+                                          "or raw. Default: ema when the checkpoint has them, else raw."),
 ) -> None:
     """Register a training run's generator as a model version with the alias `candidate`."""
     from ganforge.registry import register
 
-    out = register(run_id, name=name, force=force, pipeline_run_id=pipeline_run_id)
+    out = register(run_id, name=name, force=force, pipeline_run_id=pipeline_run_id, weights=weights)
     verb = "registered" if out["created"] else "already registered as"
-    typer.echo(f"{verb} models:/{out['name']}/{out['version']} (aliases: {', '.join(out['aliases']) or 'none'})")
+    typer.echo(f"{verb} models:/{out['name']}/{out['version']} ({out['tags'].get('weights', 'unknown')} weights; "
+               f"aliases: {', '.join(out['aliases']) or 'none'})")
 
 
 def promote_command(

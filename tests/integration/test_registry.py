@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -95,7 +96,10 @@ def test_register_records_provenance_loads_and_is_idempotent(runs, client, digit
     tags = out["tags"]
     assert tags["training_run_id"] == runs["a"] and tags["pipeline_run_id"] == "kfp-run-1"
     assert tags["dataset_uri"] == digits16 and tags["dataset_fingerprint"] == read_manifest(digits16)["fingerprint"]
-    assert tags["weights"] == "generator_ema" and tags["ganforge_version"] and tags["git_commit"]
+    assert tags["ganforge_version"] and tags["git_commit"]
+    ema = resolve_model_uri(f"runs:/{runs['a']}") / "generator_ema.safetensors"  # left out: ema when present
+    assert (tags["weights"], tags["checkpoint_step"]) == ("ema", "3")
+    assert tags["generator_sha256"] == hashlib.sha256(ema.read_bytes()).hexdigest()
     assert tags["backbone"] == "pixels" and len(tags["backbone_sha256"]) == 64
     assert {"eval/fid_32_train", "eval/kid_mean_32_train", "eval/precision_32_train", "eval/recall_32_train",
             "audit/fraction_below_baseline", "audit/z_u"} <= set(tags) and tags["audit_verdict"] == "pass"
@@ -114,6 +118,23 @@ def test_register_records_provenance_loads_and_is_idempotent(runs, client, digit
     assert json.loads((ckpt / "meta.json").read_text())["run_id"] == runs["a"]
     want = to_uint8(generate(str(ckpt), n=3, seed=4))
     assert np.array_equal(np.stack([decode_png(p) for p in pngs]), want)
+    assert np.array_equal(to_uint8(generate(str(ckpt), n=3, seed=4, weights="ema")), want)
+
+
+def test_register_raw_weights_needs_their_own_evaluation(runs, client, digits16):
+    from ganforge.evaluation import EvalConfig, evaluate
+    from ganforge.registry import register
+
+    with pytest.raises(GanforgeError, match=r"no evaluation of its raw weights .*--weights raw"):
+        register(runs["a"], name="rawema", weights="raw")  # the run's evaluation measured its EMA weights
+    ema = register(runs["a"], name="rawema")
+    evaluate(EvalConfig(dataset=digits16, model=f"runs:/{runs['a']}", weights="raw", n=32, backbone="pixels",
+                        metrics=("fid",), experiment=EXPERIMENT))
+    raw = register(runs["a"], name="rawema", weights="raw")
+    assert raw["created"] and raw["version"] == ema["version"] + 1 and raw["tags"]["weights"] == "raw"
+    assert raw["tags"]["generator_sha256"] != ema["tags"]["generator_sha256"]
+    assert raw["tags"]["evaluate_run_id"] != ema["tags"]["evaluate_run_id"]
+    assert register(runs["a"], name="rawema", weights="raw")["version"] == raw["version"]  # idempotent
 
 
 def test_failed_or_unevaluated_runs_need_force(runs, client):
@@ -212,6 +233,8 @@ def test_runs_compare_table(runs):
     (["rollback", "badin", "--alias", "gone"], "has no alias 'gone'"),
     (["generate", "--model", "models:/badin@gone", "--out", "{tmp}/x.png"], "has no alias 'gone'"),
     (["rollback", "badin"], "no earlier version"),
+    (["register", "--run-id", "{b}", "--name", "bad", "--weights", "ema"], "has no EMA weights"),
+    (["register", "--run-id", "{b}", "--name", "bad", "--weights", "best"], "--weights 'best': use ema or raw"),
     (["evaluate", "--model", "models:/nosuch/1", "--dataset", "{data}", "--backbone", "pixels"], "no registered model"),
 ])  # fmt: skip
 def test_bad_input_one_line_registry_unchanged(runs, client, digits16, tmp_path, args, match):
@@ -222,7 +245,7 @@ def test_bad_input_one_line_registry_unchanged(runs, client, digits16, tmp_path,
     empty = client.create_run(client.get_experiment_by_name(EXPERIMENT).experiment_id).info.run_id
     client.set_terminated(empty)
     before = snapshot(client)
-    args = [a.format(empty=empty, tmp=tmp_path, data=digits16) for a in args]
+    args = [a.format(empty=empty, tmp=tmp_path, data=digits16, b=runs["b"]) for a in args]
     res = runner.invoke(app, args)
     assert res.exit_code == 2, res.output
     lines = res.stderr.strip().splitlines()

@@ -88,7 +88,7 @@ def test_pyfunc_predict_matches_generate(checkpoint, tmp_path):
     from ganforge.registry.versions import build_model_dir
     from ganforge.training.visuals import generate, to_uint8
 
-    meta = {**__import__("json").loads((checkpoint / "meta.json").read_text()), "weights": "generator_ema"}
+    meta = {**__import__("json").loads((checkpoint / "meta.json").read_text()), "weights": "ema"}
     model_dir = build_model_dir(checkpoint, meta, tmp_path / "model")
     assert not list(model_dir.rglob("*.pkl")), "the model must not hold a pickle"
     model = mlflow.pyfunc.load_model(str(model_dir))
@@ -117,6 +117,7 @@ def test_cli_checks_before_contacting_a_server(monkeypatch):
     one_error_line(runner.invoke(app, ["promote", "gan", "2", "--force"]), "--force needs --reason")
     one_error_line(runner.invoke(app, ["promote", "gan", "2", "--stage", "Prod"]), "unknown --stage 'Prod'")
     one_error_line(runner.invoke(app, ["promote", "gan", "2", "--alias", "v3"]), "invalid alias 'v3'")
+    one_error_line(runner.invoke(app, ["register", "--run-id", RUN, "--weights", "best"]), "--weights 'best'")
     one_error_line(runner.invoke(app, ["generate", "--out", "x.png"]), "exactly one of --checkpoint")
     one_error_line(runner.invoke(app, ["generate", "--model", "models:/gan", "--out", "x.png"]), "cannot be resolved")
 

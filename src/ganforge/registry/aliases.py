@@ -56,7 +56,8 @@ def promote(name: str, version: int | str, alias: str = CHAMPION, max_fid: float
     c = store.client()
     with store.mlflow_errors(f"promoting {name} version {version}"):
         mv = store.get_version(c, store.ModelRef("models", name=name, version=str(version)))
-        evidence = find_evidence(c, mv.tags.get("training_run_id") or mv.run_id or "")
+        evidence = find_evidence(c, mv.tags.get("training_run_id") or mv.run_id or "",
+                                 mv.tags.get("generator_sha256"))  # measured on exactly its weights
         with store.registry_lock(c, name):
             previous = _holder(c, name, alias)
             notes = gate(c, mv, evidence, previous, max_fid, force)
@@ -110,7 +111,8 @@ def gate(c, mv, evidence: Evidence, previous, max_fid: float | None, force: bool
         raise GanforgeError(f"{v} has {evidence.fid_key} {evidence.fid:.4g} > --max-fid {max_fid:g}")
     if previous is None or previous.version == mv.version:
         return []
-    prev = find_evidence(c, previous.tags.get("training_run_id") or previous.run_id or "")
+    prev = find_evidence(c, previous.tags.get("training_run_id") or previous.run_id or "",
+                         previous.tags.get("generator_sha256"))
     problem = _compare(evidence, prev, mv.version, previous.version)
     if problem and not force:
         raise GanforgeError(f"{problem}; pass --force --reason \"...\" to promote anyway")

@@ -77,8 +77,15 @@ class Evidence:
         return {k: scrub(v) for k, v in out.items()}
 
 
-def find_evidence(c, training_run_id: str) -> Evidence:
-    """Search every experiment for finished evaluate/audit runs of ``training_run_id``; newest wins."""
+def find_evidence(c, training_run_id: str, generator_sha256: str | None = None) -> Evidence:
+    """Search every experiment for finished evaluate/audit runs of ``training_run_id``; newest wins.
+
+    Args:
+        c: an ``MlflowClient``.
+        training_run_id: the training run the evaluations and audits name.
+        generator_sha256: count only runs that measured these weights (their tag ``generator_sha256``);
+            runs without that tag, from before it was recorded, count for any. None: any weights.
+    """
     exp_ids = [e.experiment_id for e in c.search_experiments(max_results=1000)]
     runs = c.search_runs(
         exp_ids, f"tags.training_run_id = '{training_run_id}' and attributes.status = 'FINISHED'",
@@ -86,6 +93,9 @@ def find_evidence(c, training_run_id: str) -> Evidence:
     ) if exp_ids else []  # fmt: skip
     ev = Evidence()
     for run in runs:
+        measured = run.data.tags.get("generator_sha256")
+        if generator_sha256 and measured and measured != generator_sha256:
+            continue  # another set of weights of the same run (ema vs raw, or an earlier checkpoint)
         step = run.data.tags.get("ganforge.step")
         if step == "evaluate" and ev.evaluation is None:
             ev.evaluation = run

@@ -195,7 +195,8 @@ def resolve_model_uri(uri: str) -> Path:
         if ref.kind == "runs":
             return _resolve_run(c, ref.run_id)
         mv = get_version(c, ref)
-        key = hashlib.sha256(f"{mv.source}|{mv.run_id}".encode()).hexdigest()[:12]
+        # "named": the weights file is named by what it holds (ema/raw); copies laid out before are not reused
+        key = hashlib.sha256(f"{mv.source}|{mv.run_id}|named".encode()).hexdigest()[:12]
         dest = cache_root() / "models" / _safe(ref.name) / f"v{mv.version}-{key}"
         found = _cached(dest)
         return found or _publish(dest, lambda tmp: _download_version(c, ref.name, mv.version, tmp))
@@ -261,15 +262,26 @@ def _download_version(c, name: str, version: str, tmp: Path) -> str:
     if not (art / "generator.safetensors").is_file() or not (art / "meta.json").is_file():
         raise GanforgeError(f"models:/{name}/{version} is not a ganforge generator (no artifacts/"
                             "generator.safetensors); register it with `ganforge register`")
+    from ganforge.training.checkpoint import WEIGHTS
+
     meta = json.loads((art / "meta.json").read_text())
     ckpt = tmp / f"ckpt-{int(meta.get('step', 0)):06d}"
     ckpt.mkdir()
-    shutil.move(art / "generator.safetensors", ckpt / "generator.safetensors")
+    # named as in a training checkpoint, so load_generator picks and records the weights it really holds
+    stem = WEIGHTS.get(carried_weights(meta), "generator")
+    shutil.move(art / "generator.safetensors", ckpt / f"{stem}.safetensors")
     shutil.move(art / "meta.json", ckpt / "meta.json")
     # load_generator wants a complete checkpoint; the step is its only state a generator needs
     torch.save({"step": int(meta.get("step", 0))}, ckpt / "state.pt")
     shutil.rmtree(tmp / "model", ignore_errors=True)
     return ckpt.name
+
+
+def carried_weights(meta_or_tags: dict) -> str:
+    """``ema`` or ``raw``: the weights a registered version holds (its meta.json or tags say so;
+    versions registered before ``--weights`` existed say ``generator_ema`` or ``generator``)."""
+    w = meta_or_tags.get("weights", "raw")
+    return {"generator_ema": "ema", "generator": "raw"}.get(w, w)
 
 
 def _safe(name: str) -> str:

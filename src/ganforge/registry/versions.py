@@ -23,38 +23,49 @@ MODEL_CODE = Path(__file__).with_name("generator_model.py")
 
 
 def register(run_id: str, name: str = store.DEFAULT_NAME, force: bool = False,
-             pipeline_run_id: str | None = None) -> dict:
+             pipeline_run_id: str | None = None, weights: str | None = None) -> dict:
     """Register the generator of training run ``run_id`` as a new version of model ``name``.
 
-    Registering a run that already has a version of ``name`` returns that version (idempotent).
+    Registering a run's weights that already are a version of ``name`` returns that version
+    (idempotent). The evidence is the newest evaluation and audit of exactly these weights (same
+    ``generator_sha256``; runs from before that tag existed count for any weights of the run).
 
     Args:
         run_id: the MLflow run of ``ganforge train``.
         name: registered model name.
         force: register even if the run failed, has no evaluation or failed its audit.
         pipeline_run_id: the KFP run that produced it, recorded as a tag (None: not from a pipeline).
+        weights: ``ema`` or ``raw`` generator weights; None: ``ema`` when the checkpoint has them, else ``raw``.
 
     Returns:
         ``{"name", "version", "aliases", "tags", "created"}``.
 
     Raises:
-        GanforgeError: unknown run, no generator, failed/unevaluated run without ``force``, server down.
+        GanforgeError: unknown run or ``weights``, no generator (or no EMA weights for ``weights="ema"``),
+            failed/unevaluated run without ``force``, server down.
     """
+    from ganforge.training.checkpoint import WEIGHTS, check_weights, generator_weights, pick_weights
+
+    check_weights(weights)
     c = store.client()
+    uri = f"runs:/{run_id}"
     with store.mlflow_errors(f"registering run {run_id}"):
         run = _training_run(c, run_id)
-        if (existing := _existing_version(c, name, run_id)) is not None:
+        listed = {Path(f.path).name for f in c.list_artifacts(run_id, store.CHECKPOINT_ARTIFACT)}
+        if "generator.safetensors" in listed:  # refuse missing weights before downloading anything
+            pick_weights({w for w, stem in WEIGHTS.items() if f"{stem}.safetensors" in listed}, weights, uri)
+        checkpoint = store.resolve_model_uri(uri)  # also: does it hold a generator?
+        source = generator_weights(checkpoint, weights, where=uri)
+        if (existing := _existing_version(c, name, run_id, source)) is not None:
             return _summary(existing, created=False)
-        checkpoint = store.resolve_model_uri(f"runs:/{run_id}")  # also: does it hold a generator?
-        evidence = find_evidence(c, run_id)
-        _check_registrable(run, evidence, force)
+        evidence = find_evidence(c, run_id, source.sha256)
+        _check_registrable(run, evidence, force, source.weights)
         meta = json.loads((checkpoint / "meta.json").read_text())
-        ema = (checkpoint / "generator_ema.safetensors").is_file()  # EMA weights are the better generator
-        meta = scrub_tree({**meta, "weights": "generator_ema" if ema else "generator", "run_id": run_id})
+        meta = scrub_tree({**meta, **source.record(), "run_id": run_id})
         tags = version_tags(run, evidence, meta, pipeline_run_id, forced=force)
         model_id = _log_model(c, run, checkpoint, meta)
         with store.registry_lock(c, name):
-            if (existing := _existing_version(c, name, run_id)) is not None:
+            if (existing := _existing_version(c, name, run_id, source)) is not None:
                 return _summary(existing, created=False)
             _ensure_registered_model(c, name)
             mv = c.create_model_version(name, source=f"models:/{model_id}", run_id=run_id, tags=tags,
@@ -79,12 +90,13 @@ def _training_run(c, run_id: str):
     return run
 
 
-def _check_registrable(run, evidence: Evidence, force: bool) -> None:
+def _check_registrable(run, evidence: Evidence, force: bool, weights: str) -> None:
     problems = []
     if run.info.status != "FINISHED":
         problems.append(f"the run's status is {run.info.status}, not FINISHED")
     if evidence.evaluation is None:
-        problems.append(f"it has no evaluation (run `ganforge evaluate --model runs:/{run.info.run_id} ...`)")
+        problems.append(f"it has no evaluation of its {weights} weights (run `ganforge evaluate --model "
+                        f"runs:/{run.info.run_id} --weights {weights} ...`)")
     if evidence.verdict == "fail":
         problems.append(f"its audit failed (run {evidence.audit.info.run_id})")
     if problems and not force:
@@ -92,8 +104,11 @@ def _check_registrable(run, evidence: Evidence, force: bool) -> None:
                             "fix that or pass --force")
 
 
-def _existing_version(c, name: str, run_id: str):
-    found = c.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+def _existing_version(c, name: str, run_id: str, source):
+    """The oldest version of ``name`` holding these weights of ``run_id`` (by hash; older versions by kind)."""
+    found = [mv for mv in c.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+             if mv.tags.get("generator_sha256", source.sha256) == source.sha256
+             and store.carried_weights(mv.tags) == source.weights]
     return min(found, key=lambda mv: int(mv.version)) if found else None
 
 
@@ -117,8 +132,8 @@ def version_tags(run, evidence: Evidence, meta: dict, pipeline_run_id: str | Non
         "dataset_uri": t.get("dataset_uri") or meta.get("dataset_uri", "unknown"),
         "dataset_fingerprint": t.get("dataset_fingerprint") or meta.get("dataset_fingerprint", "unknown"),
         "training_run_id": run.info.run_id, "git_commit": t.get("git_commit", "unknown"),
-        "ganforge_version": ganforge.__version__, "model": meta["spec"]["model"], "step": str(meta.get("step", 0)),
-        "weights": meta.get("weights", "generator"),
+        "ganforge_version": ganforge.__version__, "model": meta["spec"]["model"],
+        **{k: str(meta[k]) for k in ("weights", "checkpoint_step", "generator_sha256")},
     }  # fmt: skip
     if pipeline_run_id:
         tags["pipeline_run_id"] = pipeline_run_id
@@ -134,7 +149,8 @@ def describe(meta: dict, evidence: Evidence, tags: dict) -> str:
     cond = f", conditional on {s['num_classes']} classes" if s.get("conditional") else ""
     lines = [
         f"**{s['model']}** generator, {s['image_size']} px, {s['channels']} channel(s), latent {s['latent_dim']}"
-        f"{cond}; {tags['weights']} weights after {tags['step']} steps.",
+        f"{cond}; {tags['weights']} weights after {tags['checkpoint_step']} steps "
+        f"(sha256 `{tags['generator_sha256'][:12]}`).",
         f"Trained on `{tags['dataset_uri']}` (fingerprint `{tags['dataset_fingerprint']}`) in run "
         f"`{tags['training_run_id']}`, ganforge {tags['ganforge_version']} at commit `{tags['git_commit'][:12]}`.",
     ]
@@ -151,15 +167,16 @@ def describe(meta: dict, evidence: Evidence, tags: dict) -> str:
 
 
 def build_model_dir(checkpoint: Path, meta: dict, dest: Path) -> Path:
-    """Save the pyfunc of ``checkpoint``'s generator (EMA when ``meta["weights"]`` says so) into ``dest``."""
+    """Save the pyfunc of ``checkpoint``'s generator (``meta["weights"]``: ema or raw) into ``dest``."""
     import mlflow.pyfunc
     import pandas as pd
 
     from ganforge.registry.generator_model import SIGNATURE
+    from ganforge.training.checkpoint import WEIGHTS
 
     src = dest.with_name(dest.name + "-src")
     src.mkdir(parents=True)
-    shutil.copy(checkpoint / f"{meta['weights']}.safetensors", src / "generator.safetensors")
+    shutil.copy(checkpoint / f"{WEIGHTS[meta['weights']]}.safetensors", src / "generator.safetensors")
     (src / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
     example = pd.DataFrame({"seed": [0], "label": [-1], "n": [2]})
     mlflow.pyfunc.save_model(
