@@ -16,8 +16,14 @@ eigenvalues of the non-symmetric product.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
-from torcheval.metrics import FrechetInceptionDistance
+
+with warnings.catch_warnings():
+    # torcheval 0.0.7 scripts a helper at import, and torch deprecates torch.jit.script: not ours to fix.
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+    from torcheval.metrics import FrechetInceptionDistance
 
 from ganforge.errors import GanforgeError
 
