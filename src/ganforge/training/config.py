@@ -237,6 +237,42 @@ PRESETS: dict[str, Preset] = {
         "Convolutional VAE baseline: plain Adam 1e-3 (no adversary to balance), small latent.",
         {"model": "vae", "latent_dim": 32, "lr_g": 1e-3, "beta1": 0.9, "batch_size": 128, "epochs": 20},
     ),
+    # Recommended presets, one per resolution class: what the field measured to train well per unit of
+    # compute, in this codebase's families. The classic presets above stay for comparison.
+    "recommended-28": Preset(
+        "28 px grey (MNIST, Fashion-MNIST, KMNIST). The DCGAN of the classic preset (batch-norm D, "
+        "non-saturating loss, Adam 2e-4, beta1 0.5), with batch 64 instead of 128 (twice the updates per "
+        "epoch at the same cost per image, which matters under a CPU budget) and an EMA generator (decay "
+        "0.999, ramp-up 0.05; Yazici et al. 2019) that is sampled, evaluated and exported. Measured on "
+        "Fashion-MNIST by benchmarks/quality.py (README, Quality).",
+        {"model": "dcgan", "width": 64, "latent_dim": 100, "batch_size": 64, "lr_g": 2e-4, "lr_d": 2e-4,
+         "beta1": 0.5, "beta2": 0.999, "ema_decay": 0.999, "ema_rampup": 0.05, "epochs": 20},
+    ),
+    "recommended-32": Preset(
+        "32 px RGB (CIFAR-like). Miyato et al. 2018's recipe for the standard CNN: hinge loss and spectral "
+        "norm on D, Adam 2e-4 with betas (0.5, 0.999) and one D step per G step, their best setting for "
+        "that network; EMA 0.999 with ramp-up. Not measured here (no 32 px RGB data on this machine).",
+        {"model": "dcgan", "width": 64, "latent_dim": 128, "batch_size": 64, "loss": "hinge",
+         "spectral_norm": True, "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "ema_decay": 0.999,
+         "ema_rampup": 0.05, "epochs": 100},
+    ),
+    "recommended-64": Preset(
+        "64 px RGB (faces, galaxies, image folders). SAGAN/BigGAN practice: hinge loss, spectral norm on D, "
+        "TTUR (D 4e-4, G 1e-4, betas (0, 0.999)), EMA 0.999 with ramp-up; resize-conv upsampling avoids "
+        "checkerboards; DiffAugment (color, translation, cutout) keeps D from memorising the few thousand "
+        "images such sets often have (Zhao et al. 2020). Speed measured by benchmarks/gpu_check.sh.",
+        {"model": "dcgan", "width": 64, "latent_dim": 128, "batch_size": 64, "upsample": "resize-conv",
+         "loss": "hinge", "spectral_norm": True, "lr_g": 1e-4, "lr_d": 4e-4, "beta1": 0.0, "beta2": 0.999,
+         "diffaugment": "color,translation,cutout", "ema_decay": 0.999, "ema_rampup": 0.05, "epochs": 200},
+    ),
+    "recommended-128": Preset(
+        "128 px RGB (Galaxy10 DECals, image folders). As recommended-64, with batch 32 to fit CPU and small-GPU "
+        "memory and a slower EMA (0.9995) because each epoch of a small set is only a few hundred steps. "
+        "Not measured here (no GPU was lent for it).",
+        {"model": "dcgan", "width": 64, "latent_dim": 128, "batch_size": 32, "upsample": "resize-conv",
+         "loss": "hinge", "spectral_norm": True, "lr_g": 1e-4, "lr_d": 4e-4, "beta1": 0.0, "beta2": 0.999,
+         "diffaugment": "color,translation,cutout", "ema_decay": 0.9995, "ema_rampup": 0.05, "epochs": 300},
+    ),
     "digits-tiny": Preset(
         "CPU demo on scikit-learn's 8x8 digits ingested at 32 px (1617 train images): a narrow DCGAN "
         "(width 16, latent 32), 600 steps of batch 64 (~24 epochs; 300 give only blurry strokes). Measured "
