@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -22,8 +23,9 @@ def _cli(*args) -> list[str]:
 def test_signal_writes_a_checkpoint_and_resume_continues(digits16, tmp_path, signum):
     common = ["--dataset", digits16, "--model", "mlp", "--batch-size", "16", "--width", "8", "--latent-dim", "8",
               "--no-track", "--log-every", "1", "--checkpoint-every", "100000", "--output", str(tmp_path)]  # fmt: skip
+    env = {**os.environ, "GANFORGE_PROGRESS_INTERVAL": "0"}  # a plain line per logged step, to wait for step 3
     proc = subprocess.Popen(_cli(*common, "--steps", "1000000"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+                            text=True, env=env)  # fmt: skip
     deadline = time.monotonic() + 120
     for line in proc.stderr:  # plain progress lines: stderr is not a terminal here
         if line.startswith("step 3/") or time.monotonic() > deadline:

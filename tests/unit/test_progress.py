@@ -228,6 +228,21 @@ def test_training_progress_uses_the_shared_bar_on_stderr(bar, capsys, monkeypatc
     assert capsys.readouterr() == ("", "")
 
 
+def test_training_plain_lines_follow_the_interval_not_log_every(capsys, monkeypatch):
+    monkeypatch.setenv("GANFORGE_PROGRESS_INTERVAL", "3600")
+    p = Progress(total=100, start=0, enabled=True, tty=False)
+    for step in range(10, 101, 10):  # --log-every 10: ten updates within the hour
+        p.update(step, {"loss_d": 0.5}, 50.0)
+    p.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split()[1] for line in lines] == ["10/100", "100/100"]  # the first and the last only
+    monkeypatch.setenv("GANFORGE_PROGRESS_INTERVAL", "0")
+    p = Progress(total=100, start=0, enabled=True, tty=False)
+    for step in (10, 20, 30):
+        p.update(step, {"loss_d": 0.5}, 50.0)
+    assert len(capsys.readouterr().err.splitlines()) == 3
+
+
 # ---- the CLI ---------------------------------------------------------------------------------------
 
 

@@ -1,8 +1,9 @@
 """Training's progress display: a rich bar in a terminal, plain lines elsewhere (pipelines, CI logs).
 
 The mode (bar, plain, off: ``GANFORGE_PROGRESS``, rank) and the bar are ``ganforge.progress``'s; what
-is training's own is the content: step, losses, D(x), D(G(z)), images/s, and a plain line per
-``--log-every`` steps (the cadence the user chose for logging).
+is training's own is the content: step, losses, D(x), D(G(z)), images/s. Plain lines follow the shared
+cadence: the first update, then at most one every ``GANFORGE_PROGRESS_INTERVAL`` seconds (10), and the
+last step, whatever ``--log-every`` is (a tiny model logs many times a second).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 
-from ganforge.progress import Bar, fmt_duration, progress_mode
+from ganforge.progress import Bar, fmt_duration, plain_interval, progress_mode
 
 
 def _fmt(stats: dict[str, float]) -> str:
@@ -36,6 +37,8 @@ class Progress:
         self.enabled = self.mode != "off"
         self.t0 = time.perf_counter()
         self._bar = Bar("train", total, "step", done=start, tty=True) if self.mode == "bar" else None
+        self.interval = plain_interval()
+        self._last_line: float | None = None
 
     def update(self, step: int, stats: dict[str, float], images_per_second: float) -> None:
         """Report the state after ``step`` (called every ``--log-every`` steps)."""
@@ -45,8 +48,12 @@ class Progress:
         if self._bar is not None:
             self._bar.update(step, info=info)
             return
+        now = time.perf_counter()
+        if self._last_line is not None and now - self._last_line < self.interval and step < self.total:
+            return
+        self._last_line = now
         done = step - self.start
-        elapsed = time.perf_counter() - self.t0
+        elapsed = now - self.t0
         eta = elapsed / done * (self.total - step) if done > 0 else 0.0
         print(f"step {step}/{self.total} {info} eta {fmt_duration(eta)}", file=sys.stderr, flush=True)
 
