@@ -87,27 +87,24 @@ def train_preset(preset: str, dataset: str, work: str, minutes: float, evals: in
     # whatever else shares the machine while it runs. Wall time is reported beside it.
     clock = time.process_time
     budget, spent, step, slices, wall0 = minutes * 60.0, 0.0, 0, [], time.perf_counter()
-    sec_per_step = None
-    for k in range(1, evals + 1):
-        target = budget * k / evals
-        if sec_per_step is None:
-            todo = 20  # calibration; the first slice continues below
-        else:
-            todo = max(1, int((target - spent) / sec_per_step))
+    result = None
+
+    def advance(todo: int) -> float:
+        """Train ``todo`` more steps (resuming); returns the CPU seconds per step they took."""
+        nonlocal spent, step, result
         t = clock()
         result = train(resolve_config({**base, "steps": step + todo, "resume": "latest" if step else None}), data=data)
         spent += clock() - t
-        sec_per_step = (clock() - t) / todo
         step = result.step
         if result.interrupted:  # SIGTERM/SIGINT: train() checkpointed and returned; stop, don't start a slice
             raise SystemExit(f"{preset}: stopped by signal at step {step}")
-        if k == 1 and spent < target:  # finish the first slice now that the speed is known
-            todo = max(1, int((target - spent) / sec_per_step))
-            t = clock()
-            result = train(resolve_config({**base, "steps": step + todo, "resume": "latest"}), data=data)
-            spent += clock() - t
-            sec_per_step = (clock() - t) / todo
-            step = result.step
+        return (clock() - t) / todo
+
+    sec_per_step = advance(20)  # calibration; the first slice continues from it
+    for k in range(1, evals + 1):
+        target = budget * k / evals
+        if k > 1 or spent < target:
+            sec_per_step = advance(max(1, int((target - spent) / sec_per_step)))
         row = {"preset": preset, "step": step, "epoch": round(step * (1 if probe.n_critic is None else probe.n_critic)
                                                           / steps_per_epoch, 2),
                "train_minutes": round(spent / 60, 2), "wall_minutes": round((time.perf_counter() - wall0) / 60, 2),
