@@ -162,14 +162,19 @@ def sync_batchnorm(module: nn.Module, rt: Runtime) -> nn.Module:
         return module
     if rt.device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    return replace_batch_norm(module, GlobalBatchNorm, keep=(GlobalBatchNorm,))
+
+
+def replace_batch_norm(module: nn.Module, make: type, keep: tuple[type, ...] = ()) -> nn.Module:
+    """Swap every batch norm of ``module`` not of a ``keep`` type for ``make``'s, in place, with its
+    parameters and running statistics (state-dict keys stay the same)."""
     for name, child in module.named_children():
-        if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, GlobalBatchNorm):
-            new = GlobalBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
-                                  child.track_running_stats)  # fmt: skip
+        if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, keep):
+            new = make(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
             new.load_state_dict(child.state_dict())
             setattr(module, name, new.to(next(child.buffers(), torch.empty(0)).device))
         else:
-            sync_batchnorm(child, rt)
+            replace_batch_norm(child, make, keep)
     return module
 
 

@@ -56,17 +56,10 @@ def local_batch_norm(module: nn.Module) -> nn.Module:
     The averaged copy lives on rank 0 alone; a synchronised norm there would wait forever for the other
     ranks when its statistics are re-measured. State-dict keys stay the same.
     """
-    for name, child in module.named_children():
-        if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(
-            child, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, LocalBatchNorm)
-        ):
-            local = LocalBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
-                                   child.track_running_stats)  # fmt: skip
-            local.load_state_dict(child.state_dict())
-            setattr(module, name, local.to(next(child.buffers(), torch.empty(0)).device))
-        else:
-            local_batch_norm(child)
-    return module
+    from ganforge.training.distributed import replace_batch_norm
+
+    return replace_batch_norm(module, LocalBatchNorm,
+                              keep=(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, LocalBatchNorm))
 
 
 class EMA:
