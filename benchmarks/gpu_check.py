@@ -106,12 +106,17 @@ def plain_loop(cfg, data, device: str, seconds: float) -> float:
         done += len(loader)
 
 
+def _flags(preset: str, data, device: str, out: str) -> dict:
+    """Training flags shared by the speed test and the budget run: no tracking, no periodic work."""
+    return {"dataset": data.uri, "preset": preset, "output": out, "track": False, "device": device,
+            "checkpoint_every": 10**9, "sample_every": 10**9, "log_every": 10**6, "overwrite": True}
+
+
 def ganforge_speed(preset: str, data, device: str, out: str, steps: int) -> float:
     """ganforge's images/s over ``steps`` steps after a 20-step warm-up (same process, same data)."""
     from ganforge.training import resolve_config, train
 
-    base = {"dataset": data.uri, "preset": preset, "output": out, "track": False, "device": device,
-            "checkpoint_every": 10**9, "sample_every": 10**9, "log_every": 10**6, "overwrite": True}
+    base = _flags(preset, data, device, out)
     train(resolve_config({**base, "steps": 20}), data=data)
     r = train(resolve_config({**base, "steps": 20 + steps, "resume": "latest"}), data=data)
     return r.images_per_second
@@ -121,8 +126,7 @@ def budget_run(preset: str, data, device: str, out: str, seconds: float) -> dict
     """Train ``preset`` for about ``seconds`` (step count from a measured speed); returns its record."""
     from ganforge.training import resolve_config, train
 
-    base = {"dataset": data.uri, "preset": preset, "output": out, "track": False, "device": device,
-            "checkpoint_every": 10**9, "sample_every": 10**9, "log_every": 10**6, "overwrite": True}
+    base = _flags(preset, data, device, out)
     t = time.perf_counter()
     r = train(resolve_config({**base, "steps": 50}), data=data)
     per_step = (time.perf_counter() - t) / 50
