@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ganforge.errors import GanforgeError
 
 PROVENANCE = ("weights", "checkpoint_step", "generator_sha256")  # of a checkpoint's judged images
+TRAIN_SPLIT = "train"  # the split generators train on and the audit compares against
 
 
 class ImagesSource(BaseModel):
@@ -71,8 +73,17 @@ class AuditConfig(ImagesSource):
     n: int = Field(1000, ge=2, description="Number of generated images audited.")
     space: str = Field("pixels", description="Where distances are measured: pixels or a backbone name.")
     metric: Literal["l2", "l1"] = Field("l2", description="Distance: l2 or l1 (the book's check uses l1).")
-    heldout_split: str | None = Field(None, description="Held-out real split for the baseline. None: test, else val.")
+    heldout_split: str | None = Field(None, description="Held-out real split for the baseline (never the training "
+                                      "split). None: test, else val.")
     n_pairs: int = Field(16, ge=1, description="Closest generated/training pairs drawn on the sheet.")
+
+    @model_validator(mode="after")
+    def _heldout_is_not_train(self):
+        # against itself the baseline distance is 0, so every generator would pass: a gate switched off
+        if self.heldout_split == TRAIN_SPLIT:
+            raise ValueError(f"the held-out split cannot be the training split {TRAIN_SPLIT!r} (the baseline "
+                             "distance would be 0 and every audit would pass); pass --heldout-split test or val")
+        return self
 
 
 @dataclass
@@ -188,6 +199,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     for name in cfg.metrics:
         if name not in METRICS:
             raise GanforgeError(f"unknown metric {name!r} in --metrics; use any of {', '.join(METRICS)}")
+    preflight(cfg)
     manifest = read_manifest(cfg.dataset)
     if cfg.split not in manifest["counts"]["splits"]:
         raise GanforgeError(f"dataset {cfg.dataset} has no split {cfg.split!r} (it has "
@@ -195,6 +207,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     device = pick_device(cfg.device)
     extractor = get_extractor(cfg.backbone, cfg.backbone_weights, device, expected_sha256=cfg.backbone_sha256)
     judged = judged_images(cfg, manifest)
+    if extractor.input_size is None:
+        check_same_size(judged.images, manifest, cfg.dataset, extractor.name)
     fake = extractor.extract(judged.images, cfg.batch_size).float().cpu()
     real, real_labels, cached = real_features(cfg.dataset, cfg.split, extractor, cfg.n_real, cfg.batch_size)
     n = len(fake)
@@ -206,8 +220,22 @@ def evaluate(cfg: EvalConfig) -> dict:
         "dataset": cfg.dataset, "dataset_fingerprint": manifest["fingerprint"], "judged": judged.info,
         "real_features_cached": cached, "seconds": round(time.perf_counter() - t0, 3),
     }
-    _report(cfg, "evaluate", record, {f"eval/{k}": v for k, v in values.items()}, files={})
+    with tempfile.TemporaryDirectory(prefix="ganforge-evaluate-") as work:
+        _report(cfg, "evaluate", record, {f"eval/{k}": v for k, v in values.items()}, Path(work))
     return record
+
+
+def check_same_size(images: torch.Tensor, manifest: dict, dataset: str, space: str) -> None:
+    """A backbone that sees images at their own size (pixels) compares only images of one size.
+
+    Raises:
+        GanforgeError: the judged images' (H, W) differ from the dataset's.
+    """
+    h, w = manifest["image"]["height"], manifest["image"]["width"]
+    if tuple(images.shape[-2:]) != (h, w):
+        raise GanforgeError(f"the judged images are {images.shape[-1]}x{images.shape[-2]} px but dataset {dataset} "
+                            f"holds {w}x{h} px, and {space} compares images at their own size; judge images of "
+                            f"the dataset's size (re-ingest with --image-size, or train at {h} px)")
 
 
 def per_class_fid(real, real_labels, fake, fake_labels, class_names, n, split) -> dict[str, float]:
@@ -229,68 +257,86 @@ def audit(cfg: AuditConfig):
     from ganforge.data import load, read_manifest
     from ganforge.metrics.features import get_extractor
 
+    preflight(cfg)
     manifest = read_manifest(cfg.dataset)
     splits = manifest["counts"]["splits"]
     held = cfg.heldout_split or next((s for s in ("test", "val") if s in splits), None)
-    if held is None or held not in splits or "train" not in splits:
-        raise GanforgeError(f"dataset {cfg.dataset} needs a train split and a held-out split (has "
+    if held is None or held not in splits or TRAIN_SPLIT not in splits:
+        raise GanforgeError(f"dataset {cfg.dataset} needs a {TRAIN_SPLIT} split and a held-out split (has "
                             f"{', '.join(splits)}); re-ingest with --val-fraction 0.1")
     device = pick_device(cfg.device)
     space = "pixels" if cfg.space == "pixels" else get_extractor(cfg.space, cfg.backbone_weights, device,
                                                                    expected_sha256=cfg.backbone_sha256)
     judged = judged_images(cfg, manifest)
-    out_dir = Path(cfg.output) if cfg.output else Path(os.environ.get("TMPDIR", "/tmp")) / f"ganforge-audit-{uuid.uuid4().hex[:8]}"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    sheet = out_dir / "audit_sheet.png"
-    report = run_audit(judged.images, load(cfg.dataset, "train").images, load(cfg.dataset, held).images,
-                       space=space, metric=cfg.metric, n_pairs=cfg.n_pairs, sheet_path=sheet,
-                       batch_size=cfg.batch_size, device=device)
-    metrics = {
-        "audit/passed": float(report.verdict == "pass"), "audit/nn_dist_min": report.generated_to_train.min,
-        "audit/nn_dist_p1": report.generated_to_train.p1, "audit/baseline_dist_p1": report.heldout_to_train.p1,
-        "audit/fraction_below_baseline": report.fraction_below_baseline,
-        "audit/exact_duplicates": float(report.exact_duplicates), "audit/z_u": report.z_u,
-    }
-    record = json.loads(report.to_json()) | {"dataset": cfg.dataset, "heldout_split": held,
-                                             "dataset_fingerprint": manifest["fingerprint"], "judged": judged.info}
-    _report(cfg, "audit", record, metrics, files={"audit_sheet.png": sheet}, verdict=report.verdict)
+    with tempfile.TemporaryDirectory(prefix="ganforge-audit-") as work:
+        sheet = Path(work) / "audit_sheet.png"
+        report = run_audit(judged.images, load(cfg.dataset, TRAIN_SPLIT).images, load(cfg.dataset, held).images,
+                           space=space, metric=cfg.metric, n_pairs=cfg.n_pairs, sheet_path=sheet,
+                           batch_size=cfg.batch_size, device=device)
+        metrics = {
+            "audit/passed": float(report.verdict == "pass"), "audit/nn_dist_min": report.generated_to_train.min,
+            "audit/nn_dist_p1": report.generated_to_train.p1, "audit/baseline_dist_p1": report.heldout_to_train.p1,
+            "audit/fraction_below_baseline": report.fraction_below_baseline,
+            "audit/exact_duplicates": float(report.exact_duplicates), "audit/z_u": report.z_u,
+        }  # fmt: skip
+        record = json.loads(report.to_json()) | {"dataset": cfg.dataset, "train_split": TRAIN_SPLIT, "heldout_split": held,
+                                                 "dataset_fingerprint": manifest["fingerprint"], "judged": judged.info}
+        # the splits are evidence too: the registry refuses an audit whose baseline was the training split
+        _report(cfg, "audit", record, metrics, Path(work), verdict=report.verdict,
+                tags={"train_split": TRAIN_SPLIT, "heldout_split": held})
     return report
 
 
-def _report(cfg: ImagesSource, step: str, record: dict, metrics: dict, files: dict, verdict: str | None = None):
-    """Write ``<step>.json`` to ``cfg.output`` and log metrics + artifacts to one MLflow run."""
+def preflight(cfg: ImagesSource) -> None:
+    """Everything that can fail after the work, checked before it: the output folder and MLflow.
+
+    Raises:
+        GanforgeError: ``--output`` cannot be written, or tracking is on and MLflow cannot be reached.
+    """
+    from ganforge.outputs import check_output_dir
+    from ganforge.tracking import check_reachable, tracking_uri
+
+    if cfg.output:
+        check_output_dir(cfg.output)
+    if cfg.track:
+        check_reachable(tracking_uri())
+
+
+def _report(cfg: ImagesSource, step: str, record: dict, metrics: dict, work: Path, verdict: str | None = None,
+            tags: dict | None = None):
+    """Log metrics + artifacts to one MLflow run, then publish ``<step>.json`` (and ``work``'s files) to
+    ``cfg.output``: files appear only once MLflow (when tracking) holds the same record."""
+    from ganforge.outputs import write_bytes_atomic, write_text_atomic
     from ganforge.tracking import open_tracker
 
     text = json.dumps(record, indent=2, sort_keys=True)
-    out = Path(cfg.output) if cfg.output else None
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"{step}.json").write_text(text)
-    if not cfg.track:
-        return
-    tags = {"ganforge.step": step, "dataset_uri": cfg.dataset, "dataset_fingerprint": record["dataset_fingerprint"]}
-    judged = record["judged"]
-    if judged.get("training_run_id"):
-        tags["training_run_id"] = judged["training_run_id"]
-    # which weights were measured (resolved, never "auto"): ties every number to one file
-    tags.update({k: str(judged[k]) for k in PROVENANCE if k in judged})
-    if verdict:
-        tags["audit_verdict"] = verdict
-    params = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in ("output", "track", "weights")}
-    if "weights" in judged:
-        params["weights"] = judged["weights"]
-    tracker = open_tracker(True, cfg.experiment, step, params, tags)
-    try:
-        tracker.log_metrics(metrics, step=0)
-        tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"ganforge-{step}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir(parents=True)
-        (tmp / f"{step}.json").write_text(text)
-        for name, path in files.items():
-            if Path(path).exists():
-                (tmp / name).write_bytes(Path(path).read_bytes())
-        tracker.log_artifacts(tmp)
-        tracker.close("FINISHED")
-    except BaseException:
-        tracker.close("FAILED")
-        raise
-    record["mlflow_run_id"] = tracker.run_id
+    (work / f"{step}.json").write_text(text)
+    if cfg.track:
+        all_tags = {"ganforge.step": step, "dataset_uri": cfg.dataset, "dataset_fingerprint": record["dataset_fingerprint"],
+                    **(tags or {})}
+        judged = record["judged"]
+        if judged.get("training_run_id"):
+            all_tags["training_run_id"] = judged["training_run_id"]
+        # which weights were measured (resolved, never "auto"): ties every number to one file
+        all_tags.update({k: str(judged[k]) for k in PROVENANCE if k in judged})
+        if verdict:
+            all_tags["audit_verdict"] = verdict
+        params = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in ("output", "track", "weights")}
+        if "weights" in judged:
+            params["weights"] = judged["weights"]
+        tracker = open_tracker(True, cfg.experiment, step, params, all_tags)
+        try:
+            tracker.log_metrics(metrics, step=0)
+            tracker.log_artifacts(work)
+            tracker.close("FINISHED")
+        except BaseException:
+            tracker.close("FAILED")
+            raise
+        record["mlflow_run_id"] = tracker.run_id
+    if cfg.output:
+        out = Path(cfg.output)
+        for f in sorted(work.iterdir()):
+            if f.name != f"{step}.json":
+                write_bytes_atomic(out / f.name, f.read_bytes())
+        write_text_atomic(out / f"{step}.json", text)  # last: its presence means the rest is there
+

