@@ -56,9 +56,13 @@ def show_command(
     n: int = typer.Option(64, "--n", help="Number of images in the --grid."),
 ) -> None:
     """Print the manifest and a class histogram; optionally save a grid of samples."""
-    from ganforge.data.show import print_dataset, save_grid
+    from ganforge.data.show import check_grid, check_n, print_dataset, save_grid
 
-    print_dataset(uri)
+    if grid:  # both checked before reading anything
+        check_grid(grid, n)
+    else:
+        check_n(n)
+    print_dataset(uri, split=split if grid else None)
     if grid:
         save_grid(uri, grid, split=split, n=n)
         typer.echo(f"grid saved to {grid}")

@@ -6,14 +6,25 @@ endpoint override for MinIO, SeaweedFS or moto: ``AWS_ENDPOINT_URL_S3`` or ``AWS
 (boto3 reads the same names). Credentials are read here and nowhere else, and never logged.
 
 Publishing is "write everything under a temporary name, then commit": locally a rename, on S3 one
-PUT of the object that makes the rest visible (a dataset's ``manifest.json``).
+PUT of the object that makes the rest visible (a dataset's ``manifest.json``). Concurrent writers of
+one location are kept apart locally by an exclusive lock (:func:`exclusive_lock`, released by the
+kernel when a process dies) and on S3 by a conditional PUT of the commit object
+(:func:`put_if_unchanged`): the second writer's commit fails instead of silently replacing the first.
+
+Filesystem errors (an unreachable endpoint, refused credentials, a permission) become one-line
+``GanforgeError``s naming the location and the fix (:func:`io_errors`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
+import socket
+import sys
+import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -55,51 +66,62 @@ class Location:
         return f"s3://{self.join(*parts)}" if self.is_s3 else self.join(*parts)
 
     def exists(self, *parts: str) -> bool:
-        info = self.fs.get_file_info(self.join(*parts))
+        with io_errors(self, "read"):
+            info = self.fs.get_file_info(self.join(*parts))
         return info.type != pafs.FileType.NotFound
 
     def read_bytes(self, *parts: str) -> bytes:
-        with self.fs.open_input_stream(self.join(*parts)) as f:
+        with io_errors(self, "read"), self.fs.open_input_stream(self.join(*parts)) as f:
             return f.read()
 
     def write_bytes_atomic(self, data: bytes, *parts: str) -> None:
         """Write a small object so that readers see the old version or the whole new one."""
         target = self.join(*parts)
         if self.is_s3:  # one PUT is atomic on S3
-            with self.fs.open_output_stream(target) as f:
+            with io_errors(self, "write"), self.fs.open_output_stream(target) as f:
                 f.write(data)
             return
         tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
+        try:
+            with io_errors(self, "write"):
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)  # only left when writing failed
 
     def makedirs(self, *parts: str) -> None:
-        self.fs.create_dir(self.join(*parts), recursive=True)
+        with io_errors(self, "write"):
+            self.fs.create_dir(self.join(*parts), recursive=True)
 
     def listdir(self, *parts: str) -> list[str]:
         """Base names directly under a directory (empty when it does not exist)."""
         sel = pafs.FileSelector(self.join(*parts), allow_not_found=True)
-        return sorted(posixpath.basename(i.path.rstrip("/")) for i in self.fs.get_file_info(sel))
+        with io_errors(self, "list"):
+            infos = self.fs.get_file_info(sel)
+        return sorted(posixpath.basename(i.path.rstrip("/")) for i in infos)
 
     def remove_tree(self, *parts: str) -> None:
         path = self.join(*parts)
-        if self.fs.get_file_info(path).type != pafs.FileType.NotFound:
-            self.fs.delete_dir(path)
+        with io_errors(self, "delete under"):
+            if self.fs.get_file_info(path).type != pafs.FileType.NotFound:
+                self.fs.delete_dir(path)
 
     def move_tree(self, src: str, dst: str) -> None:
         """Move directory ``src`` to ``dst`` (both relative). A rename locally, copy+delete on S3."""
-        if not self.is_s3:
-            os.replace(self.join(src), self.join(dst))
-            return
-        sel = pafs.FileSelector(self.join(src), recursive=True)
-        for info in self.fs.get_file_info(sel):
-            if info.type == pafs.FileType.File:
-                rel = posixpath.relpath(info.path, self.join(src))
-                self.fs.copy_file(info.path, self.join(dst, rel))
-        self.fs.delete_dir(self.join(src))
+        with io_errors(self, "write"):
+            if not self.is_s3:
+                os.replace(self.join(src), self.join(dst))
+                return
+            sel = pafs.FileSelector(self.join(src), recursive=True)
+            for info in self.fs.get_file_info(sel):
+                if info.type == pafs.FileType.File:
+                    rel = posixpath.relpath(info.path, self.join(src))
+                    self.fs.copy_file(info.path, self.join(dst, rel))
+            self.fs.delete_dir(self.join(src))
 
 
 def parse(uri: str) -> Location:
@@ -186,3 +208,162 @@ def check_bucket(bucket: str) -> None:
         raise GanforgeError(f"S3 error for bucket {bucket!r} at {where}: {code or exc}") from None
     except BotoCoreError as exc:
         raise GanforgeError(f"cannot reach S3 at {where} ({type(exc).__name__}); check AWS_ENDPOINT_URL") from None
+
+
+def describe_io_error(loc: Location, doing: str, exc: OSError) -> str:
+    """One line for an ``OSError`` from ``loc``'s filesystem: what failed, where, and the fix."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    short = text if len(text) <= 200 else text[:197] + "..."
+    if loc.is_s3:
+        where = s3_endpoint() or "AWS"
+        upper = text.upper()
+        if any(k in upper for k in ("NETWORK_CONNECTION", "CURLCODE", "COULD NOT CONNECT", "RESOLVE")):
+            fix = f"is the S3 server at {where} running? set AWS_ENDPOINT_URL to the right endpoint"
+            return f"cannot {doing} {loc.uri}: S3 at {where} is unreachable ({short}); {fix}"
+        if any(k in upper for k in ("ACCESS_DENIED", "ACCESSDENIED", "INVALIDACCESSKEYID", "SIGNATURE", "FORBIDDEN")):
+            return (f"cannot {doing} {loc.uri}: S3 at {where} refused the credentials ({short}); "
+                    "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
+        if "NO_SUCH_BUCKET" in upper or "NOSUCHBUCKET" in upper:
+            return f"cannot {doing} {loc.uri}: bucket {loc.bucket!r} does not exist at {where}; fix the URI"
+        return f"cannot {doing} {loc.uri}: S3 error at {where} ({short}); check AWS_ENDPOINT_URL and credentials"
+    if isinstance(exc, PermissionError):
+        return f"cannot {doing} {loc.uri}: permission denied ({short}); choose a location you can access"
+    return f"cannot {doing} {loc.uri} ({short}); check the path and the disk"
+
+
+@contextlib.contextmanager
+def io_errors(loc: Location, doing: str) -> Iterator[None]:
+    """Turn ``OSError``s of the block into a one-line ``GanforgeError`` (see :func:`describe_io_error`).
+
+    ``FileNotFoundError`` passes through: callers know what a missing file means.
+
+    Raises:
+        GanforgeError: the block raised an ``OSError`` other than ``FileNotFoundError``.
+    """
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise GanforgeError(describe_io_error(loc, doing, exc)) from None
+
+
+def read_with_tag(loc: Location, *parts: str) -> tuple[bytes | None, str | None]:
+    """A small object's bytes and version tag (the S3 ETag; None locally), or (None, None) if absent.
+
+    On S3 the two come from one GET, so the tag is the version of exactly these bytes.
+    """
+    if not loc.is_s3:
+        try:
+            with io_errors(loc, "read"), open(loc.join(*parts), "rb") as f:
+                return f.read(), None
+        except (FileNotFoundError, NotADirectoryError):
+            return None, None
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, _, key = loc.join(*parts).partition("/")
+    try:
+        got = s3_client().get_object(Bucket=bucket, Key=key)
+        return got["Body"].read(), got["ETag"]
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code", "")) in ("404", "NoSuchKey"):
+            return None, None
+        raise GanforgeError(describe_io_error(loc, "read", OSError(str(exc)))) from None
+    except BotoCoreError as exc:
+        raise GanforgeError(describe_io_error(loc, "read", OSError(f"NETWORK_CONNECTION {exc}"))) from None
+
+
+def put_if_unchanged(loc: Location, data: bytes, name: str, tag: str | None) -> bool:
+    """Write object ``name`` on S3 only if it is still the version ``tag`` (None: only if absent).
+
+    The compare-and-swap that lets two writers of one S3 location race safely: exactly one of two
+    PUTs that expect the same version succeeds. Servers without conditional writes ignore the
+    headers, and then the last writer wins.
+
+    Returns:
+        True when written; False when another writer changed (or created) the object first.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, _, key = loc.join(name).partition("/")
+    condition = {"IfMatch": tag} if tag is not None else {"IfNoneMatch": "*"}
+    try:
+        s3_client().put_object(Bucket=bucket, Key=key, Body=data, **condition)
+        return True
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        # 409 ConditionalRequestConflict: AWS's answer to two conditional writes in flight at once.
+        if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409", "NoSuchKey"):
+            return False
+        raise GanforgeError(describe_io_error(loc, "write", OSError(str(exc)))) from None
+    except BotoCoreError as exc:
+        raise GanforgeError(describe_io_error(loc, "write", OSError(f"NETWORK_CONNECTION {exc}"))) from None
+
+
+@contextlib.contextmanager
+def exclusive_lock(directory: str, what: str, timeout: float = 3600.0, poll: float = 0.2) -> Iterator[None]:
+    """Hold an exclusive lock on a local ``directory`` (created if needed) for the block.
+
+    The lock is ``flock`` on ``directory/.lock``, so the kernel drops it when its holder dies (kill -9
+    included): no stale locks to break. The file records who holds it; a waiter says so once on
+    stderr. The holder deletes the file before releasing, and a waiter that then wins the old,
+    deleted file notices and tries again, so two processes never both hold the lock.
+
+    Args:
+        directory: the directory to lock.
+        what: what the holder is doing, for messages (``"ingest"``).
+        timeout: seconds to wait for another holder before giving up.
+        poll: seconds between tries while waiting.
+
+    Raises:
+        GanforgeError: another process held the lock for longer than ``timeout``.
+    """
+    import fcntl
+
+    path = os.path.join(directory, ".lock")
+    deadline, said = time.monotonic() + timeout, False
+    while True:
+        os.makedirs(directory, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # the directory was removed between the two calls; make it again
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            if time.monotonic() > deadline:
+                raise GanforgeError(
+                    f"{directory} is locked by another {what} ({holder}) for more than {timeout:.0f} s; wait for it "
+                    f"to finish, or stop it and re-run"
+                ) from None
+            if not said:
+                print(f"waiting for another {what} into {directory} ({holder})", file=sys.stderr, flush=True)
+                said = True
+            time.sleep(poll)
+            continue
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:  # we locked a file its holder had already deleted: start again
+            os.close(fd)
+            continue
+        break
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+                     f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}".encode())
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)  # closing releases the flock
+
+
+def _lock_holder(fd: int) -> str:
+    try:
+        return os.pread(fd, 200, 0).decode(errors="replace").strip() or "holder unknown"
+    except OSError:
+        return "holder unknown"

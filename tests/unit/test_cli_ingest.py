@@ -100,7 +100,7 @@ def test_bad_input_one_line_exit_2_and_nothing_left(tmp_path, setup, args, match
         with h5py.File(tmp_path / "bad.h5", "w") as f:
             f["pictures"] = np.zeros((2, 8, 8, 3), np.uint8)
     elif setup == "bad_image":
-        formats.write_image_folder(tmp_path / "imgs", n_per_class=3, classes=("a",), size=(8, 8))
+        formats.write_image_folder(tmp_path / "imgs", n_per_class=12, classes=("a",), size=(8, 8))
         (tmp_path / "imgs" / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     elif setup == "empty_dir":
         (tmp_path / "empty").mkdir()

@@ -43,6 +43,22 @@ def prepare(image: np.ndarray, image_size: int | None, channels: int | None, asp
     return np.ascontiguousarray(out[:, :, None] if out.ndim == 2 else out)
 
 
+def check_image(image, key) -> np.ndarray:
+    """``image`` if it is what sources must return, (H, W, 1|3) uint8 with H, W >= 1; ``key`` names it.
+
+    Raises:
+        GanforgeError: anything else (an empty or oddly shaped image in the source's files).
+    """
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] not in (1, 3) or 0 in arr.shape[:2]:
+        shape = "x".join(map(str, arr.shape)) or "scalar"
+        raise GanforgeError(
+            f"image {key} is {shape} {arr.dtype}, not an H x W x 1|3 uint8 image with H, W >= 1; "
+            "fix or remove it in the source"
+        )
+    return arr
+
+
 def _crop_square(pil: Image.Image) -> Image.Image:
     w, h = pil.size
     s = min(w, h)

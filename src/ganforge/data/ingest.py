@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 import uuid
@@ -18,21 +20,24 @@ from ganforge import __version__
 from ganforge.config import IngestConfig
 from ganforge.data import images as img
 from ganforge.data.parquet import (
+    MANIFEST,
     SCHEMA,
     SCHEMA_VERSION,
     ShardWriter,
     fingerprint,
-    read_manifest,
+    manifest_bytes,
+    parse_manifest,
     write_manifest,
 )
 from ganforge.data.sources import Source, open_source
 from ganforge.errors import GanforgeError
 from ganforge.progress import progress_bar
-from ganforge.storage import Location, check_writable, parse
+from ganforge.storage import Location, check_writable, exclusive_lock, parse, put_if_unchanged, read_with_tag
 
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 1024  # images read from the source at once: bounds memory for 256 px RGB (~200 MB)
+SHARD_MB_MIN, SHARD_MB_MAX = 0.001, 100_000.0  # 1 kB (a shard per image) to 100 GB
 
 
 @dataclass
@@ -50,44 +55,166 @@ def ingest(source: str, output: str, **options) -> IngestResult:
 
 
 def run_ingest(cfg: IngestConfig) -> IngestResult:
+    """Ingest as ``cfg`` says; every input is checked before anything is written.
+
+    Concurrent ingests into one location never both publish: locally they take turns (a lock in the
+    output directory), on S3 the manifest is committed with a conditional PUT and the loser fails
+    with one line. When the loser wanted the same dataset it reports the winner's as up to date.
+    A failed ingest leaves the location as it found it (a directory it created is removed).
+
+    Raises:
+        GanforgeError: bad options or source files, a different dataset at ``output`` (without
+            ``overwrite``), an unreachable or unwritable location, or a lost race on S3.
+    """
     t0 = time.perf_counter()
+    check_options(cfg)
     loc = parse(cfg.output)
     check_writable(loc)
     inputs_key = _inputs_key(cfg)
-    existing = _existing_manifest(loc)
-    if existing is not None and not cfg.overwrite:
-        if existing.get("inputs_key") == inputs_key:
-            log.info("dataset at %s is up to date (fingerprint %s)", loc.uri, existing["fingerprint"])
-            return IngestResult(loc.uri, existing["fingerprint"], existing, True, time.perf_counter() - t0)
-        raise GanforgeError(
-            f"a different dataset already exists at {loc.uri} (source {existing['source']['name']}, "
-            f"fingerprint {existing['fingerprint'][:12]}); pass --overwrite or choose another --output"
-        )
+    existing, tag = _existing_manifest(loc)
+    reused = _reuse_or_refuse(loc, cfg, existing, inputs_key, t0)
+    if reused is not None:
+        return reused
 
     src = open_source(cfg.source, cfg.input, cfg.download)
+    check_source(src)
     selected, splits, labels, class_names = select(src, cfg)
     if len(selected) == 0:
         raise GanforgeError(f"source {cfg.source} has no images left after --classes/--limit; loosen them")
 
-    _remove_stale_tmp(loc)
-    tmp = f"_tmp-{uuid.uuid4().hex[:12]}"
+    def write() -> IngestResult:
+        return _write_and_publish(loc, cfg, src, inputs_key, selected, splits, labels, class_names, tag, t0)
+
+    if loc.is_s3:
+        return write()
+    created = not os.path.exists(loc.path)
+    try:
+        with exclusive_lock(loc.path, "ingest"):
+            # Another ingest may have published while this one waited for the lock or read the source.
+            existing, tag = _existing_manifest(loc)
+            reused = _reuse_or_refuse(loc, cfg, existing, inputs_key, t0)
+            return reused if reused is not None else write()
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):  # not empty: another ingest is using it
+                os.rmdir(loc.path)
+        raise
+
+
+def check_options(cfg: IngestConfig) -> None:
+    """The checks pydantic's field validators leave: finite sizes and a usable seed.
+
+    Raises:
+        GanforgeError: ``shard_size_mb`` not a finite size in range, or a negative ``split_seed``.
+    """
+    if not (math.isfinite(cfg.shard_size_mb) and SHARD_MB_MIN <= cfg.shard_size_mb <= SHARD_MB_MAX):
+        raise GanforgeError(
+            f"--shard-size-mb must be a size in MB from {SHARD_MB_MIN} to {SHARD_MB_MAX:.0f}, got {cfg.shard_size_mb}; "
+            "e.g. 64"
+        )
+    if cfg.split_seed < 0:
+        # numpy seeds are non-negative; mapping negatives onto them would make two flags one split.
+        raise GanforgeError(f"--split-seed must be 0 or more, got {cfg.split_seed}; e.g. --split-seed 0")
+
+
+def check_source(src: Source) -> None:
+    """Labels, splits and keys agree in count and every label names a class.
+
+    A source whose label list is shorter or longer than its images, or holds labels outside its
+    classes, would otherwise lose images silently (they fall out of the class filter).
+
+    Raises:
+        GanforgeError: a mismatch, naming the source.
+    """
+    labels = np.asarray(src.labels)
+    n = len(labels)
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise GanforgeError(f"source {src.name}: labels are {labels.dtype} {labels.shape}, not one integer per image; "
+                            "fix the label data")
+    for what, values in (("split", src.splits), ("key", src.keys)):
+        if values is not None and len(values) != n:
+            raise GanforgeError(f"source {src.name} has {n} labels but {len(values)} {what} entries; fix the input")
+    k = len(src.class_names)
+    bad = np.flatnonzero((labels < 0) | (labels >= k))
+    if len(bad):
+        where = src.keys[bad[0]] if src.keys is not None else bad[0]
+        raise GanforgeError(
+            f"source {src.name}: image {where} has label {labels[bad[0]]}, outside 0..{k - 1} ({k} classes; "
+            f"{len(bad)} such labels); fix the label data"
+        )
+
+
+def _reuse_or_refuse(loc: Location, cfg: IngestConfig, existing: dict | None, inputs_key: str, t0: float):
+    """An ``IngestResult`` when ``existing`` is this very dataset; raises when it is another one."""
+    if existing is None or cfg.overwrite:
+        return None
+    if existing.get("inputs_key") == inputs_key:
+        log.info("dataset at %s is up to date (fingerprint %s)", loc.uri, existing["fingerprint"])
+        return IngestResult(loc.uri, existing["fingerprint"], existing, True, time.perf_counter() - t0)
+    raise GanforgeError(
+        f"a different dataset already exists at {loc.uri} (source {existing['source']['name']}, "
+        f"fingerprint {existing['fingerprint'][:12]}); pass --overwrite or choose another --output"
+    )
+
+
+def _write_and_publish(loc, cfg, src, inputs_key, selected, splits, labels, class_names, tag, t0) -> IngestResult:
+    """Write shards under a temporary name, move them to their version directory, commit the manifest.
+
+    Locally the caller holds the lock; on S3 the manifest PUT succeeds only if the manifest is still
+    the version ``tag`` seen at the start (absent: None), so a concurrent writer is detected.
+    """
+    token = uuid.uuid4().hex[:12]
+    tmp = f"_tmp-{token}"
+    if not loc.is_s3:
+        _remove_leftovers(loc, keep=None)  # under the lock: nobody else is writing here
     loc.makedirs(tmp)
+    version = None
     try:
         shards, records, shape = _write_shards(loc, tmp, src, cfg, selected, splits, labels, class_names)
         fp = fingerprint(records)
-        version = f"v-{fp[:16]}"
-        if loc.exists(version):  # same content published before (an --overwrite of identical data)
-            loc.remove_tree(version)
+        # Unique per ingest, so that a loser on S3 deletes only its own files, never the winner's.
+        version = f"v-{fp[:16]}-{token}"
         loc.move_tree(tmp, version)
-    except BaseException:
-        loc.remove_tree(tmp)  # nothing half-written survives a failure or Ctrl-C
+        for shard in shards:
+            shard["path"] = shard["path"].replace(tmp, version, 1)
+        manifest = _manifest(cfg, src, inputs_key, fp, shards, records, shape, class_names)
+        if loc.is_s3:
+            committed = put_if_unchanged(loc, manifest_bytes(manifest), MANIFEST, tag)
+        else:
+            write_manifest(loc, manifest)  # the commit point
+            committed = True
+    except BaseException as err:
+        loc_cleanup = [tmp] + ([version] if version else [])
+        with contextlib.suppress(Exception):  # already failing; the original error matters
+            for name in loc_cleanup:
+                loc.remove_tree(name)
+        if loc.is_s3 and isinstance(err, Exception) and _manifest_changed(loc, tag):
+            raise _lost_race(loc) from None  # the winner removed our files mid-write
         raise
-    for shard in shards:
-        shard["path"] = shard["path"].replace(tmp, version, 1)
-    manifest = _manifest(cfg, src, inputs_key, fp, shards, records, shape, class_names)
-    write_manifest(loc, manifest)  # the commit point
-    _remove_unreferenced_versions(loc, keep=version)
+    if not committed:
+        loc.remove_tree(version)
+        winner, _ = _existing_manifest(loc)
+        if winner is not None and winner.get("inputs_key") == inputs_key:
+            return IngestResult(loc.uri, winner["fingerprint"], winner, True, time.perf_counter() - t0)
+        raise _lost_race(loc)
+    _remove_leftovers(loc, keep=version)
     return IngestResult(loc.uri, fp, manifest, False, time.perf_counter() - t0)
+
+
+def _manifest_changed(loc: Location, tag: str | None) -> bool:
+    try:
+        return _existing_manifest(loc)[1] != tag
+    except GanforgeError:  # cannot tell (the endpoint went away): report the original error
+        return False
+
+
+def _lost_race(loc: Location) -> GanforgeError:
+    winner, _ = _existing_manifest(loc)
+    fp = f" (fingerprint {winner['fingerprint'][:12]})" if winner else ""
+    return GanforgeError(
+        f"another ingest published a dataset at {loc.uri}{fp} while this one was writing; nothing of this one was "
+        "kept: re-run to reuse that dataset, or pass --overwrite to replace it"
+    )
 
 
 def select(src: Source, cfg: IngestConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
@@ -109,6 +236,7 @@ def select(src: Source, cfg: IngestConfig) -> tuple[np.ndarray, np.ndarray, np.n
         splits = np.full(len(labels), "train", dtype=object)
         candidates = np.flatnonzero(mask)
         n_val = int(round(cfg.val_fraction * len(candidates)))
+        _check_val_split(cfg.val_fraction, n_val, len(candidates))
         splits[rng.permutation(candidates)[:n_val]] = "val"
         splits = splits.astype(str)
     chosen = []
@@ -119,6 +247,18 @@ def select(src: Source, cfg: IngestConfig) -> tuple[np.ndarray, np.ndarray, np.n
         chosen.append(idx)
     indices = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
     return indices, splits[indices], remap[labels[indices]], [src.class_names[i] for i in keep_ids]
+
+
+def _check_val_split(fraction: float, n_val: int, n: int) -> None:
+    """A non-zero --val-fraction must leave both splits non-empty (0 means: no val split)."""
+    if fraction == 0 or n == 0 or 0 < n_val < n:
+        return
+    empty = "val" if n_val == 0 else "train"
+    if n < 2:
+        fix = "pass --val-fraction 0 (one image cannot be split)"
+    else:
+        fix = f"choose one between {1.5 / n:.3g} and {(n - 1.5) / n:.3g}, or 0 for no val split"
+    raise GanforgeError(f"--val-fraction {fraction} of {n} images leaves the {empty} split empty; {fix}")
 
 
 def _class_ids(class_names: list[str], wanted: tuple[str, ...] | None) -> list[int]:
@@ -143,8 +283,9 @@ def _write_shards(loc, tmp, src, cfg, selected, splits, labels, class_names):
     shapes: set[tuple[int, int, int]] = set()
     workers = os.cpu_count() or 1
 
-    def encode(batch: list[np.ndarray]) -> list[tuple[np.ndarray, bytes, str]]:
-        outs = [img.prepare(image, cfg.image_size, cfg.channels, cfg.aspect) for image in batch]
+    def encode(batch: list[tuple[np.ndarray, object]]) -> list[tuple[np.ndarray, bytes, str]]:
+        outs = [img.prepare(img.check_image(image, key), cfg.image_size, cfg.channels, cfg.aspect)
+                for image, key in batch]
         return [(out, img.encode_png(out), img.pixel_sha256(out)) for out in outs]
 
     def encoded(images: list[np.ndarray]):
@@ -159,7 +300,12 @@ def _write_shards(loc, tmp, src, cfg, selected, splits, labels, class_names):
               progress_bar(f"ingest {cfg.source}", len(selected), "img") as bar):
             for start in range(0, len(selected), READ_CHUNK):
                 chunk = selected[start : start + READ_CHUNK]
-                for j, (out, png, sha) in enumerate(encoded(src.read(chunk))):
+                images = src.read(chunk)
+                if len(images) != len(chunk):
+                    raise GanforgeError(f"source {src.name} returned {len(images)} images for {len(chunk)} indices; "
+                                        "its files changed while reading, re-run")
+                keys = src.keys[chunk] if src.keys is not None else chunk
+                for j, (out, png, sha) in enumerate(encoded(list(zip(images, keys)))):
                     i = start + j
                     shapes.add(out.shape)
                     img.check_uniform(shapes)
@@ -211,21 +357,23 @@ def _inputs_key(cfg: IngestConfig) -> str:
     return hashlib.sha256(json.dumps(cfg.inputs(), sort_keys=True).encode()).hexdigest()
 
 
-def _existing_manifest(loc: Location) -> dict | None:
+def _existing_manifest(loc: Location) -> tuple[dict | None, str | None]:
+    """The manifest at ``loc`` (None when absent or unreadable as one) and its S3 version tag."""
+    data, tag = read_with_tag(loc, MANIFEST)
+    if data is None:
+        return None, None
     try:
-        return read_manifest(loc)
-    except GanforgeError:
-        return None
+        return parse_manifest(data, loc.uri), tag
+    except GanforgeError:  # a corrupt manifest is no dataset: replace it
+        return None, tag
 
 
-def _remove_stale_tmp(loc: Location) -> None:
-    """Leftovers of interrupted ingests: never referenced by a manifest, safe to delete."""
+def _remove_leftovers(loc: Location, keep: str | None) -> None:
+    """Temporary shards of interrupted ingests and versions no manifest references.
+
+    Locally this runs under the lock; on S3 only after a committed manifest, when a concurrent
+    writer's files (if any) are doomed anyway: its conditional commit fails.
+    """
     for name in loc.listdir():
-        if name.startswith("_tmp-"):
-            loc.remove_tree(name)
-
-
-def _remove_unreferenced_versions(loc: Location, keep: str) -> None:
-    for name in loc.listdir():
-        if name.startswith("v-") and name != keep:
+        if name.startswith("_tmp-") or (name.startswith("v-") and name != keep):
             loc.remove_tree(name)

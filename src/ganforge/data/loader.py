@@ -17,7 +17,8 @@ import torch
 
 from ganforge.data.images import decode_png
 from ganforge.data.parquet import read_manifest as _read_manifest
-from ganforge.data.parquet import read_rows
+from ganforge.data.parquet import read_rows, read_shard
+from ganforge.errors import GanforgeError
 from ganforge.storage import parse
 
 
@@ -104,13 +105,30 @@ def _decode_split(loc, manifest: dict, split: str) -> tuple[np.ndarray, np.ndarr
 
     def work(span: range) -> None:
         for k in span:
-            out[k] = decode_png(pngs[order[k]], c).transpose(2, 0, 1)
+            out[k] = _decode_checked(loc.uri, pngs[order[k]], int(ids[order[k]]), c, h, w)
 
     n_workers = os.cpu_count() or 1
     step = max(1, -(-len(pngs) // (n_workers * 4)))
     with ThreadPoolExecutor(n_workers) as pool:  # zlib inflate releases the GIL
         list(pool.map(work, [range(s, min(s + step, len(pngs))) for s in range(0, len(pngs), step)]))
     return out, labels
+
+
+def _decode_checked(uri: str, png, row_id: int, c: int, h: int, w: int) -> np.ndarray:
+    """One stored PNG as (C, H, W) uint8, or a GanforgeError naming the row when it is not one."""
+    try:
+        pixels = decode_png(png, c)
+    except Exception as err:  # noqa: BLE001 - PIL raises many types for bad bytes; all mean "corrupt"
+        reason = " ".join(str(err).split())[:120] or type(err).__name__
+        raise GanforgeError(
+            f"dataset {uri}: image id {row_id} does not decode ({reason}); re-ingest with --overwrite"
+        ) from None
+    if pixels.shape != (h, w, c):
+        raise GanforgeError(
+            f"dataset {uri}: image id {row_id} is {'x'.join(map(str, pixels.shape))}, the manifest says "
+            f"{h}x{w}x{c}; re-ingest with --overwrite"
+        )
+    return pixels.transpose(2, 0, 1)
 
 
 def _cache_paths(cache_dir: str, fp: str, split: str) -> tuple[str, str]:
@@ -140,7 +158,11 @@ class ParquetImageDataset(torch.utils.data.Dataset):
         self.split = split
         self.channels = self.manifest["image"]["channels"]
         self._index: list[tuple[str, int, np.ndarray]] = []  # (shard path, row group, row offsets)
+        if split not in self.manifest["counts"]["splits"]:
+            have = ", ".join(sorted(self.manifest["counts"]["splits"]))
+            raise GanforgeError(f"dataset {self.loc.uri} has no split {split!r} (it has: {have}); pick one of those")
         for shard in self.manifest["shards"]:
+            read_shard(self.loc, shard, ["split"])  # checks the shard is there, whole and ingest's
             with self.loc.fs.open_input_file(self.loc.join(shard["path"])) as f:
                 pf = pq.ParquetFile(f)
                 for rg in range(pf.num_row_groups):
@@ -168,5 +190,7 @@ class ParquetImageDataset(torch.utils.data.Dataset):
         table = self._cached[1]
         row = int(rows[i - self._starts[g]])
         png = table.column("image")[row].as_py()
-        image = torch.from_numpy(decode_png(png, self.channels).transpose(2, 0, 1).copy())
+        meta = self.manifest["image"]
+        pixels = _decode_checked(self.loc.uri, png, i, self.channels, meta["height"], meta["width"])
+        image = torch.from_numpy(pixels.copy())
         return image, int(table.column("label")[row].as_py())

@@ -2,9 +2,14 @@
 
 Layout under a dataset URI::
 
-    manifest.json            written last; a dataset without it does not exist for readers
-    v-<fingerprint[:16]>/    the shards of the published version (part-00000.parquet, ...)
-    _tmp-<random>/           shards being written (removed on failure or by the next ingest)
+    manifest.json                     written last; a dataset without it does not exist for readers
+    v-<fingerprint[:16]>-<random>/    the shards of the published version (part-00000.parquet, ...)
+    _tmp-<random>/                    shards being written (removed on failure or by the next ingest)
+    .lock                             local only: held by the ingest writing here (see storage.exclusive_lock)
+
+``<random>`` is the writing ingest's own token, so two concurrent ingests never share a directory.
+``read_manifest`` checks the manifest's structure and ``read_rows`` each shard against it, so a
+truncated, edited or corrupt file is a one-line error naming the file, never a traceback.
 
 Every shard has the columns of :data:`SCHEMA`; ``image`` holds lossless PNG bytes and ``sha256``
 the hash of the decoded pixels (see ``ganforge.data.images.pixel_sha256``).
@@ -16,10 +21,11 @@ import hashlib
 import json
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ganforge.errors import GanforgeError
-from ganforge.storage import Location
+from ganforge.storage import Location, describe_io_error
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -110,40 +116,166 @@ def fingerprint(records: list[tuple[str, int, str]]) -> str:
 
 
 def read_manifest(loc: Location) -> dict:
-    """The manifest at ``loc``; a dataset without one is unfinished or absent."""
+    """The manifest at ``loc``, checked; a dataset without one is unfinished or absent.
+
+    Raises:
+        GanforgeError: no manifest, an unreadable location, another schema version, or a manifest
+            that is not what ingest writes (truncated, edited, corrupt).
+    """
     if not loc.exists(MANIFEST):
         raise GanforgeError(
             f"no dataset at {loc.uri} (no {MANIFEST}; an ingest may have been interrupted); "
             "run `ganforge ingest ... --output` to create it"
         )
-    manifest = json.loads(loc.read_bytes(MANIFEST))
+    try:
+        data = loc.read_bytes(MANIFEST)
+    except FileNotFoundError:  # deleted between the two calls
+        raise GanforgeError(f"no dataset at {loc.uri} (its {MANIFEST} vanished while reading); run it again") from None
+    return parse_manifest(data, loc.uri)
+
+
+def parse_manifest(data: bytes, uri: str) -> dict:
+    """Decode and check the bytes of a ``manifest.json`` read from ``uri``.
+
+    Raises:
+        GanforgeError: not a manifest of this schema version, or an inconsistent one.
+    """
+    try:
+        manifest = json.loads(data)
+    except (UnicodeDecodeError, ValueError) as err:
+        _corrupt(uri, f"not valid JSON: {err}")
+    if not isinstance(manifest, dict):
+        _corrupt(uri, f"a JSON {type(manifest).__name__}, not an object")
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise GanforgeError(
-            f"dataset at {loc.uri} has schema version {manifest.get('schema_version')}, this ganforge reads "
+            f"dataset at {uri} has schema version {manifest.get('schema_version')!r}, this ganforge reads "
             f"{SCHEMA_VERSION}; re-ingest it with --overwrite"
         )
+    problem = _manifest_problem(manifest)
+    if problem:
+        _corrupt(uri, problem)
     return manifest
 
 
+def _corrupt(uri: str, problem: str):
+    problem = " ".join(problem.split())[:200]
+    raise GanforgeError(
+        f"dataset at {uri} has a corrupt {MANIFEST} ({problem}); re-ingest it: ganforge ingest ... "
+        f"--output {uri} --overwrite"
+    )
+
+
+def _is_count(v, least: int = 0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= least
+
+
+def _manifest_problem(m: dict) -> str | None:
+    """What is wrong with a decoded manifest, or None; checks every field readers rely on."""
+    fp = m.get("fingerprint")
+    if not (isinstance(fp, str) and len(fp) == 64 and all(c in "0123456789abcdef" for c in fp)):
+        return "fingerprint is not a SHA-256 hex digest"
+    src = m.get("source")
+    if not (isinstance(src, dict) and isinstance(src.get("name"), str)) or not isinstance(m.get("options"), dict):
+        return "source or options missing"
+    image = m.get("image")
+    if not (isinstance(image, dict) and _is_count(image.get("height"), 1) and _is_count(image.get("width"), 1)
+            and image.get("channels") in (1, 3) and not isinstance(image.get("channels"), bool)):
+        return "image needs height and width >= 1 and channels 1 or 3"
+    names = m.get("class_names")
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        return "class_names must be a non-empty list of names"
+    counts = m.get("counts")
+    if not isinstance(counts, dict):
+        return "counts missing"
+    splits, classes = counts.get("splits"), counts.get("classes")
+    if not (isinstance(splits, dict) and splits and all(isinstance(k, str) and _is_count(v, 1) for k, v in splits.items())):
+        return "counts.splits must map split names to image counts >= 1"
+    if not (isinstance(classes, dict) and set(classes) == set(splits)):
+        return "counts.classes must have the splits of counts.splits"
+    for split, per_class in classes.items():
+        if not (isinstance(per_class, dict) and all(k in names and _is_count(v) for k, v in per_class.items())
+                and sum(per_class.values()) == splits[split]):
+            return f"counts.classes[{split!r}] does not add up to counts.splits[{split!r}]"
+    if not _is_count(counts.get("total")) or counts["total"] != sum(splits.values()):
+        return "counts.total is not the sum of counts.splits"
+    shards = m.get("shards")
+    if not isinstance(shards, list):
+        return "shards must be a list"
+    for shard in shards:
+        path = shard.get("path") if isinstance(shard, dict) else None
+        if not (isinstance(path, str) and path and _is_count(shard.get("rows"))):
+            return "every shard needs a path and a row count"
+        parts = path.split("/")
+        if path.startswith("/") or "\\" in path or any(p in ("", ".", "..") for p in parts):
+            return f"shard path {path!r} is not inside the dataset"
+    if sum(shard["rows"] for shard in shards) != counts["total"]:
+        return "the shards' rows do not add up to counts.total"
+    return None
+
+
+def manifest_bytes(manifest: dict) -> bytes:
+    return json.dumps(manifest, indent=2, sort_keys=True).encode()
+
+
 def write_manifest(loc: Location, manifest: dict) -> None:
-    loc.write_bytes_atomic(json.dumps(manifest, indent=2, sort_keys=True).encode(), MANIFEST)
+    loc.write_bytes_atomic(manifest_bytes(manifest), MANIFEST)
 
 
 def read_rows(loc: Location, manifest: dict, columns: list[str], split: str | None = None) -> pa.Table:
-    """The listed columns of every row (of one split), in manifest shard order."""
+    """The listed columns of every row (of one split), in manifest shard order.
+
+    Raises:
+        GanforgeError: no such split; a shard that is missing, unreadable, corrupt, or whose rows or
+            columns disagree with the manifest (each names the shard and says to re-ingest).
+    """
     if split is not None and split not in manifest["counts"]["splits"]:
         have = ", ".join(sorted(manifest["counts"]["splits"])) or "none"
         raise GanforgeError(f"dataset {loc.uri} has no split {split!r} (it has: {have}); pick one of those")
     tables = []
     for shard in manifest["shards"]:
-        filters = [("split", "=", split)] if split is not None else None
-        try:
-            with loc.fs.open_input_file(loc.join(shard["path"])) as f:
-                tables.append(pq.read_table(f, columns=columns, filters=filters))
-        except FileNotFoundError:
-            raise GanforgeError(
-                f"dataset {loc.uri} lists shard {shard['path']} but it is missing; re-ingest with --overwrite"
-            ) from None
+        table = read_shard(loc, shard, columns + (["split"] if split is not None and "split" not in columns else []))
+        if split is not None:
+            table = table.filter(pc.equal(table.column("split"), split)).select(columns)
+        tables.append(table)
     if not tables:
         return pa.schema([SCHEMA.field(c) for c in columns]).empty_table()
-    return pa.concat_tables(tables)
+    out = pa.concat_tables(tables)
+    expected = manifest["counts"]["splits"][split] if split is not None else manifest["counts"]["total"]
+    if out.num_rows != expected:
+        what = f"split {split!r}" if split is not None else "the dataset"
+        raise GanforgeError(
+            f"dataset {loc.uri}: the shards hold {out.num_rows} rows of {what} but the manifest says {expected}; "
+            "the files were changed after ingest, re-ingest with --overwrite"
+        )
+    return out
+
+
+def read_shard(loc: Location, shard: dict, columns: list[str]) -> pa.Table:
+    """One shard's columns, checked against :data:`SCHEMA` and the manifest's row count.
+
+    Raises:
+        GanforgeError: the shard is missing, unreadable, not Parquet, or not what ingest wrote.
+    """
+    path = shard["path"]
+    fix = "re-ingest with --overwrite"
+    try:
+        with loc.fs.open_input_file(loc.join(path)) as f:
+            pf = pq.ParquetFile(f)
+            if pf.metadata.num_rows != shard["rows"]:
+                raise GanforgeError(
+                    f"dataset {loc.uri}: shard {path} has {pf.metadata.num_rows} rows, the manifest says "
+                    f"{shard['rows']}; {fix}"
+                )
+            table = pf.read(columns=columns)
+    except FileNotFoundError:
+        raise GanforgeError(f"dataset {loc.uri} lists shard {path} but it is missing; {fix}") from None
+    except (pa.ArrowException, ValueError, OSError) as err:
+        # S3 transport errors say "AWS Error"; any other OSError is Parquet failing on the bytes.
+        if isinstance(err, PermissionError) or (isinstance(err, OSError) and "AWS Error" in str(err)):
+            raise GanforgeError(describe_io_error(loc, f"read shard {path} of", err)) from None
+        reason = " ".join(str(err).split())[:160]
+        raise GanforgeError(f"dataset {loc.uri}: shard {path} is corrupt ({reason}); {fix}") from None
+    want = pa.schema([SCHEMA.field(c) for c in columns])
+    if not table.schema.equals(want, check_metadata=False):
+        raise GanforgeError(f"dataset {loc.uri}: shard {path} does not have ganforge's columns and types; {fix}")
+    return table

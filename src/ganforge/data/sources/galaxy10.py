@@ -150,15 +150,18 @@ def _read_labels(path: Path) -> np.ndarray:
         for key, obj in (("images", images), ("ans", ans)):
             if not isinstance(obj, h5py.Dataset):
                 raise GanforgeError(f"{path.name} has no dataset {key!r}; {EXPECTED_LAYOUT}")
-        if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
-            raise GanforgeError(f"{path.name}: 'images' is {images.shape} {images.dtype}; {EXPECTED_LAYOUT}")
+        if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8 or 0 in images.shape[:3]:
+            raise GanforgeError(f"{path.name}: 'images' is {images.shape} {images.dtype}; {EXPECTED_LAYOUT}, N, H, W >= 1")
         if ans.ndim != 1 or ans.dtype.kind not in "iu":
             raise GanforgeError(f"{path.name}: 'ans' is {ans.shape} {ans.dtype}; {EXPECTED_LAYOUT}")
         if ans.shape[0] != images.shape[0]:
             raise GanforgeError(
                 f"{path.name}: 'images' has {images.shape[0]} rows but 'ans' {ans.shape[0]}; {EXPECTED_LAYOUT}"
             )
-        labels = ans[()].astype(np.int64)
+        try:
+            labels = ans[()].astype(np.int64)
+        except (OSError, ValueError) as err:
+            raise GanforgeError(f"{path.name}: 'ans' cannot be read ({err}); the file is damaged, get it again") from err
     if labels.size and (labels.min() < 0 or labels.max() >= len(GALAXY10_CLASSES)):
         raise GanforgeError(
             f"{path.name}: 'ans' holds labels {labels.min()}..{labels.max()}; {EXPECTED_LAYOUT}"
@@ -180,7 +183,14 @@ def _read_images(path: Path, indices: np.ndarray) -> list[np.ndarray]:
         # h5py clips out-of-range slices silently; a bad index is a caller bug, so fail loudly.
         if rows[0] < 0 or rows[-1] >= images.shape[0]:
             raise IndexError(f"Galaxy10 rows {rows[0]}..{rows[-1]} outside 0..{images.shape[0] - 1}")
-        blocks = [images[start:stop] for start, stop in _runs(rows)]
+        try:
+            blocks = [images[start:stop] for start, stop in _runs(rows)]
+        except (OSError, ValueError) as err:  # a damaged chunk, or a filter this h5py lacks
+            reason = " ".join(str(err).split())[:160]
+            raise GanforgeError(
+                f"{path.name}: 'images' rows {rows[0]}..{rows[-1]} cannot be read ({reason}); the file is damaged, "
+                "get it again"
+            ) from err
     stacked = np.concatenate(blocks)
     return list(stacked[inverse])
 

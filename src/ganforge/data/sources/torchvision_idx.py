@@ -79,6 +79,14 @@ def _open_idx(name: str, dataset_cls: type, input_path: str | None, download: bo
     train = _load_split(dataset_cls, root, train=True, download=download)
     # The train split already downloaded (or found) all four files; never ask twice.
     test = _load_split(dataset_cls, root, train=False, download=False)
+    raw = root / dataset_cls.__name__ / "raw"
+    for split, ds in (("train", train), ("t10k", test)):
+        _check_split(ds, raw, split, len(dataset_cls.classes))
+    if train.data.shape[1:] != test.data.shape[1:]:
+        raise GanforgeError(
+            f"{raw}: train images are {tuple(train.data.shape[1:])} but t10k images {tuple(test.data.shape[1:])}; "
+            "replace the IDX files with a matching set"
+        )
     # (N, 28, 28) uint8 -> (N, 28, 28, 1): ingest expects a channel axis.
     images = np.concatenate([train.data.numpy(), test.data.numpy()])[..., None]
     labels = np.concatenate([train.targets.numpy(), test.targets.numpy()]).astype(np.int64)
@@ -101,6 +109,29 @@ def _open_idx(name: str, dataset_cls: type, input_path: str | None, download: bo
     )
 
 
+def _check_split(ds, raw: Path, split: str, n_classes: int) -> None:
+    """One split's images and labels agree in count, labels name classes, images are not empty.
+
+    torchvision reads the two files independently and checks neither, so a short label file would
+    otherwise cost the images it does not label.
+
+    Raises:
+        GanforgeError: naming the file and the mismatch.
+    """
+    images, labels = f"{split}-images-idx3-ubyte", f"{split}-labels-idx1-ubyte"
+    n_img, n_lab = int(ds.data.shape[0]), int(ds.targets.shape[0])
+    fix = "replace them with the original files (or delete them and re-run with --download)"
+    if n_img != n_lab:
+        raise GanforgeError(f"{raw}: {images} has {n_img} images but {labels} has {n_lab} labels; {fix}")
+    if n_img == 0 or 0 in ds.data.shape[1:]:
+        raise GanforgeError(f"{raw}/{images} holds no image pixels (shape {tuple(ds.data.shape)}); {fix}")
+    if n_lab and (int(ds.targets.min()) < 0 or int(ds.targets.max()) >= n_classes):
+        raise GanforgeError(
+            f"{raw}/{labels} holds labels {int(ds.targets.min())}..{int(ds.targets.max())}, outside 0..{n_classes - 1} "
+            f"({n_classes} classes); {fix}"
+        )
+
+
 def _load_split(dataset_cls: type, root: Path, train: bool, download: bool):
     """Build the torchvision dataset, turning its errors into one-line ``GanforgeError``s."""
     try:
@@ -110,18 +141,25 @@ def _load_split(dataset_cls: type, root: Path, train: bool, download: bool):
         missing = _missing_files(dataset_cls, raw)
         if missing and not download:
             raise GanforgeError(_missing_message(dataset_cls, raw, missing)) from err
+        if not missing and isinstance(err, RuntimeError):
+            # Every file is there: torchvision's view() of a header that disagrees with the data.
+            raise _invalid_idx(dataset_cls, root, err) from err
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise GanforgeError(
             f"could not get {dataset_cls.__name__} into {raw} ({first_line}); on a machine without network "
             f"place the uncompressed IDX files there ({', '.join(_expected_files(dataset_cls))})"
         ) from err
-    except (AssertionError, TypeError, ValueError) as err:
+    except (AssertionError, TypeError, ValueError, IndexError, KeyError, OverflowError, MemoryError) as err:
         # torchvision's IDX parser asserts on the magic number and checks dtype and rank.
-        raise GanforgeError(
-            f"{dataset_cls.__name__} files under {root / dataset_cls.__name__ / 'raw'} are not valid IDX "
-            f"files ({err or type(err).__name__}); delete them and re-run with --download, or replace them "
-            "with the original files"
-        ) from err
+        raise _invalid_idx(dataset_cls, root, err) from err
+
+
+def _invalid_idx(dataset_cls: type, root: Path, err: BaseException) -> GanforgeError:
+    reason = " ".join(str(err).split())[:160] or type(err).__name__
+    return GanforgeError(
+        f"{dataset_cls.__name__} files under {root / dataset_cls.__name__ / 'raw'} are not valid IDX "
+        f"files ({reason}); delete them and re-run with --download, or replace them with the original files"
+    )
 
 
 def _expected_files(dataset_cls: type) -> list[str]:
