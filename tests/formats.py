@@ -206,3 +206,35 @@ def _patterned(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
             noise = rng.integers(-20, 21, size=(h, w))
             out[i, :, :, c] = np.clip(np.rint(wave) + noise, 0, 255).astype(np.uint8)
     return out if len(shape) == 4 else out[..., 0]
+
+
+def write_idx_split_files(
+    root: str | Path, dataset: str, files: dict[str, bytes]
+) -> Path:
+    """Write raw IDX files (bytes as given, valid or not) into ``root/<dataset>/raw/``.
+
+    Args:
+        root: the torchvision root.
+        dataset: the torchvision class name (``MNIST`` ...).
+        files: {file name such as ``train-labels-idx1-ubyte``: its bytes}.
+
+    Returns:
+        The ``raw`` folder.
+    """
+    raw = Path(root) / dataset / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (raw / name).write_bytes(data)
+    return raw
+
+
+def write_galaxy10_arrays(path: str | Path, datasets: dict[str, np.ndarray]) -> Path:
+    """Write an HDF5 file with exactly ``datasets`` ({name: array}), for malformed Galaxy10 layouts."""
+    import h5py
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        for name, array in datasets.items():
+            f.create_dataset(name, data=array)
+    return path

@@ -66,12 +66,12 @@ def check_grid(path: str, n: int) -> None:
     from PIL import Image
 
     check_n(n)
+    if os.path.isdir(path):
+        raise GanforgeError(f"--grid {path} is a directory; give a file name such as {os.path.join(path, 'grid.png')}")
     Image.init()
     ext = os.path.splitext(path)[1].lower()
     if ext not in Image.registered_extensions() or Image.registered_extensions()[ext] not in Image.SAVE:
         raise GanforgeError(f"cannot save a grid as {path!r} (unknown image format {ext or 'none'}); end it in .png")
-    if os.path.isdir(path):
-        raise GanforgeError(f"--grid {path} is a directory; give a file name such as {os.path.join(path, 'grid.png')}")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise GanforgeError(f"--grid folder {folder} does not exist; create it or choose another path")
