@@ -93,3 +93,50 @@ def test_resume_mismatches_ignore_where_and_how_long():
 def test_every_field_has_a_description():
     for name, field in TrainConfig.model_fields.items():
         assert field.description and len(field.description) > 10, name
+
+
+def test_augment_names_are_the_registry():
+    from ganforge.training.augment import AUGMENTS
+    from ganforge.training.config import AUGMENT_NAMES
+
+    assert set(AUGMENT_NAMES) == set(AUGMENTS)
+
+
+NAN, INF = float("nan"), float("inf")
+# Issue 13: each of these reached torch (a traceback at step 0) or trained silently on nonsense.
+BAD_VALUES = {
+    "lr_g": [NAN, INF, 0.0, -1.0], "lr_d": [NAN, -1.0, 0.0], "beta1": [1.5, 1.0, -0.1, NAN],
+    "beta2": [INF, 1.0, NAN], "gp_weight": [NAN, INF, -1.0], "clip": [0.0, -1.0, NAN], "kl_weight": [NAN, -0.5, INF],
+    "ema_decay": [NAN, 0.0, 1.0], "ema_rampup": [NAN, -0.1, 1.5], "seed": [-1, 2**64],
+    "device": ["gpu", "cuda:x", ""], "diffaugment": ["colour", "color,flip"], "experiment": ["", " "],
+    "output": [""], "dataset": [""], "resume": [""], "fid_backbone": [""],
+    "steps": [0, -3], "epochs": [0], "batch_size": [0], "threads": [0],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("field,value", [(f, v) for f, vs in BAD_VALUES.items() for v in vs])
+def test_out_of_range_values_are_refused_at_parse_time(field, value):
+    length = {"steps": None} if field == "epochs" else {}
+    with pytest.raises(ValidationError) as info:
+        TrainConfig(**{"dataset": "d", "model": "mlp", "steps": 1, **length, field: value})
+    assert [e["loc"] for e in info.value.errors()] == [(field,)]
+
+
+def test_edge_values_that_are_fine():
+    cfg = TrainConfig(dataset="d", model="wgan-gp", steps=1, beta1=0.0, gp_weight=0.0, kl_weight=0.0, ema_rampup=0.0,
+                      seed=0, device="cuda:1", diffaugment="", lr_g=5.0)  # fmt: skip
+    assert (cfg.beta1, cfg.diffaugment, cfg.device) == (0.0, "", "cuda:1")
+    assert TrainConfig(dataset="d", model="mlp", steps=1, seed=2**63 - 2).seed == 2**63 - 2
+
+
+def test_epochs_and_steps_in_one_layer_are_refused(tmp_path):
+    """Issue 13: `--steps 3 --epochs 2` silently dropped --epochs."""
+    with pytest.raises(GanforgeError, match="the flags give both --epochs and --steps; keep one"):
+        resolve_config({"dataset": "d", "model": "mlp", "epochs": 2, "steps": 3})
+    path = tmp_path / "c.yaml"
+    path.write_text("model: mlp\nepochs: 2\nsteps: 3\n")
+    with pytest.raises(GanforgeError, match="config file .*c.yaml gives both --epochs and --steps"):
+        resolve_config({"dataset": "d"}, path)
+    path.write_text("model: mlp\nepochs: 2\n")  # another layer: the flag replaces the file's choice
+    assert (resolve_config({"dataset": "d", "steps": 3}, path).steps, resolve_config({"dataset": "d"}, path).epochs) == (
+        3, 2)

@@ -7,6 +7,8 @@ flags. ``resolve_config`` applies it; every other module receives a validated ``
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -17,6 +19,8 @@ from ganforge.errors import GanforgeError
 
 MODEL_NAMES = ("mlp", "dcgan", "wgan-gp", "vae")  # mirrors ganforge.models.MODELS (checked in tests)
 LOSS_NAMES = ("bce", "hinge", "wgan-gp", "wgan-clip")
+AUGMENT_NAMES = ("color", "translation", "cutout")  # mirrors ganforge.training.augment.AUGMENTS (checked in tests)
+MAX_SEED = 2**63 - 2  # torch seeds are 64-bit; the FID probe seeds with seed + 1
 
 # Fields that may change between a run and its resume without changing what is trained: where things
 # go, how often they are written, how long to run and on what hardware. Everything else must match.
@@ -147,9 +151,33 @@ class TrainConfig(BaseModel):
         "log_every", "nproc", "epochs", "steps", "n_critic", "fid_every", "fid_n", "threads",
     )  # fmt: skip
     @classmethod
-    def _positive(cls, v: int | None) -> int | None:
+    def _positive(cls, v: int | None, info) -> int | None:
         if v is not None and v < 1:
-            raise ValueError(f"must be at least 1, got {v}")
+            unset = " (or leave it out)" if cls.model_fields[info.field_name].default is None else ""
+            raise ValueError(f"must be at least 1{unset}, got {v}")
+        return v
+
+    # Every float is checked here, not by torch at step 0: nan passes every "<" test, so each range
+    # is written so that nan and inf fall outside it.
+    @field_validator("lr_g", "lr_d", "clip")
+    @classmethod
+    def _positive_float(cls, v: float) -> float:
+        if not 0.0 < v < math.inf:
+            raise ValueError(f"must be a finite number above 0, e.g. 0.0002; got {v}")
+        return v
+
+    @field_validator("gp_weight", "kl_weight")
+    @classmethod
+    def _weight(cls, v: float) -> float:
+        if not 0.0 <= v < math.inf:
+            raise ValueError(f"must be a finite number of at least 0, e.g. 10 or 1; got {v}")
+        return v
+
+    @field_validator("beta1", "beta2")
+    @classmethod
+    def _beta(cls, v: float) -> float:
+        if not 0.0 <= v < 1.0:
+            raise ValueError(f"must be in [0, 1), e.g. 0.5 or 0.999; got {v}")
         return v
 
     @field_validator("ema_decay")
@@ -164,6 +192,46 @@ class TrainConfig(BaseModel):
     def _rampup(cls, v: float) -> float:
         if not 0.0 <= v <= 1.0:  # also refuses nan
             raise ValueError(f"must be in [0, 1], e.g. 0.05, or 0 for no ramp-up; got {v}")
+        return v
+
+    @field_validator("seed")
+    @classmethod
+    def _seed(cls, v: int) -> int:
+        if not 0 <= v <= MAX_SEED:
+            raise ValueError(f"must be an integer from 0 to {MAX_SEED}, e.g. 0; got {v}")
+        return v
+
+    @field_validator("dataset", "output", "experiment", "fid_backbone")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+    @field_validator("resume")
+    @classmethod
+    def _resume(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("must be latest or a checkpoint directory (or leave it out to start afresh)")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
+            raise ValueError(f"use auto, cpu, cuda or cuda:N; got {v!r}")
+        return v
+
+    @field_validator("diffaugment")
+    @classmethod
+    def _policy(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        names = [p.strip() for p in v.split(",") if p.strip()]  # "" is no augmentation, as in augment.py
+        unknown = [n for n in names if n not in AUGMENT_NAMES]
+        if unknown:
+            raise ValueError(f"unknown augment {unknown[0]!r}; use a comma-separated list of {', '.join(AUGMENT_NAMES)}, "
+                             "e.g. color,translation,cutout (or leave it out)")
         return v
 
     @model_validator(mode="after")
@@ -314,8 +382,16 @@ def load_config_file(path: str | Path) -> dict:
     return {k.replace("-", "_"): v for k, v in data.items()}
 
 
-def _layer(merged: dict, layer: dict) -> None:
-    """Apply one precedence layer; setting epochs clears steps and vice versa (they are one choice)."""
+def _layer(merged: dict, layer: dict, where: str) -> None:
+    """Apply one precedence layer; setting epochs clears steps and vice versa (they are one choice).
+
+    ``where`` starts the error message, e.g. "the flags give".
+
+    Raises:
+        GanforgeError: the layer sets both (one would silently be dropped).
+    """
+    if layer.get("epochs") is not None and layer.get("steps") is not None:
+        raise GanforgeError(f"{where} both --epochs and --steps; keep one (the run's length is one choice)")
     for k, v in layer.items():
         if k == "epochs" and v is not None:
             merged.pop("steps", None)
@@ -327,24 +403,27 @@ def _layer(merged: dict, layer: dict) -> None:
 def resolve_config(flags: dict, config_file: str | Path | None = None) -> TrainConfig:
     """Merge defaults < config file < preset < explicit flags into a validated ``TrainConfig``.
 
+    A higher layer's ``--epochs`` or ``--steps`` replaces a lower layer's either one (``--steps 10`` on a
+    preset that sets epochs trains 10 steps); one layer giving both is an error.
+
     Args:
         flags: explicitly given values by field name; ``None`` values count as not given.
         config_file: optional YAML/JSON file of field values (it may name a ``preset``).
 
     Raises:
-        GanforgeError: unknown preset or unreadable config file.
+        GanforgeError: unknown preset, unreadable config file, or --epochs and --steps in one layer.
         pydantic.ValidationError: a value is invalid (the CLI prints it as one line).
     """
     given = {k: v for k, v in flags.items() if v is not None}
     from_file = load_config_file(config_file) if config_file else {}
     preset_name = given.get("preset", from_file.get("preset"))
     merged: dict = {}
-    _layer(merged, from_file)
+    _layer(merged, from_file, f"config file {config_file} gives")
     if preset_name is not None:
         if preset_name not in PRESETS:
             raise GanforgeError(f"unknown preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
-        _layer(merged, PRESETS[preset_name].overrides)
-    _layer(merged, given)
+        _layer(merged, PRESETS[preset_name].overrides, f"preset {preset_name} gives")
+    _layer(merged, given, "the flags give")
     if "model" not in merged:
         raise GanforgeError(f"no model given; pass --model ({', '.join(MODEL_NAMES)}) or a --preset")
     return TrainConfig(**merged)
