@@ -8,6 +8,7 @@ import torch
 from ganforge.errors import GanforgeError
 from ganforge.training import TrainConfig, train
 from ganforge.training.checkpoint import (
+    clean_stale,
     list_checkpoints,
     load_checkpoint,
     load_weights,
@@ -52,6 +53,71 @@ def test_half_written_checkpoint_is_never_listed(tmp_path):
     assert list_checkpoints(tmp_path) == []
     with pytest.raises(GanforgeError, match="no ckpt-<step> directory"):
         resolve_resume("latest", tmp_path)
+
+
+def _save(root, step, keep=3):
+    save_checkpoint(root, step, {"generator": _net().state_dict()}, {"step": step}, {"config": {}}, keep=keep)
+
+
+def test_a_failed_write_leaves_no_temp_dir(tmp_path, monkeypatch):
+    """Issue 13: run directories were left with an empty .tmp-ckpt-*."""
+    def full_disk(*_a, **_k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError):
+        _save(tmp_path, 1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _dead_pid() -> int:
+    """The id of a process that has exited."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_clean_stale_removes_what_a_killed_writer_left(tmp_path):
+    import os
+
+    dead = _dead_pid()
+    _save(tmp_path, 2)
+    _save(tmp_path, 4)
+    (tmp_path / f".tmp-ckpt-000006-{dead}").mkdir()  # killed while writing step 6
+    (tmp_path / f".tmp-ckpt-000006-{dead}" / "generator.safetensors").write_bytes(b"half")
+    (tmp_path / "ckpt-000004").rename(tmp_path / f".old-ckpt-000004-{dead}")  # killed while replacing step 4
+    (tmp_path / "ckpt-000002").rename(tmp_path / f".del-ckpt-000002-{dead}")  # killed while pruning step 2
+    (tmp_path / f".tmp-ckpt-000008-{os.getpid()}").mkdir()  # a live writer's: left alone
+    handled = clean_stale(tmp_path)
+    assert sorted(handled) == sorted(f".{k}-ckpt-00000{s}-{dead}" for k, s in (("tmp", 6), ("old", 4), ("del", 2)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".tmp-ckpt-000008-{os.getpid()}", "ckpt-000004"]
+    assert load_checkpoint(tmp_path / "ckpt-000004").step == 4  # the replaced checkpoint is back, complete
+    assert clean_stale(tmp_path / "missing") == []
+
+
+def test_pruning_hides_a_checkpoint_before_deleting_it(tmp_path, monkeypatch):
+    """A kill in the middle of deleting an old checkpoint must not leave a partial ckpt-* to resume from."""
+    import shutil
+
+    _save(tmp_path, 1, keep=1)
+    seen, real_rmtree = [], shutil.rmtree
+
+    def interrupted_rmtree(path, ignore_errors=False):
+        if not path.exists():
+            return real_rmtree(path, ignore_errors=ignore_errors)
+        seen.append(path.name)
+        next(path.iterdir()).unlink()  # some files gone, then the process dies
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "rmtree", interrupted_rmtree)
+    with pytest.raises(KeyboardInterrupt):
+        _save(tmp_path, 2, keep=1)
+    monkeypatch.undo()
+    assert seen[-1].startswith(".del-ckpt-000001-")
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt-000002"]
 
 
 class Evil:

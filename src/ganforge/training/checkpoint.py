@@ -11,7 +11,10 @@ Layout of one checkpoint::
       meta.json                    the TrainConfig and ModelSpec, human-readable
 
 A checkpoint is first written to a hidden temp directory and then renamed, so a directory named
-``ckpt-*`` is always complete; after each write only the newest ``keep`` remain.
+``ckpt-*`` is always complete; after each write only the newest ``keep`` remain, each renamed to a
+hidden name before it is deleted (a kill mid-delete never leaves a partial ``ckpt-*``). Hidden
+leftovers of a killed writer are removed (or, for a replaced checkpoint, put back) by
+``clean_stale`` when the next run starts in that directory.
 """
 
 from __future__ import annotations
@@ -67,6 +70,20 @@ def list_checkpoints(output: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def check_fresh_output(output: str | Path) -> None:
+    """A new run must not start among another run's checkpoints (rollback and --resume latest would pick them).
+
+    Raises:
+        GanforgeError: ``output`` already holds checkpoints.
+    """
+    found = list_checkpoints(output)
+    if found:
+        raise GanforgeError(
+            f"{output} already holds checkpoints ({found[-1].name}); pass --resume latest to continue, "
+            "--overwrite to start afresh there, or another --output"
+        )
+
+
 def resolve_resume(resume: str, output: str | Path) -> Path:
     """Turn ``--resume`` (``latest`` or a directory) into a checkpoint directory.
 
@@ -117,21 +134,74 @@ def save_checkpoint(
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    for name, sd in weights.items():
-        # clone: safetensors refuses tensors that share storage (tied or parametrised weights)
-        save_file({k: v.detach().cpu().contiguous().clone() for k, v in sd.items()}, tmp / f"{name}.safetensors")
-    torch.save(state, tmp / "state.pt")
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-    if final.exists():  # a rollback replays steps: the old copy goes only once the new one is complete
-        trash = root / f".old-{final.name}-{os.getpid()}"
-        final.rename(trash)
-        tmp.rename(final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        tmp.rename(final)
+    try:
+        for name, sd in weights.items():
+            # clone: safetensors refuses tensors that share storage (tied or parametrised weights)
+            save_file({k: v.detach().cpu().contiguous().clone() for k, v in sd.items()}, tmp / f"{name}.safetensors")
+        torch.save(state, tmp / "state.pt")
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        if final.exists():  # a rollback replays steps: the old copy goes only once the new one is complete
+            trash = root / f".old-{final.name}-{os.getpid()}"
+            final.rename(trash)
+            tmp.rename(final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            tmp.rename(final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone after the rename; a failed write leaves no temp dir
     for old in list_checkpoints(root)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
     return final
+
+
+def _remove(path: Path) -> None:
+    """Delete a checkpoint: first out of sight (one rename), then its files."""
+    trash = path.with_name(f".del-{path.name}-{os.getpid()}")
+    try:
+        path.rename(trash)
+    except FileNotFoundError:
+        return  # already gone
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+_HIDDEN = re.compile(r"^\.(tmp|old|del)-(ckpt-\d+)-(\d+)$")
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (a writer still at work)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def clean_stale(output: str | Path) -> list[str]:
+    """Remove what killed checkpoint writers left in ``output``; return the names handled.
+
+    ``.tmp-*`` (a checkpoint being written) and ``.del-*`` (one being deleted) go. ``.old-*`` is a
+    complete checkpoint that was being replaced: it is put back when the kill came before its
+    replacement was renamed into place, else removed. Entries of a live process are left alone.
+    """
+    root = Path(output)
+    if not root.is_dir():
+        return []
+    handled = []
+    for p in sorted(root.iterdir()):
+        m = _HIDDEN.match(p.name)
+        if not m or _alive(int(m.group(3))):
+            continue
+        kind, name = m.group(1), m.group(2)
+        if kind == "old" and not (root / name).exists():
+            p.rename(root / name)
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+        handled.append(p.name)
+    return handled
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
