@@ -40,7 +40,8 @@ def _train_parameters() -> list[inspect.Parameter]:
         ),
         inspect.Parameter(
             "dry_run", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
-            default=typer.Option(False, "--dry-run", help="Print the resolved config as JSON and exit."),
+            default=typer.Option(False, "--dry-run", help="Run every check a real run makes first (dataset, "
+                                 "model, output, resume, tracking store), print the resolved config as JSON and exit."),
         ),
     ]  # fmt: skip
     for name, field in TrainConfig.model_fields.items():
@@ -54,12 +55,18 @@ def _train_parameters() -> list[inspect.Parameter]:
 
 
 def train_command(**flags) -> None:
-    """Train a generator on a ganforge dataset (flags < --preset < --config, see --help)."""
+    """Train a generator on a ganforge dataset.
+
+    Precedence, lowest first: defaults < --config file < --preset < flags. A higher layer's --epochs or
+    --steps replaces a lower layer's either one; one layer giving both is an error.
+    """
     from ganforge.training import resolve_config, train
+    from ganforge.training.preflight import preflight
 
     config_file, dry_run = flags.pop("config"), flags.pop("dry_run")
     config = resolve_config(flags, config_file)
     if dry_run:
+        preflight(config)
         typer.echo(json.dumps(config.model_dump(mode="json"), indent=2))
         return
     result = train(config)
@@ -87,12 +94,16 @@ def generate_command(
     weights: Optional[str] = typer.Option(
         None, "--weights", help="Generator weights: ema or raw. Default: ema when the checkpoint has them, else raw."
     ),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
-    out: str = typer.Option(..., "--out", help="grid.png for one grid, or a directory for one PNG per image."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto (CUDA when present)."),
+    out: str = typer.Option(
+        ..., "--out", help="An image file (.png, .jpg, .webp...) for one grid in that format; any other path is "
+        "a directory for one PNG per image (000000.png, ...; same names are replaced)."
+    ),
 ) -> None:
-    """Generate images from a trained checkpoint into a grid PNG or a directory of PNGs."""
-    from ganforge.training.visuals import generate, save_images
+    """Generate images from a trained checkpoint into one grid image or a directory of PNGs."""
+    from ganforge.training.visuals import check_out, generate, save_images
 
+    check_out(out)
     wanted = [x.strip() for x in labels.split(",") if x.strip()] if labels else None
     images = generate(checkpoint, n=n, labels=wanted, seed=seed, interpolate=interpolate, weights=weights,
                       device=device)  # fmt: skip

@@ -33,6 +33,7 @@ class Tracker(Protocol):
 
     run_id: str | None
     active: bool  # False: nothing is recorded, so the loop skips rendering sample grids
+    continued: bool  # True: run_id is the run asked for (an unfinished one reopened), not a new run
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Record numbers at ``step`` (never blocks on the server)."""
@@ -55,6 +56,7 @@ class NullTracker:
 
     run_id: str | None = None
     active = False
+    continued = False
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:  # noqa: D102
         pass
@@ -82,12 +84,23 @@ def redact(uri: str) -> str:
     return re.sub(r"//[^/@]*@", "//***@", uri)
 
 
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast, before any training, when an HTTP tracking server does not answer.
+def check_reachable(uri: str, timeout: float = 5.0, no_track_flag: bool = False) -> None:
+    """Fail fast, before any work, when the tracking store cannot be used.
+
+    An HTTP server must answer ``/health``; a sqlite store's folder (and its database file, when there
+    is one) must be writable: MLflow would otherwise retry for minutes before failing.
+
+    Args:
+        uri: the tracking URI (see ``tracking_uri``).
+        timeout: seconds to wait for an HTTP server.
+        no_track_flag: the calling command has ``--no-track``; the message then suggests it.
 
     Raises:
-        GanforgeError: the server's ``/health`` endpoint cannot be reached.
+        GanforgeError: the server cannot be reached, or the sqlite store cannot be written.
     """
+    fix = ", or pass --no-track" if no_track_flag else ""
+    if uri.startswith("sqlite:"):
+        _check_sqlite(uri, fix)
     if not uri.startswith(("http://", "https://")):
         return
     import urllib.error
@@ -99,8 +112,39 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise GanforgeError(
-            f"cannot reach the MLflow server at {redact(uri)} ({reason}); start it, fix MLFLOW_TRACKING_URI, "
-            "or pass --no-track"
+            f"cannot reach the MLflow server at {redact(uri)} ({reason}); start it, fix MLFLOW_TRACKING_URI{fix}"
+        ) from None
+
+
+def _check_sqlite(uri: str, fix: str) -> None:
+    """A sqlite store needs a writable folder (journal files) and, when it exists, a writable database.
+
+    Probed by creating a file, not with ``os.access``: root passes every access check, yet cannot write
+    on a read-only mount.
+    """
+    import tempfile
+
+    path = uri.removeprefix("sqlite:").split("?", 1)[0]
+    if not path.startswith("///"):
+        return  # sqlite:// alone is an in-memory database
+    db = Path(path[3:])
+    if str(db) in ("", ".", ":memory:"):
+        return
+    where = f"the MLflow store {redact(uri)}"
+    if not db.parent.is_dir():
+        raise GanforgeError(f"{where}: folder {db.parent} does not exist; create it or fix MLFLOW_TRACKING_URI{fix}")
+    if db.exists() and not db.is_file():
+        raise GanforgeError(f"{where}: {db} is not a file; fix MLFLOW_TRACKING_URI{fix}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".ganforge-probe-", dir=db.parent)
+        os.close(fd)
+        os.unlink(probe)
+        if db.exists():
+            open(db, "r+b").close()  # opens for writing, changes nothing
+    except OSError as exc:
+        raise GanforgeError(
+            f"{where} cannot be written ({exc.strerror}: {exc.filename or db.parent}); point MLFLOW_TRACKING_URI "
+            f"at a writable folder{fix}"
         ) from None
 
 
@@ -123,13 +167,29 @@ class MlflowTracker:
     active = True
 
     def __init__(
-        self, experiment: str, run_name: str | None, params: dict, tags: dict[str, str], run_id: str | None = None
+        self,
+        experiment: str,
+        run_name: str | None,
+        params: dict,
+        tags: dict[str, str],
+        run_id: str | None = None,
+        lineage: dict[str, str] | None = None,
     ):
-        """Create the run (or continue ``run_id``); params are logged under their flag names.
+        """Create the run, or continue ``run_id`` when this store has it and it did not finish.
 
-        Continuing a run (``--resume``) keeps its params and adds only new ones: MLflow refuses to
-        change a logged param, and the resumable settings that may differ (steps, output...) are
-        recorded as ``resume.<name>`` tags instead.
+        Continuing a run (``--resume`` after a kill) keeps its params and adds only new ones: MLflow
+        refuses to change a logged param, and the resumable settings that may differ (steps, output...)
+        are recorded as ``resume.<name>`` tags instead. A FINISHED run is never reopened: its numbers
+        (and the evaluations and registrations made from it) describe its last checkpoint, so more
+        training goes into a new run, tagged with ``lineage``.
+
+        Args:
+            experiment: experiment name of a new run.
+            run_name: name of a new run (None: MLflow picks one).
+            params: logged as params.
+            tags: set on the run, new or continued.
+            run_id: the run to continue, if it is unfinished.
+            lineage: tags set only on a new run (``resumed_from_*``: the checkpoint it started from).
 
         Raises:
             GanforgeError: the server is unreachable or refuses the run.
@@ -140,13 +200,16 @@ class MlflowTracker:
         check_reachable(uri)
         try:
             self.client = MlflowClient(uri)
-            self.run_id = self._continue(run_id, params, tags) or self._create(experiment, run_name, params, tags)
+            self.run_id = self._continue(run_id, params, tags) or self._create(
+                experiment, run_name, params, {**tags, **(lineage or {})}
+            )
         except GanforgeError:
             raise
         except Exception as exc:  # MlflowException, sqlalchemy and HTTP errors alike: one line
             raise GanforgeError(
                 f"MLflow at {redact(uri)} refused the run: {' '.join(str(exc).split())[:200]}"
             ) from None
+        self.continued = self.run_id == run_id
         self._images = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ganforge-mlflow")
         self._pending: list = []
 
@@ -160,7 +223,7 @@ class MlflowTracker:
         return run_id
 
     def _continue(self, run_id: str | None, params: dict, tags: dict[str, str]) -> str | None:
-        """Reopen ``run_id`` when this store has it; None (start a new run) otherwise."""
+        """Reopen ``run_id`` when this store has it and it is not FINISHED (nor deleted); None otherwise."""
         from mlflow.entities import Param, RunTag
         from mlflow.exceptions import MlflowException
 
@@ -170,6 +233,8 @@ class MlflowTracker:
             run = self.client.get_run(run_id)
         except MlflowException:
             return None  # another tracking store: the new run gets its own params
+        if run.info.status == "FINISHED" or run.info.lifecycle_stage != "active":
+            return None  # KILLED, FAILED, or RUNNING after a kill -9: continued
         old = run.data.params
         new = [Param(k, str(v)) for k, v in sorted(params.items()) if k not in old]
         changed = [RunTag(f"resume.{k}", str(v)) for k, v in sorted(params.items()) if k in old and old[k] != str(v)]
@@ -232,13 +297,28 @@ def pipeline_tags() -> dict[str, str]:
 
 
 def open_tracker(
-    enabled: bool, experiment: str, run_name: str | None, params: dict, tags: dict, run_id: str | None = None
+    enabled: bool,
+    experiment: str,
+    run_name: str | None,
+    params: dict,
+    tags: dict,
+    run_id: str | None = None,
+    lineage: dict[str, str] | None = None,
 ) -> Tracker:
-    """An ``MlflowTracker`` when ``enabled`` (continuing ``run_id`` when given), else a ``NullTracker``.
+    """An ``MlflowTracker`` when ``enabled``, else a ``NullTracker``.
+
+    Args:
+        enabled: False: nothing is recorded.
+        experiment: experiment name of a new run.
+        run_name: name of a new run (None: MLflow picks one).
+        params: logged as params.
+        tags: set on the run (plus the pipeline's nesting tags).
+        run_id: continue this run when it did not finish (a FINISHED run is never reopened).
+        lineage: tags for a new run only, e.g. ``resumed_from_run_id`` (see ``MlflowTracker``).
 
     Raises:
         GanforgeError: tracking is enabled and the server cannot be reached.
     """
     if not enabled:
         return NullTracker()
-    return MlflowTracker(experiment, run_name, params, {**tags, **pipeline_tags()}, run_id)
+    return MlflowTracker(experiment, run_name, params, {**tags, **pipeline_tags()}, run_id, lineage)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import socket
 import time
 from pathlib import Path
@@ -77,3 +78,67 @@ def test_sqlite_default_store_records_a_run(tmp_path, monkeypatch):
     assert [m.step for m in client.get_metric_history(tracker.run_id, "train/loss_g")] == [1, 2, 3]
     names = {a.path for a in client.list_artifacts(tracker.run_id)}
     assert "loss_curve.png" in names and "images" in names
+
+
+def test_no_track_is_suggested_only_to_commands_that_have_it():
+    """Issue 13: registry commands suggested --no-track, which they lack."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{s.getsockname()[1]}"
+    with pytest.raises(GanforgeError) as plain:
+        check_reachable(uri)
+    assert "--no-track" not in str(plain.value)
+    with pytest.raises(GanforgeError, match=r"fix MLFLOW_TRACKING_URI, or pass --no-track$"):
+        check_reachable(uri, no_track_flag=True)
+
+
+@pytest.mark.parametrize("where", ["/proc/mlflow.db", "/proc/missing/mlflow.db"])
+def test_sqlite_store_in_a_read_only_folder_fails_at_once(where):
+    """Issue 13: MLflow retried for 108 s with 36 warnings; /proc refuses new files even to root."""
+    t0 = time.monotonic()
+    with pytest.raises(GanforgeError, match=r"MLflow store sqlite:////proc/.*(cannot be written|does not exist)"):
+        check_reachable(f"sqlite:///{where}", no_track_flag=True)
+    assert time.monotonic() - t0 < 30  # no retry loop (generous: a busy machine)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into mode-555 folders")
+def test_sqlite_store_in_a_mode_555_folder(tmp_path):
+    (tmp_path / "ro").mkdir(mode=0o555)
+    with pytest.raises(GanforgeError, match="cannot be written"):
+        check_reachable(f"sqlite:///{tmp_path}/ro/mlflow.db")
+
+
+def test_sqlite_store_paths(tmp_path, monkeypatch):
+    (tmp_path / "db").mkdir()
+    with pytest.raises(GanforgeError, match=r"is not a file; fix MLFLOW_TRACKING_URI$"):
+        check_reachable(f"sqlite:///{tmp_path}/db")
+    with pytest.raises(GanforgeError, match="folder .*nope does not exist"):
+        check_reachable(f"sqlite:///{tmp_path}/nope/mlflow.db")
+    check_reachable(f"sqlite:///{tmp_path}/mlflow.db")  # a new database in a writable folder
+    monkeypatch.chdir(tmp_path)
+    check_reachable("sqlite:///mlflow.db")  # relative to the working directory
+    check_reachable("sqlite://")  # in memory
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["db"]  # the probe leaves nothing
+
+
+def test_a_finished_run_is_never_reopened(tmp_path, monkeypatch):
+    """Issue 13 item 1: only an interrupted run is continued; otherwise a new run carries the lineage tags."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    link = {"resumed_from_run_id": "parent", "resumed_from_step": "2"}
+    first = open_tracker(True, "unit", None, {"steps": 2}, {})
+    first.close("KILLED")
+    again = open_tracker(True, "unit", None, {"steps": 4}, {}, run_id=first.run_id, lineage=link)
+    assert again.continued and again.run_id == first.run_id
+    again.close()
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    assert "resumed_from_run_id" not in client.get_run(first.run_id).data.tags
+    third = open_tracker(True, "unit", None, {"steps": 6}, {}, run_id=first.run_id, lineage=link)
+    assert not third.continued and third.run_id != first.run_id
+    third.close()
+    assert client.get_run(first.run_id).data.params["steps"] == "2"
+    assert client.get_run(third.run_id).data.tags["resumed_from_step"] == "2"
+    unknown = open_tracker(True, "unit", None, {}, {}, run_id="0" * 32)  # from another store: a new run
+    assert not unknown.continued
+    unknown.close()

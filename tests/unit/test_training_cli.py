@@ -59,13 +59,15 @@ def test_train_then_generate_grid_and_files(digits, tmp_path):
     assert Image.open(tmp_path / "walk" / files[0]).size == (16, 16)
 
 
-def test_dry_run_prints_the_resolved_config(tmp_path):
+def test_dry_run_prints_the_resolved_config(digits, tmp_path):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("dataset: somewhere\nlr_d: 0.003\n")
-    res = runner.invoke(app, ["train", "--config", str(cfg), "--preset", "digits-tiny", "--seed", "9", "--dry-run"])
+    cfg.write_text(f"dataset: {digits / 'd16'}\nlr_d: 0.003\nbatch_size: 16\n")  # preset wins over the file
+    res = runner.invoke(app, ["train", "--config", str(cfg), "--preset", "digits-tiny", "--seed", "9", "--dry-run",
+                              "--no-track", "--output", str(tmp_path / "run")])  # fmt: skip
     assert res.exit_code == 0, res.output
     resolved = json.loads(res.stdout)
-    assert (resolved["dataset"], resolved["lr_d"], resolved["seed"], resolved["width"]) == ("somewhere", 2e-4, 9, 16)
+    assert (resolved["lr_d"], resolved["seed"], resolved["width"], resolved["batch_size"]) == (2e-4, 9, 16, 64)
+    assert not (tmp_path / "run").exists()  # a dry run creates nothing
 
 
 def test_unknown_model_and_preset(digits):
@@ -130,3 +132,91 @@ def test_generate_bad_input(digits, tmp_path):
                    r"not conditional")  # fmt: skip
     one_error_line(runner.invoke(app, ["generate", "--checkpoint", str(tmp_path / "missing"), "--out", "x.png"]),
                    r"does not exist")  # fmt: skip
+
+
+@pytest.mark.parametrize("flags,pattern", [
+    (["--lr-g", "nan"], r"--lr-g: .*finite number above 0"),
+    (["--lr-d", "-1"], r"--lr-d: .*finite number above 0"),
+    (["--beta1", "1.5"], r"--beta1: .*must be in \[0, 1\)"),
+    (["--gp-weight", "inf"], r"--gp-weight: .*finite"),
+    (["--seed", "-1"], r"--seed: .*from 0 to"),
+    (["--epochs", "2"], r"the flags give both --epochs and --steps; keep one"),
+    (["--fid-every", "1", "--fid-backbone", "nope"], r"--fid-backbone 'nope': use one of .*pixels"),
+    (["--loss", "hinge", "--label-smoothing"], r"apply only to loss 'bce'"),
+])  # fmt: skip
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_bad_flags_fail_before_any_work(digits, tmp_path, flags, pattern, dry_run):
+    """Issue 13: tracebacks from torch at step 0, or a flag silently dropped; --dry-run makes the same checks."""
+    res = train("--dataset", str(digits / "d16"), "--model", "dcgan", "--steps", "2", "--output", str(tmp_path / "o"),
+                *flags, *(["--dry-run"] if dry_run else []))  # fmt: skip
+    one_error_line(res, pattern)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_unwritable_output_fails_before_training(digits, tmp_path, dry_run):
+    """Issue 13: train ran every step, then failed writing its first checkpoint."""
+    (tmp_path / "file").write_text("x")
+    extra = ["--dry-run"] if dry_run else []
+    for output, pattern in ((tmp_path / "file", "is a file, not a directory"),
+                            (tmp_path / "file" / "run", "cannot be created: .*file is not a directory"),
+                            ("/proc/ganforge-run", "cannot be written")):  # fmt: skip
+        res = train("--dataset", str(digits / "d16"), "--model", "mlp", "--steps", "100000", "--output", str(output),
+                    *extra)  # fmt: skip
+        one_error_line(res, rf"--output {output} {pattern}.*; pass ")
+        assert "trained" not in res.stdout
+
+
+def test_dry_run_makes_the_checks_of_a_real_run(digits, tmp_path):
+    args = ["--dataset", str(digits / "d16"), "--model", "mlp", "--output", str(tmp_path)]
+    assert train(*args, "--steps", "2").exit_code == 0
+    one_error_line(train(*args, "--steps", "2", "--dry-run"), r"already holds checkpoints .*--overwrite")
+    one_error_line(train(*args, "--steps", "4", "--resume", "latest", "--width", "16", "--dry-run"),
+                   r"cannot resume .*width 8 -> 16")  # fmt: skip
+    one_error_line(train("--dataset", str(digits / "d12"), "--model", "dcgan", "--steps", "1", "--dry-run"),
+                   r"builds image_size 8, 16, .* got 12")  # fmt: skip
+    one_error_line(train(*args, "--steps", "2", "--batch-size", "4096", "--overwrite", "--dry-run"),
+                   r"fewer than --batch-size 4096")  # fmt: skip
+    assert train(*args, "--steps", "4", "--resume", "latest", "--dry-run").exit_code == 0
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("ckpt")] == ["ckpt-000002"]
+
+
+def test_help_states_the_precedence_the_code_applies():
+    """Issue 13: `train --help` said flags < --preset < --config, the reverse of resolve_config."""
+    res = runner.invoke(app, ["train", "--help"], terminal_width=200)
+    text = " ".join(res.stdout.split())
+    assert "defaults < --config file < --preset < flags" in text
+    assert "one layer giving both is an error" in text
+
+
+def test_generate_image_suffix_writes_one_grid_in_that_format(digits, tmp_path):
+    """Issue 13: `generate --out x.jpg` made a folder of PNGs named x.jpg."""
+    assert train("--dataset", str(digits / "d16"), "--model", "mlp", "--steps", "1", "--output", str(tmp_path / "r")
+                 ).exit_code == 0  # fmt: skip
+    for name, fmt in (("x.jpg", "JPEG"), ("x.webp", "WEBP"), ("sub/x.PNG", "PNG")):
+        res = runner.invoke(app, ["generate", "--checkpoint", str(tmp_path / "r"), "--n", "4", "--out",
+                                  str(tmp_path / name)])  # fmt: skip
+        assert res.exit_code == 0, res.output
+        assert (tmp_path / name).is_file() and Image.open(tmp_path / name).format == fmt
+    assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["x.PNG"]  # no temp file left
+
+
+def test_generate_bad_out_and_flags_fail_before_any_work(digits, tmp_path):
+    assert train("--dataset", str(digits / "d16"), "--model", "mlp", "--steps", "1", "--output", str(tmp_path / "r")
+                 ).exit_code == 0  # fmt: skip
+    (tmp_path / "dir.png").mkdir()
+    (tmp_path / "file").write_text("x")
+
+    def gen(*args):
+        return runner.invoke(app, ["generate", "--checkpoint", str(tmp_path / "r"), *args])
+
+    one_error_line(gen("--out", "/proc/g.png"), r"--out's folder /proc cannot be written")
+    one_error_line(gen("--out", "/proc/walk"), r"--out /proc/walk cannot be written")
+    one_error_line(gen("--out", str(tmp_path / "dir.png")), r"is a directory; pass a file name")
+    one_error_line(gen("--out", str(tmp_path / "file" / "g.png")), r"folder .*file is a file, not a directory")
+    one_error_line(gen("--out", str(tmp_path / "o"), "--n", "0"), r"--n must be from 1 to 100000")
+    one_error_line(gen("--out", str(tmp_path / "o"), "--seed", "-5"), r"--seed must be an integer from 0")
+    one_error_line(gen("--out", str(tmp_path / "o"), "--device", "gpu"), r"--device gpu: use auto, cpu")
+    one_error_line(gen("--out", str(tmp_path / "o"), "--weights", "best"), r"--weights 'best': use ema or raw")
+    one_error_line(gen("--out", str(tmp_path / "o"), "--labels", "3"), r"not conditional")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.png", "file", "r"]

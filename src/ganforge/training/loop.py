@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -65,10 +66,15 @@ def train(config: TrainConfig, data=None, tracker=None) -> TrainResult:
         tracker: a ``ganforge.tracking.Tracker`` to use instead of opening one from the config.
 
     Raises:
-        GanforgeError: a user mistake or a diverged run, as one line.
+        GanforgeError: a user mistake or a diverged run, as one line; mistakes are found before any
+            work (see ``ganforge.training.preflight``).
     """
     import os
 
+    from ganforge.training.preflight import preflight
+
+    if "WORLD_SIZE" not in os.environ:  # the launcher checks once for all ranks
+        preflight(config, data, tracking=tracker is None)
     if config.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return ddp.launch(config, config.nproc)  # relaunch through torchrun; ranks call run_training
     return run_training(config, data, tracker)
@@ -78,50 +84,73 @@ def run_training(config: TrainConfig, data=None, tracker=None) -> TrainResult:
     """Train in this process (one rank of a torchrun job, or the only process)."""
     rt = ddp.setup(config.device, config.threads)
     try:
-        if config.track and rt.is_main and tracker is None:
-            from ganforge.tracking import check_reachable, tracking_uri
-
-            check_reachable(tracking_uri())  # fail before loading data, not after
+        if rt.is_main:
+            ckpt.clean_stale(config.output)  # what a killed run left half-written
         t = build_trainer(config, rt, data)
+        lineage = None
         if config.resume:
             path = ckpt.resolve_resume(config.resume, config.output)
-            restore(t, ckpt.load_checkpoint(path, rt.device), check_config=True)
+            ck = ckpt.load_checkpoint(path, rt.device)
+            restore(t, ck, check_config=True)
+            lineage = _lineage(ck)
+            if path.parent.resolve() != Path(config.output).resolve():
+                t.run_id = None  # another output directory: a new run, never the parent's
         elif ckpt.list_checkpoints(config.output):
             _fresh_output(config, delete=rt.is_main)
+        if config.fid_every and rt.is_main:  # a missing backbone fails now, not an epoch into training
+            from ganforge.metrics.features import get_extractor
+
+            t.fid_extractor = get_extractor(config.fid_backbone, device=t.images.device)
         if rt.is_main and tracker is None:
-            tracker = _open_tracker(t)  # continues the checkpoint's MLflow run when resuming
+            tracker = _open_tracker(t, lineage)
         if tracker is None:
             from ganforge.tracking import NullTracker
 
             tracker = NullTracker()
+        if lineage is not None and not _continues(t, tracker, path):
+            t.resumed_from = lineage
         t.run_id = tracker.run_id
         return _run(t, tracker)
     finally:
         ddp.teardown(rt)
 
 
+def _lineage(ck: ckpt.Checkpoint) -> dict:
+    """Where a resumed run starts: the checkpoint's run, directory and step (tags and checkpoint meta)."""
+    out = {"checkpoint": str(ck.path.resolve()), "step": ck.step}
+    if ck.meta.get("run_id"):
+        out["run_id"] = ck.meta["run_id"]
+    return out
+
+
+def _continues(t: Trainer, tracker, path) -> bool:
+    """Whether a resume carries on the checkpoint's own run (an interrupted one, in its own directory)."""
+    if getattr(tracker, "active", True) and tracker.run_id is not None:
+        return bool(getattr(tracker, "continued", False))
+    return path.parent.resolve() == Path(t.config.output).resolve()  # untracked: the directory is the run
+
+
 def _fresh_output(config: TrainConfig, delete: bool) -> None:
     """Old checkpoints must not mix with a new run's (rollback and --resume latest would pick them)."""
-    found = ckpt.list_checkpoints(config.output)
     if not config.overwrite:
-        raise GanforgeError(
-            f"{config.output} already holds checkpoints ({found[-1].name}); pass --resume latest to continue, "
-            "--overwrite to start afresh there, or another --output"
-        )
+        ckpt.check_fresh_output(config.output)
     import shutil
 
-    for p in found if delete else []:
+    for p in ckpt.list_checkpoints(config.output) if delete else []:
         shutil.rmtree(p, ignore_errors=True)
 
 
-def _open_tracker(t: Trainer):
+def _open_tracker(t: Trainer, lineage: dict | None):
+    """The run to record into: a resume continues the checkpoint's run unless it finished (then a new,
+    linked run); a fresh run or a resume into another directory starts one."""
     from ganforge.tracking import git_commit, open_tracker, redact
 
     c = t.config
     tags = {"dataset_uri": redact(t.data_uri), "dataset_fingerprint": t.fingerprint, "git_commit": git_commit(),
             "ganforge.model": c.model}  # fmt: skip
     params = {**c.model_dump(mode="json"), "dataset": redact(c.dataset)}
-    return open_tracker(c.track, c.experiment, None, params, tags, run_id=t.run_id)
+    link = {f"resumed_from_{k}": str(v) for k, v in (lineage or {}).items()}
+    return open_tracker(c.track, c.experiment, None, params, tags, run_id=t.run_id, lineage=link)
 
 
 @contextlib.contextmanager
@@ -147,10 +176,6 @@ def _run(t: Trainer, tracker) -> TrainResult:
     c, rt = t.config, t.rt
     progress = Progress(t.total_steps, t.step, rt.is_main)
     step_fn = _vae_step if t.E is not None else _gan_step
-    if c.fid_every and rt.is_main:  # a missing backbone fails now, not an epoch into training
-        from ganforge.metrics.features import get_extractor
-
-        t.fid_extractor = get_extractor(c.fid_backbone, device=t.images.device)
     status, last_ckpt, metrics = "FAILED", None, {}
     t0 = window_t0 = time.perf_counter()
     start_step = window_step = t.step
@@ -352,8 +377,6 @@ def _diverged(t: Trainer, stats: dict[str, float], progress: Progress):
 
 def _final_artifacts(t: Trainer, tracker, last_ckpt) -> None:
     """Interpolation strip, loss curves and the final checkpoint, locally and in the run."""
-    from pathlib import Path
-
     from PIL import Image
 
     out = Path(t.config.output) / "samples"

@@ -57,6 +57,7 @@ class Trainer:
     rollbacks: int = 0
     stop_signal: int | None = None
     run_id: str | None = None  # the MLflow run (saved in checkpoints so that a resume continues it)
+    resumed_from: dict | None = None  # the checkpoint this run started from: run_id, checkpoint, step
     fid_extractor: object | None = None  # --fid-every's backbone, built on first use
     _perm: tuple[int, torch.Tensor] | None = None
 
@@ -128,17 +129,28 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(_mix(seed, step, 2))
 
 
-def _networks(config: TrainConfig, data, rt: Runtime):
-    from ganforge.models import MODELS, ModelSpec
+def model_spec(config: TrainConfig, shape: tuple[int, int, int], num_classes: int):
+    """The ``ModelSpec`` of ``config`` for images of ``shape`` (C, H, W).
 
-    n, c, h, w = data.images.shape
+    Raises:
+        GanforgeError: the images are not square.
+    """
+    from ganforge.models import ModelSpec
+
+    c, h, w = shape
     if h != w:
         raise GanforgeError(f"images are {h}x{w}; ganforge trains on square images (re-ingest with --image-size)")
-    spec = ModelSpec(
-        model=config.model, image_size=h, channels=c, num_classes=len(data.class_names),
+    return ModelSpec(
+        model=config.model, image_size=h, channels=c, num_classes=num_classes,
         conditional=config.conditional, latent_dim=config.latent_dim, width=config.width,
         upsample=config.upsample, spectral_norm=config.spectral_norm,
     )  # fmt: skip
+
+
+def _networks(config: TrainConfig, data, rt: Runtime):
+    from ganforge.models import MODELS
+
+    spec = model_spec(config, tuple(data.images.shape[1:]), len(data.class_names))
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     nets = MODELS[config.model](spec)
     return spec, [None if m is None else sync_batchnorm(m, rt).to(rt.device) for m in nets]
@@ -238,21 +250,9 @@ def trainer_state(t: Trainer) -> tuple[dict, dict, dict]:
         "format": "ganforge-checkpoint/1", "config": t.config.model_dump(mode="json"),
         "spec": t.spec.model_dump(mode="json"), "dataset_fingerprint": t.fingerprint, "step": t.step,
         "class_names": t.class_names, "dataset_uri": t.data_uri, "run_id": t.run_id,
+        "resumed_from": t.resumed_from,
     }  # fmt: skip
     return weights, state, meta
-
-
-def _check_resumable(t: Trainer, ck: Checkpoint) -> None:
-    """One error naming every difference that would make the resumed run a different run."""
-    saved = TrainConfig.model_validate(ck.meta["config"])
-    diffs = [f"{k} {getattr(saved, k)!r} -> {getattr(t.config, k)!r}" for k in saved.mismatches(t.config)]
-    if ck.meta.get("dataset_fingerprint") != t.fingerprint:
-        diffs.append(f"dataset fingerprint {ck.meta.get('dataset_fingerprint')} -> {t.fingerprint}")
-    if diffs:
-        raise GanforgeError(
-            f"cannot resume from {ck.path}: it was trained with different settings ({'; '.join(diffs)}); "
-            "use the checkpoint's values or start a new --output without --resume"
-        )
 
 
 def restore(t: Trainer, ck: Checkpoint, check_config: bool) -> None:
@@ -263,7 +263,9 @@ def restore(t: Trainer, ck: Checkpoint, check_config: bool) -> None:
             belong to another architecture.
     """
     if check_config:
-        _check_resumable(t, ck)
+        from ganforge.training.preflight import check_resumable
+
+        check_resumable(ck.path, ck.meta, t.config, t.fingerprint)
     where = str(ck.path)
     load_weights(t.G, ck.weights.get("generator", {}), where)
     if t.ema is not None:
@@ -280,8 +282,9 @@ def restore(t: Trainer, ck: Checkpoint, check_config: bool) -> None:
     t.fixed_z = s["fixed_z"].cpu()
     t.fixed_labels = s["fixed_labels"].cpu() if "fixed_labels" in s else None
     t.history = {k: [tuple(r) for r in v.tolist()] for k, v in s["history"].items()}
-    if check_config:  # a resume (not a rollback) continues the checkpoint's MLflow run
+    if check_config:  # a resume (not a rollback): the run it may continue, and where that run began
         t.run_id = ck.meta.get("run_id")
+        t.resumed_from = ck.meta.get("resumed_from")
     if t.rt.rank == 0:  # other ranks keep their own noise streams
         torch.set_rng_state(s["rng_cpu"].cpu())
         if "rng_cuda" in s and t.rt.device.type == "cuda":

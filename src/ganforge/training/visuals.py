@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from torch import nn
 
+MAX_IMAGES = 100_000  # generate's --n: all images are held in memory at once
+
 
 @torch.no_grad()
 def sample(generator: nn.Module, z: torch.Tensor, labels: torch.Tensor | None, batch: int = 256) -> torch.Tensor:
@@ -115,11 +117,18 @@ def generate(
         GanforgeError: bad checkpoint or ``weights``, labels for an unconditional model, or unknown labels.
     """
     from ganforge.errors import GanforgeError
-    from ganforge.training.checkpoint import load_generator
+    from ganforge.training.checkpoint import check_weights, load_generator
+    from ganforge.training.config import MAX_SEED
+    from ganforge.training.distributed import select_device
 
-    if n < 1:
-        raise GanforgeError(f"--n must be at least 1, got {n}")
-    generator, spec, meta = load_generator(checkpoint, weights, device)
+    if not 1 <= n <= MAX_IMAGES:
+        raise GanforgeError(f"--n must be from 1 to {MAX_IMAGES} (images are made in memory), got {n}; "
+                            "for more, call again with another --seed")
+    if not 0 <= seed <= MAX_SEED:
+        raise GanforgeError(f"--seed must be an integer from 0 to {MAX_SEED}, got {seed}")
+    dev = select_device(device)
+    check_weights(weights)
+    generator, spec, meta = load_generator(checkpoint, weights, dev)
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(max(n, 2), spec.latent_dim, generator=g)
     z = interpolation_latents(z, n) if interpolate else z[:n]
@@ -133,8 +142,42 @@ def generate(
     return sample(generator, z, ids)
 
 
+GRID_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")  # --out as one grid image
+
+
+def check_out(out: str) -> None:
+    """Fail before any work when ``--out`` cannot be written; creates nothing.
+
+    Raises:
+        GanforgeError: a grid path that is a directory or whose folder cannot be written, or a directory
+            path that is a file or cannot be created.
+    """
+    from pathlib import Path
+
+    from ganforge.errors import GanforgeError
+    from ganforge.training.preflight import check_output
+
+    path = Path(out)
+    if not out.strip():
+        raise GanforgeError("--out is empty; pass grid.png for one grid or a directory for one PNG per image")
+    if path.suffix.lower() in GRID_SUFFIXES:
+        if path.is_dir():
+            raise GanforgeError(f"--out {out} is a directory; pass a file name such as grid.png, or a directory "
+                                "without an image suffix")
+        check_output(path.parent, flag="--out's folder")
+    else:
+        check_output(path, flag="--out")
+
+
 def save_images(images: torch.Tensor, out: str, nrow: int | None = None) -> list[str]:
-    """Write a grid (``out`` ends in .png) or one PNG per image into directory ``out``; return the paths."""
+    """Write one grid (``out`` ends in an image suffix, see ``GRID_SUFFIXES``) or one PNG per image into
+    directory ``out``; return the paths.
+
+    Each file is written under a temp name and renamed; a new directory is filled under a temp name and
+    renamed, so a reader never sees a half-written image or a partly filled new directory.
+    """
+    import os
+    import shutil
     from pathlib import Path
 
     from PIL import Image
@@ -142,14 +185,29 @@ def save_images(images: torch.Tensor, out: str, nrow: int | None = None) -> list
     def _pil(a: np.ndarray) -> Image.Image:
         return Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
 
+    def _save(image: Image.Image, final: Path) -> None:
+        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+        try:
+            image.save(tmp, format=Image.registered_extensions()[final.suffix.lower()])
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+
     path = Path(out)
-    if path.suffix.lower() == ".png":
+    if path.suffix.lower() in GRID_SUFFIXES:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _pil(grid_image(images, nrow)).save(path)
+        _save(_pil(grid_image(images, nrow)), path)
         return [str(path)]
-    path.mkdir(parents=True, exist_ok=True)
-    written = []
-    for i, a in enumerate(to_uint8(images)):
-        _pil(a).save(path / f"{i:06d}.png")
-        written.append(str(path / f"{i:06d}.png"))
-    return written
+    fresh = not path.exists()
+    target = path.with_name(f".tmp-{path.name}-{os.getpid()}") if fresh else path
+    target.mkdir(parents=True, exist_ok=True)
+    names = [f"{i:06d}.png" for i in range(images.shape[0])]
+    try:
+        for name, a in zip(names, to_uint8(images)):
+            _save(_pil(a), target / name)
+        if fresh:
+            target.rename(path)
+    finally:
+        if fresh:
+            shutil.rmtree(target, ignore_errors=True)
+    return [str(path / name) for name in names]
