@@ -11,10 +11,46 @@ import functools
 import sys
 
 import typer
+from typer.core import TyperGroup
+
+try:  # typer >= 0.20 carries its own copy of click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover - older typer on plain click
+    from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 from ganforge.errors import GanforgeError
 
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (unknown flag, bad value, missing option) as one ``error:`` line, like every other error.
+
+    Click would draw a multi-line panel; a script or a CI log wants the line that names the flag and the
+    help to read.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except NoArgsIsHelpError as exc:  # `ganforge` or `ganforge pipeline` alone: the help, not an error
+            exc.show()
+            sys.exit(exc.exit_code)
+        except UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "ganforge"
+            typer.echo(f"error: {' '.join(exc.format_message().split()).rstrip('.')}; see `{where} --help`", err=True)
+            sys.exit(exc.exit_code)
+        except ClickException as exc:
+            typer.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     name="ganforge",
     help="Train, evaluate, audit and ship GAN image generators: ingest -> train -> evaluate/audit -> register.",
     no_args_is_help=True,

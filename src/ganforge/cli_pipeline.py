@@ -58,13 +58,15 @@ compile_command.__signature__ = inspect.Signature([
 def run_command(**flags) -> None:
     """Run the whole pipeline on this machine through kfp.local (digits, local files, sqlite MLflow)."""
     from ganforge.errors import GanforgeError
-    from ganforge.pipeline.params import check_params
+    from ganforge.pipeline.params import check_given
     from ganforge.pipeline.runner import local_params, run_local
 
     if not flags.pop("local"):
         raise GanforgeError("only --local runs here; use `ganforge pipeline submit --host URL` for a cluster")
     root = Path(flags.pop("dir")).resolve()
-    params = check_params(local_params(root).model_dump() | _given(flags, PipelineParams))
+    given = _given(flags, PipelineParams)
+    check_given(given)
+    params = local_params(root, **given)
     result = run_local(params, root)
     typer.echo(f"pipeline run {result.pipeline_run_id} {result.status} in {result.seconds:.0f}s: {result.outcome}")
     typer.echo(f"MLflow run:       {result.parent_run_id} (experiment {params.experiment}, {result.tracking_uri})")
@@ -86,11 +88,13 @@ run_command.__signature__ = inspect.Signature([
 
 def submit_command(**flags) -> None:
     """Compile and submit the pipeline to a Kubeflow Pipelines endpoint; prints the run URL."""
-    from ganforge.pipeline.params import check_cluster, check_params
+    from ganforge.pipeline.params import check_cluster, check_given, check_params
     from ganforge.pipeline.runner import submit
 
     host, namespace, token, cred_path = flags.pop("host"), flags.pop("namespace"), flags.pop("token"), flags.pop("credentials")
-    params = check_params(_given(flags, PipelineParams))
+    given = _given(flags, PipelineParams)
+    check_given(given)
+    params = check_params(given)
     cluster = check_cluster(_given(flags, ClusterConfig))
     credentials = None
     if cred_path:

@@ -8,7 +8,9 @@ compile time: the image, the GPU node pool and the Kubernetes Secrets the tasks 
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -19,6 +21,8 @@ DEFAULT_IMAGE = "ganforge:latest"
 IMAGE_ENV = "GANFORGE_IMAGE"  # the one setting that names the project image
 
 SOURCE_NAMES = ("digits", "mnist", "fashion-mnist", "kmnist", "galaxy10", "folder")
+PIPELINE_BACKBONES = ("pixels", "inception-tf", "inception-torchvision")  # ganforge.metrics.features.EXTRACTORS
+                                                                           # less custom (tested to agree)
 
 
 class PipelineParams(BaseModel):
@@ -78,6 +82,22 @@ class PipelineParams(BaseModel):
 
         return known_model(v)
 
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, v: str) -> str:
+        # checked here, not an hour later inside the evaluate pod; custom needs a declared input contract
+        # that no pipeline parameter carries
+        if v not in PIPELINE_BACKBONES:
+            raise ValueError(f"unknown backbone {v!r}; choose one of {', '.join(PIPELINE_BACKBONES)}")
+        return v
+
+    @field_validator("max_fid")
+    @classmethod
+    def _finite_gate(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError(f"the FID gate must be a finite positive number, got {v}; pass e.g. 100")
+        return v
+
     @model_validator(mode="after")
     def _trainable(self) -> PipelineParams:
         if self.preset is None and self.model is None:
@@ -96,6 +116,20 @@ class PipelineParams(BaseModel):
 # set) and the step functions read it back with ``x or None``. This is the only place that encoding lives.
 OPTIONAL_TEXT = ("input", "preset", "model", "backbone_weights")
 OPTIONAL_NUMBER = ("limit", "epochs", "steps")
+
+
+def check_given(values: dict) -> None:
+    """Values a user typed: 0 is how KFP carries "unset", so ``--steps 0`` would silently mean "the preset's".
+
+    Raises:
+        GanforgeError: an optional number given as 0 or less, an optional text given as "".
+    """
+    for name, v in values.items():
+        flag = "--" + name.replace("_", "-")
+        if name in OPTIONAL_NUMBER and isinstance(v, int) and v < 1:
+            raise GanforgeError(f"{flag} {v} is not a positive count; leave {flag} out for its default")
+        if name in OPTIONAL_TEXT and v == "":
+            raise GanforgeError(f"{flag} is empty; leave {flag} out for its default")
 
 
 def unset(name: str):
@@ -126,6 +160,59 @@ class ClusterConfig(BaseModel):
     train_retries: int = Field(3, ge=0, le=10, description="Retries of the training task (preemption).")
     pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field("IfNotPresent", description="Image pull policy.")
 
+    @field_validator("image")
+    @classmethod
+    def _image_reference(cls, v: str) -> str:
+        if not IMAGE_REF.fullmatch(v):
+            raise ValueError(f"{v!r} is not an image reference; use [registry/]path[:tag][@sha256:digest] in "
+                             "lowercase, e.g. registry.example.com/ml/ganforge:1.0")
+        return v
+
+    @field_validator("cpu_request", "memory_request", "shm_size")
+    @classmethod
+    def _positive_quantity(cls, v: str, info) -> str:
+        cpu = info.field_name == "cpu_request"
+        if not (CPU_QUANTITY if cpu else MEMORY_QUANTITY).fullmatch(v) or float(re.match(r"[0-9.]*", v).group() or 0) <= 0:
+            raise ValueError(f"{v!r} is not a positive {'CPU' if cpu else 'memory'} quantity; use e.g. "
+                             f"{'4, 0.5 or 500m' if cpu else '16Gi or 512Mi'}")
+        return v
+
+    @field_validator("s3_secret", "mlflow_secret", "workspace_pvc")
+    @classmethod
+    def _object_name(cls, v: str) -> str:
+        if len(v) > 253 or not DNS_SUBDOMAIN.fullmatch(v):
+            raise ValueError(f"{v!r} is not a Kubernetes object name; use lowercase letters, digits, '-' and '.', "
+                             "starting and ending with a letter or digit")
+        return v
+
+    @field_validator("gpu_type")
+    @classmethod
+    def _label_value(cls, v: str) -> str:
+        if not v or len(v) > 63 or not LABEL_VALUE.fullmatch(v):
+            raise ValueError(f"{v!r} is not a node label value (the GPU pool's, e.g. nvidia-l4); use 1-63 letters, "
+                             "digits, '-', '_' or '.', starting and ending with a letter or digit")
+        return v
+
+    @field_validator("gpu_node_label", "gpu_taint", "gpu_resource")
+    @classmethod
+    def _qualified_name(cls, v: str) -> str:
+        prefix, slash, name = v.rpartition("/")
+        if (slash and not prefix) or (prefix and (len(prefix) > 253 or not DNS_SUBDOMAIN.fullmatch(prefix))) or not name or len(name) > 63 \
+                or not LABEL_VALUE.fullmatch(name):
+            raise ValueError(f"{v!r} is not a Kubernetes key; use [domain/]name, e.g. nvidia.com/gpu")
+        return v
+
+
+# Kubernetes' own syntax (apimachinery validation): checked at compile time, not by the API server later
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+# the forms KFP's set_cpu_request / set_memory_request accept (a subset of Kubernetes quantities)
+CPU_QUANTITY = re.compile(r"([0-9]*\.)?[0-9]+m?")
+MEMORY_QUANTITY = re.compile(r"[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?")
+# the distribution spec's reference grammar: [host[:port]/]path[:tag][@digest]
+IMAGE_REF = re.compile(r"(?:[a-zA-Z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+                       r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?")
+
 
 def check_params(values: dict) -> PipelineParams:
     """Validate run arguments given by name; unknown names, wrong types and ranges fail here.
@@ -155,6 +242,8 @@ def _one_line(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         loc = ".".join(str(x) for x in err["loc"]) or "parameters"
-        got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
-        parts.append(f"{loc}: {err['msg']}{got}")
+        msg = err["msg"].removeprefix("Value error, ")
+        got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) and \
+            repr(err["input"]) not in msg else ""
+        parts.append(f"{loc}: {msg}{got}")
     return "; ".join(parts)

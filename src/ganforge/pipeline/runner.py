@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ganforge.errors import GanforgeError
-from ganforge.pipeline.params import ClusterConfig, PipelineParams
+from ganforge.pipeline.params import ClusterConfig, PipelineParams, check_params
 
 ROOT = Path(__file__).resolve().parents[3]  # src/ganforge/pipeline/runner.py -> the source tree
 
@@ -50,11 +50,32 @@ def compile_pipeline(output: str | Path, cluster: ClusterConfig | None = None) -
     from kfp import compiler
 
     t0 = time.perf_counter()
+    check_output_file(output)
     pipeline = load_pipeline(cluster)
     check_defaults(pipeline)
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(pipeline, str(output))
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.yaml")
+    try:
+        compiler.Compiler().compile(pipeline, str(tmp))
+        os.replace(tmp, out)  # a half-written package is never left under the real name
+    finally:
+        tmp.unlink(missing_ok=True)
     return time.perf_counter() - t0
+
+
+def check_output_file(output: str | Path) -> None:
+    """``--output`` must be a file path whose folder can be written.
+
+    Raises:
+        GanforgeError: it is a directory, or its folder cannot be created or written.
+    """
+    from ganforge.outputs import check_output_dir
+
+    out = Path(output)
+    if out.is_dir():
+        raise GanforgeError(f"--output {output} is a directory; pass a file path such as {out / 'gan_pipeline.yaml'}")
+    check_output_dir(out.parent, f"--output {output}: its folder")
 
 
 @dataclass
@@ -73,10 +94,28 @@ class LocalRun:
 
 def local_params(root: Path, **overrides) -> PipelineParams:
     """The demo's parameters: digits in ``root/datasets``, checkpoints in ``root/runs``, the CPU preset, and
-    CPU-sized scoring (500 evaluated images: KID's kernels over 1000 take ~25 s on 2 cores)."""
-    values = {"dataset": str(root / "datasets" / "digits"), "work_dir": str(root / "runs"), "n": 500,
-              "audit_n": 200, **overrides}
-    return PipelineParams(**values)
+    CPU-sized scoring (500 evaluated images: KID's kernels over 1000 take ~25 s on 2 cores).
+
+    Raises:
+        GanforgeError: a bad parameter, as one line.
+    """
+    values = {"work_dir": str(root / "runs"), "n": 500, "audit_n": 200, **overrides}
+    values.setdefault("dataset", str(root / "datasets" / local_dataset_name(values)))
+    return check_params(values)
+
+
+def local_dataset_name(values: dict) -> str:
+    """One dataset folder per ingest recipe, so runs of other sources or sizes in one ``--dir`` coexist."""
+    import hashlib
+
+    defaults = PipelineParams.model_fields
+    source = values.get("source", defaults["source"].default)
+    name = f"{source}-{values.get('image_size', defaults['image_size'].default)}px"
+    if values.get("limit"):
+        name += f"-limit{values['limit']}"
+    if values.get("input"):
+        name += "-" + hashlib.sha256(str(Path(values["input"]).resolve()).encode()).hexdigest()[:8]
+    return name
 
 
 def run_local(params: PipelineParams, root: str | Path) -> LocalRun:
@@ -90,11 +129,14 @@ def run_local(params: PipelineParams, root: str | Path) -> LocalRun:
     """
     import kfp.local
 
+    from ganforge.outputs import check_output_dir
     from ganforge.pipeline.steps import train_dir
+    from ganforge.tracking import check_reachable
 
-    root = Path(root).resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    root = check_output_dir(Path(root).resolve(), "--dir")
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    check_reachable(os.environ["MLFLOW_TRACKING_URI"])  # before ingest and training, not after
+    root.mkdir(parents=True, exist_ok=True)
     pipeline = load_pipeline()
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "kfp"),
                    raise_on_error=False)

@@ -1,0 +1,42 @@
+"""Usage errors are one ``error:`` line naming the flag and the help to read, exit 2 (issue 13)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from ganforge.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("args, match", [
+    (["trian"], "No such command 'trian'. Did you mean 'train'?; see `ganforge --help`"),
+    (["evaluate"], "Missing option '--dataset'; see `ganforge evaluate --help`"),
+    (["ingest", "digits", "-o", "x", "--bogus"], "No such option: --bogus; see `ganforge ingest --help`"),
+    (["pipeline", "compile", "--train-retries="], "Invalid value for '--train-retries'"),
+    (["ingest", "digits", "-o", "x", "--limit", "ten"], "Invalid value for '--limit'"),
+])  # fmt: skip
+def test_usage_errors_are_one_line(args, match, tmp_path):
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and isinstance(res.exception, SystemExit)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], res.stderr
+
+
+def test_no_arguments_still_prints_the_help():
+    res = runner.invoke(app, ["pipeline"])
+    assert "compile" in res.output and "error:" not in res.output
+
+
+def test_exit_codes_through_the_console_entry(tmp_path):
+    """The real process: success 0, usage error 2, --help 0 (sys.exit is ours, not click's)."""
+    def code(*a):
+        return subprocess.run([sys.executable, "-m", "ganforge", *a], capture_output=True, text=True, timeout=300)
+
+    ok, bad, helped = code("datasets", "--help"), code("datasets", "show"), code("--help")
+    assert (ok.returncode, bad.returncode, helped.returncode) == (0, 2, 0)
+    assert bad.stderr.strip().startswith("error: Missing argument") and len(bad.stderr.strip().splitlines()) == 1
