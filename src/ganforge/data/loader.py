@@ -164,7 +164,7 @@ class ParquetImageDataset(torch.utils.data.Dataset):
         for shard in self.manifest["shards"]:
             read_shard(self.loc, shard, ["split"])  # checks the shard is there, whole and ingest's
             with self.loc.fs.open_input_file(self.loc.join(shard["path"])) as f:
-                pf = pq.ParquetFile(f)
+                pf = pq.ParquetFile(f, page_checksum_verification=True)
                 for rg in range(pf.num_row_groups):
                     splits = pf.read_row_group(rg, columns=["split"]).column("split").to_numpy(zero_copy_only=False)
                     rows = np.flatnonzero(splits == split)
@@ -184,8 +184,15 @@ class ParquetImageDataset(torch.utils.data.Dataset):
         g = int(np.searchsorted(self._starts, i, side="right") - 1)
         path, rg, rows = self._index[g]
         if self._cached is None or self._cached[0] != (path, rg):
-            with self.loc.fs.open_input_file(self.loc.join(path)) as f:
-                table = pq.ParquetFile(f).read_row_group(rg, columns=["image", "label"])
+            try:
+                with self.loc.fs.open_input_file(self.loc.join(path)) as f:
+                    pf = pq.ParquetFile(f, page_checksum_verification=True)
+                    table = pf.read_row_group(rg, columns=["image", "label"])
+            except (OSError, ValueError) as err:  # pyarrow's errors for damaged or vanished files
+                reason = " ".join(str(err).split())[:160]
+                raise GanforgeError(
+                    f"dataset {self.loc.uri}: shard {path} cannot be read ({reason}); re-ingest with --overwrite"
+                ) from None
             self._cached = ((path, rg), table)
         table = self._cached[1]
         row = int(rows[i - self._starts[g]])

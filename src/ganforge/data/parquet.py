@@ -77,7 +77,8 @@ class ShardWriter:
             name = f"part-{len(self.shards):05d}.parquet"
             self.shards.append({"path": f"{self.prefix}/{name}", "rows": 0, "bytes": 0})
             sink = self.loc.fs.open_output_stream(self.loc.join(self.prefix, name))
-            self._writer = pq.ParquetWriter(sink, SCHEMA, compression="zstd")
+            # Page CRCs let readers tell a damaged shard from a valid one (zstd alone has no checksum).
+            self._writer = pq.ParquetWriter(sink, SCHEMA, compression="zstd", write_page_checksum=True)
             self._sink = sink
         table = pa.Table.from_pylist(self._buffer, schema=SCHEMA)
         self._writer.write_table(table)
@@ -260,7 +261,7 @@ def read_shard(loc: Location, shard: dict, columns: list[str]) -> pa.Table:
     fix = "re-ingest with --overwrite"
     try:
         with loc.fs.open_input_file(loc.join(path)) as f:
-            pf = pq.ParquetFile(f)
+            pf = pq.ParquetFile(f, page_checksum_verification=True)
             if pf.metadata.num_rows != shard["rows"]:
                 raise GanforgeError(
                     f"dataset {loc.uri}: shard {path} has {pf.metadata.num_rows} rows, the manifest says "
