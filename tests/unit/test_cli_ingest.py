@@ -310,3 +310,9 @@ def test_unreachable_s3_while_reading_names_endpoint_and_fix(monkeypatch):
     assert "AWS_ENDPOINT_URL" in result.stderr
     with pytest.raises(GanforgeError, match=f"S3 at {endpoint} is unreachable"):
         load("s3://bucket/ds")  # what train, evaluate and audit call
+
+
+def test_output_that_is_a_file_is_refused_before_reading_the_source(tmp_path):
+    (tmp_path / "taken").write_text("not a folder")
+    assert_one_line_error(run("ingest", "digits", "--output", str(tmp_path / "taken")), "cannot write under")
+    assert (tmp_path / "taken").read_text() == "not a folder"
