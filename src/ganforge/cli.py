@@ -7,6 +7,7 @@ that ``ganforge --help`` stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 
@@ -76,6 +77,27 @@ def user_errors(fn):
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+@contextlib.contextmanager
+def sigterm_exits():
+    """SIGTERM unwinds like Ctrl-C (exit 143): ``finally`` blocks remove temp files and mark MLflow runs
+    FAILED on the way out, instead of the process vanishing mid-write."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def one_line_validation_error(exc) -> str:

@@ -35,13 +35,15 @@ def evaluate_command(
     """Measure generated images against a dataset split: FID, KID, precision/recall/density/coverage."""
     import json
 
+    from ganforge.cli import sigterm_exits
     from ganforge.evaluation import evaluate
 
     cfg = EvalConfig(dataset=dataset, model=model, images=images, weights=weights, n=n, n_real=n_real, split=split,
                      metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()), backbone=backbone,
                      backbone_weights=backbone_weights, backbone_sha256=backbone_sha256, batch_size=batch_size, seed=seed, device=device,
                      output=output, experiment=experiment, track=track)
-    record = evaluate(cfg)
+    with sigterm_exits():
+        record = evaluate(cfg)
     summary = {"metrics": record["metrics"], "n": record["n"], "n_real": record["n_real"], "split": record["split"],
                "backbone": record["backbone"]["backbone"], "backbone_sha256": record["backbone"]["backbone_sha256"],
                **{k: record["judged"][k] for k in PROVENANCE if k in record["judged"]},
@@ -69,13 +71,15 @@ def audit_command(
     track: bool = typer.Option(True, "--track/--no-track", help=_h(AuditConfig, "track")),
 ) -> None:
     """Nearest-neighbour memorisation audit: are generated images copies of training images?"""
+    from ganforge.cli import sigterm_exits
     from ganforge.evaluation import audit
 
     cfg = AuditConfig(dataset=dataset, model=model, images=images, weights=weights, n=n, space=space, metric=metric,
                       heldout_split=heldout_split, backbone_weights=backbone_weights, backbone_sha256=backbone_sha256, n_pairs=n_pairs,
                       batch_size=batch_size, seed=seed, device=device, output=output, experiment=experiment,
                       track=track)
-    report = audit(cfg)
+    with sigterm_exits():
+        report = audit(cfg)
     typer.echo(f"audit {report.verdict}: {report.fraction_below_baseline:.1%} of {report.n_generated} generated "
                f"images below the held-out {report.thresholds.baseline_quantile:.0%} distance "
                f"({report.baseline_threshold:.4g}), {report.exact_duplicates} exact copies, Z_U {report.z_u:.2f}")

@@ -306,6 +306,7 @@ def _report(cfg: ImagesSource, step: str, record: dict, metrics: dict, work: Pat
             tags: dict | None = None):
     """Log metrics + artifacts to one MLflow run, then publish ``<step>.json`` (and ``work``'s files) to
     ``cfg.output``: files appear only once MLflow (when tracking) holds the same record."""
+    from ganforge.faults import fault_point
     from ganforge.outputs import write_bytes_atomic, write_text_atomic
     from ganforge.tracking import open_tracker
 
@@ -327,12 +328,14 @@ def _report(cfg: ImagesSource, step: str, record: dict, metrics: dict, work: Pat
         tracker = open_tracker(True, cfg.experiment, step, params, all_tags)
         try:
             tracker.log_metrics(metrics, step=0)
+            fault_point(f"{step}:before-artifacts")
             tracker.log_artifacts(work)
             tracker.close("FINISHED")
         except BaseException:
             tracker.close("FAILED")
             raise
         record["mlflow_run_id"] = tracker.run_id
+    fault_point(f"{step}:before-output")
     if cfg.output:
         out = Path(cfg.output)
         for f in sorted(work.iterdir()):
