@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import os
 
+import pytest
+
 from ganforge.pipeline.gate import decide
 from ganforge.pipeline.runs import PARENT_ENV, PIPELINE_RUN_ENV, nesting_tags
 from ganforge.pipeline.steps import pipeline_env
@@ -29,6 +31,12 @@ def test_gate_gives_every_reason():
 
 def test_gate_nan_fid_never_passes():
     assert not decide(math.nan, 1e9, "pass").passed
+
+
+@pytest.mark.parametrize("limit", [math.nan, math.inf, -1.0, 0.0])
+def test_gate_limit_that_would_switch_it_off_never_passes(limit):
+    d = decide(428.0, limit, "pass")
+    assert not d.passed and "not a finite positive limit" in d.summary()
 
 
 def test_pipeline_env_sets_and_restores(monkeypatch):

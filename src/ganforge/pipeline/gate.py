@@ -28,7 +28,9 @@ def decide(fid: float, max_fid: float, audit_verdict: str, audit_reasons: list[s
         audit_reasons: the audit's own reasons for failing, quoted in the decision.
     """
     reasons = []
-    if math.isnan(fid) or fid > max_fid:
+    if not (math.isfinite(max_fid) and max_fid > 0):  # `fid > nan` is False: a NaN limit would pass everything
+        reasons.append(f"max_fid {max_fid!r} is not a finite positive limit")
+    elif math.isnan(fid) or fid > max_fid:
         reasons.append(f"FID {fid:.2f} is above max_fid {max_fid:g}")
     if audit_verdict != "pass":
         why = "; ".join(audit_reasons or []) or "no reason given"
