@@ -330,7 +330,14 @@ def exclusive_lock(directory: str, what: str, timeout: float = 3600.0, poll: flo
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError as exc:
+            if not isinstance(exc, BlockingIOError):  # e.g. ENOLCK: a filesystem without locks
+                os.close(fd)
+                with contextlib.suppress(OSError):  # nobody can hold a lock here: leave no file behind
+                    os.unlink(path)
+                raise GanforgeError(
+                    f"cannot lock {path} ({exc.strerror or exc}); write to a local disk or to s3:// instead"
+                ) from None
             holder = _lock_holder(fd)
             os.close(fd)
             if time.monotonic() > deadline:

@@ -185,3 +185,28 @@ def test_missing_split_and_bad_options(tmp_path, fake_source):
             ingest("digits", str(tmp_path / "y"), **bad)
     manifest = json.loads(open(os.path.join(out, "manifest.json")).read())
     assert "AWS" not in json.dumps(manifest)
+
+
+def test_filesystem_without_locks_is_one_line(tmp_path, fake_source, monkeypatch):
+    import errno
+    import fcntl
+
+    fake_source(n=10)
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(GanforgeError, match="cannot lock .*No locks available.*local disk or to s3://"):
+        ingest("digits", str(tmp_path / "ds"))
+    assert not (tmp_path / "ds").exists()
+
+
+def test_ingest_leaves_no_lock_and_one_version(tmp_path, fake_source):
+    fake_source(n=10)
+    out = tmp_path / "ds"
+    first = ingest("digits", str(out), val_fraction=0.2)
+    ingest("digits", str(out), val_fraction=0.3, overwrite=True)
+    names = sorted(os.listdir(out))
+    assert names[0] == "manifest.json" and len(names) == 2 and names[1].startswith("v-"), names
+    assert not names[1].startswith(f"v-{first.fingerprint[:16]}")
