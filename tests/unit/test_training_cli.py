@@ -143,6 +143,8 @@ def test_generate_bad_input(digits, tmp_path):
     (["--epochs", "2"], r"the flags give both --epochs and --steps; keep one"),
     (["--fid-every", "1", "--fid-backbone", "nope"], r"--fid-backbone 'nope': use one of .*pixels"),
     (["--loss", "hinge", "--label-smoothing"], r"apply only to loss 'bce'"),
+    (["--width", "9223372036854775808"], r"--width: .*must be from 1 to 4096"),  # found by test_train_props
+    (["--width", "4096", "--latent-dim", "65536"], r"networks of [\d,]+ parameters .*lower --width"),
 ])  # fmt: skip
 @pytest.mark.parametrize("dry_run", [False, True])
 def test_bad_flags_fail_before_any_work(digits, tmp_path, flags, pattern, dry_run):

@@ -110,7 +110,8 @@ BAD_VALUES = {
     "ema_decay": [NAN, 0.0, 1.0], "ema_rampup": [NAN, -0.1, 1.5], "seed": [-1, 2**64],
     "device": ["gpu", "cuda:x", ""], "diffaugment": ["colour", "color,flip"], "experiment": ["", " "],
     "output": [""], "dataset": [""], "resume": [""], "fid_backbone": [""],
-    "steps": [0, -3], "epochs": [0], "batch_size": [0], "threads": [0],
+    "steps": [0, -3, 2**31], "epochs": [0], "batch_size": [0, 2**63], "threads": [0, 4096], "width": [4097, 2**63],
+    "latent_dim": [65537], "n_critic": [1001],
 }  # fmt: skip
 
 

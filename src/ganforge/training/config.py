@@ -21,6 +21,8 @@ MODEL_NAMES = ("mlp", "dcgan", "wgan-gp", "vae")  # mirrors ganforge.models.MODE
 LOSS_NAMES = ("bce", "hinge", "wgan-gp", "wgan-clip")
 AUGMENT_NAMES = ("color", "translation", "cutout")  # mirrors ganforge.training.augment.AUGMENTS (checked in tests)
 MAX_SEED = 2**63 - 2  # torch seeds are 64-bit; the FID probe seeds with seed + 1
+# Upper bounds of integer fields where a larger value is certainly a typo (any other: 2**31 - 1).
+INT_LIMITS = {"width": 4096, "latent_dim": 65536, "n_critic": 1000, "threads": 1024, "nproc": 1024}
 
 # Fields that may change between a run and its resume without changing what is trained: where things
 # go, how often they are written, how long to run and on what hardware. Everything else must match.
@@ -152,9 +154,10 @@ class TrainConfig(BaseModel):
     )  # fmt: skip
     @classmethod
     def _positive(cls, v: int | None, info) -> int | None:
-        if v is not None and v < 1:
+        top = INT_LIMITS.get(info.field_name, 2**31 - 1)  # beyond it torch's C++ sizes overflow
+        if v is not None and not 1 <= v <= top:
             unset = " (or leave it out)" if cls.model_fields[info.field_name].default is None else ""
-            raise ValueError(f"must be at least 1{unset}, got {v}")
+            raise ValueError(f"must be from 1 to {top}{unset}, got {v}")
         return v
 
     # Every float is checked here, not by torch at step 0: nan passes every "<" test, so each range

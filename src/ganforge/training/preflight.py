@@ -18,6 +18,8 @@ from ganforge.errors import GanforgeError
 from ganforge.training import checkpoint as ckpt
 from ganforge.training.config import TrainConfig
 
+MAX_PARAMETERS = 2**30  # G, D and encoder together: 4 GiB of fp32 weights, ~16 GiB with Adam and EMA
+
 
 @dataclass(frozen=True)
 class DataFacts:
@@ -121,8 +123,14 @@ def _check_model(config: TrainConfig, facts: DataFacts) -> None:
 
     spec = model_spec(config, (facts.channels, facts.height, facts.width), len(facts.class_names))
     check_buildable(spec)
-    with torch.device("meta"):
-        MODELS[config.model](spec)
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        nets = [m for m in MODELS[config.model](spec) if m is not None]
+    size = sum(p.numel() for m in nets for p in m.parameters())
+    if size > MAX_PARAMETERS:
+        raise GanforgeError(
+            f"--width {config.width} and --latent-dim {config.latent_dim} build networks of {size:,} parameters "
+            f"at {facts.height} px, more than {MAX_PARAMETERS:,}; lower --width or --latent-dim"
+        )
     if config.model != "vae":
         from ganforge.training.losses import build_objective
 

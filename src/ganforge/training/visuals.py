@@ -142,7 +142,7 @@ def generate(
     return sample(generator, z, ids)
 
 
-GRID_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")  # --out as one grid image
+GRID_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")  # --out as one grid image
 
 
 def check_out(out: str) -> None:
