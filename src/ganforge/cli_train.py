@@ -101,9 +101,9 @@ def generate_command(
     ),
 ) -> None:
     """Generate images from a trained checkpoint into one grid image or a directory of PNGs."""
-    from ganforge.training.visuals import check_out, generate, save_images
+    from ganforge.training.visuals import check_generate_flags, generate, save_images
 
-    check_out(out)
+    check_generate_flags(n, seed, out)
     wanted = [x.strip() for x in labels.split(",") if x.strip()] if labels else None
     images = generate(checkpoint, n=n, labels=wanted, seed=seed, interpolate=interpolate, weights=weights,
                       device=device)  # fmt: skip

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-MAX_IMAGES = 100_000  # generate's --n: all images are held in memory at once
+MAX_IMAGES = 100_000  # ganforge generate's --n: all images are held in memory at once
 
 
 @torch.no_grad()
@@ -118,14 +118,10 @@ def generate(
     """
     from ganforge.errors import GanforgeError
     from ganforge.training.checkpoint import check_weights, load_generator
-    from ganforge.training.config import MAX_SEED
     from ganforge.training.distributed import select_device
 
-    if not 1 <= n <= MAX_IMAGES:
-        raise GanforgeError(f"--n must be from 1 to {MAX_IMAGES} (images are made in memory), got {n}; "
-                            "for more, call again with another --seed")
-    if not 0 <= seed <= MAX_SEED:
-        raise GanforgeError(f"--seed must be an integer from 0 to {MAX_SEED}, got {seed}")
+    if n < 1:
+        raise GanforgeError(f"--n must be at least 1, got {n}")
     dev = select_device(device)
     check_weights(weights)
     generator, spec, meta = load_generator(checkpoint, weights, dev)
@@ -143,6 +139,23 @@ def generate(
 
 
 GRID_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")  # --out as one grid image
+
+
+def check_generate_flags(n: int, seed: int, out: str) -> None:
+    """``ganforge generate``'s own limits and ``--out``, checked before the checkpoint is read.
+
+    Raises:
+        GanforgeError: ``n`` or ``seed`` out of range, or ``out`` not writable (see ``check_out``).
+    """
+    from ganforge.errors import GanforgeError
+    from ganforge.training.config import MAX_SEED
+
+    if not 1 <= n <= MAX_IMAGES:
+        raise GanforgeError(f"--n must be from 1 to {MAX_IMAGES} (images are made in memory), got {n}; "
+                            "for more, call again with another --seed")
+    if not 0 <= seed <= MAX_SEED:
+        raise GanforgeError(f"--seed must be an integer from 0 to {MAX_SEED}, got {seed}")
+    check_out(out)
 
 
 def check_out(out: str) -> None:
