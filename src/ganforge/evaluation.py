@@ -96,9 +96,14 @@ class Judged:
 
 
 def pick_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    """``--device`` resolved: auto -> CUDA when present, else CPU.
+
+    Raises:
+        GanforgeError: an unknown device, or CUDA asked for where there is none.
+    """
+    from ganforge.training.distributed import select_device
+
+    return str(select_device(device))
 
 
 def judged_images(cfg: ImagesSource, manifest: dict) -> Judged:
@@ -296,6 +301,7 @@ def preflight(cfg: ImagesSource) -> None:
     from ganforge.outputs import check_output_dir
     from ganforge.tracking import check_reachable, tracking_uri
 
+    pick_device(cfg.device)
     if cfg.output:
         check_output_dir(cfg.output)
     if cfg.track:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import tempfile
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -132,3 +136,51 @@ def test_pixels_size_mismatch_names_the_image_sizes_not_the_backbone(digits16, t
               "--no-track")
     assert_one_line_error(res, "the judged images are 24x24 px but dataset")
     assert "16x16" in res.stderr and "--image-size" in res.stderr
+
+
+# --- property-based: any flag values give a complete result or one error line, never a traceback ------
+
+EXAMPLES = int(os.environ.get("GANFORGE_HYPOTHESIS_EXAMPLES", "30"))
+_ints = st.one_of(st.integers(-3, 3), st.integers(-(2**70), 2**70), st.sampled_from([20, 24, 64, 10**9]))
+_common = {
+    "--n": _ints, "--batch-size": _ints, "--seed": _ints,
+    "--device": st.sampled_from(["auto", "cpu", "cuda", "tpu", "", "cuda:7"]),
+    "--weights": st.sampled_from(["ema", "raw", "both", ""]),
+    "--backbone-sha256": st.sampled_from(["", "abc", "0" * 64, "zz" * 32]),
+    "--backbone-weights": st.sampled_from(["", "/nonexistent/w.pt", "."]),
+}
+_evaluate = {**_common, "--n-real": _ints, "--split": st.sampled_from(["train", "test", "val", "", "TRAIN"]),
+             "--metrics": st.sampled_from(["fid", "kid", "prdc", "fid,kid", "", ",", "fid,bogus", "FID"]),
+             "--backbone": st.sampled_from(["pixels", "bogus", "custom", ""])}
+_audit = {**_common, "--heldout-split": st.sampled_from(["test", "train", "val", "", "nope"]),
+          "--space": st.sampled_from(["pixels", "bogus", "custom", ""]), "--metric": st.sampled_from(["l1", "l2", "cos"]),
+          "--n-pairs": _ints}
+
+
+def _flags(draw_map):
+    return st.fixed_dictionaries({}, optional=draw_map)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(step=st.sampled_from(["evaluate", "audit"]), data=st.data(),
+       output=st.sampled_from(["new", "nested/deeper", "file", "under-file"]))
+def test_property_evaluate_and_audit_flags(step, data, output, digits16, pngs, tmp_path_factory):
+    flags = data.draw(_flags(_evaluate if step == "evaluate" else _audit))
+    if step == "evaluate" and flags.get("--metrics", "fid") not in ("", ","):
+        flags.setdefault("--metrics", "fid")  # prdc/kid on 24 images is fine; keep the default cheap
+    root = tmp_path_factory.mktemp("p")
+    (root / "file").write_text("x")
+    out = root / {"new": "out", "nested/deeper": "a/b", "file": "file", "under-file": "file/sub"}[output]
+    argv = [step, "--dataset", digits16, "--images", pngs, "--no-track", "--output", out]
+    for k, v in flags.items():
+        argv.append(f"{k}={v}")
+    res = run(*argv)
+    assert isinstance(res.exception, SystemExit) or res.exception is None, repr(res.exception)
+    if res.exit_code == 2:
+        assert_one_line_error(res, "")
+        assert output in ("file", "under-file") or not out.exists()  # refused: nothing created
+        assert (root / "file").read_text() == "x"
+    else:
+        assert res.exit_code in ((0,) if step == "evaluate" else (0, 1)), res.output
+        assert json.loads((out / f"{step}.json").read_text())["dataset"] == digits16

@@ -68,7 +68,11 @@ def select_device(requested: str, local_rank: int = 0) -> torch.device:
     if requested.startswith("cuda"):
         if not torch.cuda.is_available():
             raise GanforgeError(f"--device {requested}: no CUDA device is visible; use --device cpu or auto")
-        return torch.device("cuda", local_rank) if requested == "cuda" else torch.device(requested)
+        device = torch.device("cuda", local_rank) if requested == "cuda" else torch.device(requested)
+        if device.index >= (n := torch.cuda.device_count()):
+            raise GanforgeError(f"--device {requested}: only {n} CUDA device(s) are visible; use cuda:0 to "
+                                f"cuda:{n - 1}, or auto")
+        return device
     if requested != "cpu":
         raise GanforgeError(f"--device {requested}: use auto, cpu, cuda or cuda:N")
     return torch.device("cpu")
