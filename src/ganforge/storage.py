@@ -106,7 +106,8 @@ class Location:
 
     def remove_tree(self, *parts: str) -> None:
         path = self.join(*parts)
-        with io_errors(self, "delete under"):
+        # Already gone is done: a concurrent ingest may clean up the same leftovers at the same time.
+        with io_errors(self, "delete under"), contextlib.suppress(FileNotFoundError):
             if self.fs.get_file_info(path).type != pafs.FileType.NotFound:
                 self.fs.delete_dir(path)
 
