@@ -305,7 +305,7 @@ def preflight(cfg: ImagesSource) -> None:
     if cfg.output:
         check_output_dir(cfg.output)
     if cfg.track:
-        check_reachable(tracking_uri())
+        check_reachable(tracking_uri(), no_track_flag=True)
 
 
 def _report(cfg: ImagesSource, step: str, record: dict, metrics: dict, work: Path, verdict: str | None = None,

@@ -48,3 +48,24 @@ def test_more_than_one_gpu_trains_through_torchrun(tmp_path, monkeypatch):
     c = seen["config"]
     assert (c.nproc, c.device, c.steps, c.resume) == (4, "cuda", PRESETS["digits-tiny"].overrides["steps"], None)
     assert (tmp_path / "model" / "ckpt-000300").is_dir()
+
+
+def test_retry_after_finished_training_reuses_it(tmp_path, monkeypatch):
+    """A task retried after its training finished (pod lost while publishing) trains nothing and opens no
+    MLflow run: the finished run's id and checkpoint are what register gets."""
+    from mlflow.tracking import MlflowClient
+
+    from ganforge.data.ingest import ingest
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    data = ingest("digits", str(tmp_path / "data"), image_size=16, limit=128).uri
+    kw = dict(preset="digits-tiny", model="", epochs=0, steps=3, seed=0, gpus=0, experiment="steps",
+              parent_run_id="p", pipeline_run_id="kfp-9")
+    first = train_step(data, str(tmp_path / "work"), str(tmp_path / "model-a"), **kw)
+    exp = MlflowClient(uri).get_experiment_by_name("steps").experiment_id
+    runs = len(MlflowClient(uri).search_runs([exp]))
+    retry = train_step(data, str(tmp_path / "work"), str(tmp_path / "model-b"), **kw)
+    assert (retry.run_id, retry.step, Path(retry.checkpoint).name) == (first.run_id, 3, "ckpt-000003")
+    assert len(MlflowClient(uri).search_runs([exp])) == runs
+    assert [p.name for p in Path(tmp_path / "model-b").iterdir()] == ["ckpt-000003"]

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import html
+import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from ganforge.errors import GanforgeError
+from ganforge.outputs import write_text_atomic
 from ganforge.pipeline.runs import PARENT_ENV, PIPELINE_RUN_ENV
 
 
@@ -55,8 +58,20 @@ def train_step(dataset: str, work_dir: str, model_dir: str, *, preset: str | Non
     copy the final checkpoint into ``model_dir``. Returns the ``TrainResult``."""
     from ganforge.training import resolve_config, train
     from ganforge.training.checkpoint import list_checkpoints
+    from ganforge.training.loop import TrainResult
 
     output = train_dir(work_dir, pipeline_run_id)
+    asked = {"dataset": dataset, "preset": preset or None, "model": model or None, "epochs": epochs or None,
+             "steps": steps or None, "seed": seed}
+    done = output / TRAIN_DONE
+    finished = json.loads(done.read_text()) if done.is_file() else {}
+    if finished.get("asked") == asked and (output / finished["result"]["checkpoint"]).is_dir():
+        # a retry of a task whose training finished (the pod died while publishing): training again would
+        # open a new, empty MLflow run (a finished run is never reopened) and register would get its id
+        result = TrainResult(**{**finished["result"], "output": str(output)})
+        result.checkpoint = str(output / result.checkpoint)
+        _publish_checkpoint(Path(result.checkpoint), model_dir)
+        return result
     flags = {"dataset": dataset, "preset": preset or None, "model": model or None, "epochs": epochs or None,
              "steps": steps or None, "seed": seed,
              "output": str(output), "experiment": experiment, "nproc": max(1, gpus),
@@ -66,10 +81,19 @@ def train_step(dataset: str, work_dir: str, model_dir: str, *, preset: str | Non
         result = train(config)
     if result.interrupted or not result.checkpoint:
         raise GanforgeError(f"training stopped at step {result.step} without finishing; the task's retry resumes it")
-    dest = Path(model_dir) / Path(result.checkpoint).name
-    shutil.rmtree(model_dir, ignore_errors=True)
-    shutil.copytree(result.checkpoint, dest)
+    record = {k: v for k, v in dataclasses.asdict(result).items() if k != "output"}
+    record["checkpoint"] = Path(result.checkpoint).name
+    write_text_atomic(done, json.dumps({"asked": asked, "result": record}, indent=2, sort_keys=True, default=float))
+    _publish_checkpoint(Path(result.checkpoint), model_dir)
     return result
+
+
+TRAIN_DONE = "train_done.json"  # in the task's output: the finished training a retry reuses
+
+
+def _publish_checkpoint(checkpoint: Path, model_dir: str) -> None:
+    shutil.rmtree(model_dir, ignore_errors=True)
+    shutil.copytree(checkpoint, Path(model_dir) / checkpoint.name)
 
 
 def evaluate_step(dataset: str, model_dir: str, out_dir: str, *, n: int, seed: int, backbone: str,
