@@ -8,6 +8,7 @@ everything else to the original command, whose flags it copies.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 from typing import Optional
@@ -22,15 +23,19 @@ runs_app = typer.Typer(help="Look at training runs.", no_args_is_help=True)
 def register_command(
     run_id: str = typer.Option(..., "--run-id", help="The MLflow run id `ganforge train` printed."),
     name: str = typer.Option(DEFAULT_NAME, "--name", help="Registered model name."),
-    force: bool = typer.Option(False, "--force", help="Register a failed, unevaluated or audit-failed run anyway."),
+    force: bool = typer.Option(False, "--force", help="Register anyway: a failed run, weights not both evaluated "
+                               "and audited, or a failed audit (needs --reason)."),
+    reason: Optional[str] = typer.Option(None, "--reason", help="Why --force (recorded as the tag forced_reason)."),
     pipeline_run_id: Optional[str] = typer.Option(None, "--pipeline-run-id", help="KFP run id, kept as a tag."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Generator weights the version carries: ema "
                                           "or raw. Default: ema when the checkpoint has them, else raw."),
 ) -> None:
-    """Register a training run's generator as a model version with the alias `candidate`."""
+    """Register a training run's evaluated and audited generator as a model version with the alias `candidate`."""
     from ganforge.registry import register
 
-    out = register(run_id, name=name, force=force, pipeline_run_id=pipeline_run_id, weights=weights)
+    with _sigterm_exits():
+        out = register(run_id, name=name, force=force, pipeline_run_id=pipeline_run_id, weights=weights,
+                       reason=reason)
     verb = "registered" if out["created"] else "already registered as"
     typer.echo(f"{verb} models:/{out['name']}/{out['version']} ({out['tags'].get('weights', 'unknown')} weights; "
                f"aliases: {', '.join(out['aliases']) or 'none'})")
@@ -40,7 +45,8 @@ def promote_command(
     name: str = typer.Argument(..., help="Registered model name."),
     version: int = typer.Argument(..., help="Version to promote."),
     alias: str = typer.Option("champion", "--alias", help="Alias to move."),
-    max_fid: Optional[float] = typer.Option(None, "--max-fid", help="FID ceiling (default: none)."),
+    max_fid: Optional[float] = typer.Option(None, "--max-fid", help="FID ceiling, a finite number above 0 "
+                                            "(default: none)."),
     force: bool = typer.Option(False, "--force", help="Promote even if worse than the current holder."),
     reason: Optional[str] = typer.Option(None, "--reason", help="Why (required with --force; recorded)."),
     stage: Optional[str] = typer.Option(None, "--stage", help="Also set the deprecated stage: Staging or "
@@ -49,7 +55,8 @@ def promote_command(
     """Move an alias (default `champion`) to a version that passes the gate."""
     from ganforge.registry import promote
 
-    rec = promote(name, version, alias=alias, max_fid=max_fid, force=force, reason=reason, stage=stage)
+    with _sigterm_exits():
+        rec = promote(name, version, alias=alias, max_fid=max_fid, force=force, reason=reason, stage=stage)
     if stage is not None:
         typer.echo(f"warning: stage set to {stage}, but MLflow deprecates stages: read the alias {alias!r}",
                    err=True)
@@ -64,7 +71,8 @@ def rollback_command(
     """Put the previous holder of an alias (default `champion`) back."""
     from ganforge.registry import rollback
 
-    rec = rollback(name, alias=alias)
+    with _sigterm_exits():
+        rec = rollback(name, alias=alias)
     typer.echo(f"{name}@{alias} -> version {rec['version']} (was version {rec['previous']})")
 
 
@@ -81,6 +89,26 @@ def compare_command(
 
     result = compare_runs(experiment, sort_by=sort_by, descending=descending, max_runs=max_runs)
     typer.echo(json.dumps(result, indent=2) if as_json else format_table(result))
+
+
+@contextlib.contextmanager
+def _sigterm_exits():
+    """SIGTERM unwinds like Ctrl-C (exit 143): the lock ticket and temporary files are cleaned up on the way out."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _generate_with_model():

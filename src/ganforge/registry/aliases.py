@@ -7,16 +7,18 @@ only when measured alike: same metric key, i.e. sample size and split, and same 
 the ceiling never ships.
 
 Each promotion or rollback appends one registered-model tag ``ganforge.history.<alias>.<NNNNNN>``
-holding a JSON record; rollback replays them as a stack. Everything happens under the registry lock,
-and the alias moves last: a promotion that fails before that step leaves the alias where it was, and
-one that fails at it removes the history entry it wrote.
+holding a JSON record; rollback replays them as a stack. Everything happens under the registry lock.
+The alias move is the commit point and comes first: a promotion that fails (or is killed) before it
+leaves the alias and the history as they were. One killed after it leaves the alias moved but no
+record; the next promote or rollback sees that the holder is not the top of the replayed history and
+writes the missing record (``repaired``) before its own, so rollback still returns to the right version.
 """
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import json
+import math
 import time
 import warnings
 
@@ -48,17 +50,24 @@ def promote(name: str, version: int | str, alias: str = CHAMPION, max_fid: float
     Raises:
         GanforgeError: unknown model/version, a gate failure, or the server refusing.
     """
-    if force and not (reason and reason.strip()):
-        raise GanforgeError("--force needs --reason \"why this version ships anyway\"; the reason is recorded")
+    from ganforge.registry.versions import check_force, check_model_name, pending
+
+    check_model_name(name)
+    check_version(version)
+    check_limit("--max-fid", max_fid)
+    check_force(force, reason, "promote")
     if stage is not None and stage not in STAGES:
         raise GanforgeError(f"unknown --stage {stage!r}; use one of {', '.join(STAGES)}")
     _check_alias(alias)
     c = store.client()
     with store.mlflow_errors(f"promoting {name} version {version}"):
-        mv = store.get_version(c, store.ModelRef("models", name=name, version=str(version)))
+        mv = store.get_version(c, store.ModelRef("models", name=name, version=str(int(version))))
+        if pending(mv):
+            raise GanforgeError(f"version {mv.version} of {name!r} is a registration that did not finish; re-run "
+                                f"`ganforge register --run-id {mv.run_id} --name {name}` to complete it")
         evidence = find_evidence(c, mv.tags.get("training_run_id") or mv.run_id or "",
                                  mv.tags.get("generator_sha256"))  # measured on exactly its weights
-        with store.registry_lock(c, name):
+        with store.registry_lock(c, name, purpose=f"promote {name} version {mv.version} to {alias}") as lock:
             previous = _holder(c, name, alias)
             notes = gate(c, mv, evidence, previous, max_fid, force)
             record = {"action": "promote", "alias": alias, "version": int(mv.version),
@@ -66,7 +75,7 @@ def promote(name: str, version: int | str, alias: str = CHAMPION, max_fid: float
                       "user": scrub(getpass.getuser()), "fid": evidence.fid, "gate": notes}
             if reason:
                 record["reason"] = scrub(reason)
-            _apply(c, name, alias, mv, record, stage)
+            _apply(c, lock, name, alias, mv, record, stage)
             return record
 
 
@@ -79,34 +88,39 @@ def rollback(name: str, alias: str = CHAMPION) -> dict:
     Raises:
         GanforgeError: unknown model, no alias, or no earlier holder to go back to.
     """
+    from ganforge.registry.versions import check_model_name
+
+    check_model_name(name)
     _check_alias(alias)
     c = store.client()
     with store.mlflow_errors(f"rolling back {name}@{alias}"):
         store.get_version(c, store.ModelRef("models", name=name, alias=alias))  # model and alias exist
-        with store.registry_lock(c, name):
+        with store.registry_lock(c, name, purpose=f"roll back {name}@{alias}") as lock:
             current = _holder(c, name, alias)
             stack = holder_stack(history(c, name, alias))
             if stack and current is not None and stack[-1] != int(current.version):
-                stack.append(int(current.version))  # moved outside ganforge: that is the holder to undo
+                stack.append(int(current.version))  # moved outside ganforge (or by a killed promote): undo that
             if len(stack) < 2:
                 raise GanforgeError(f"{name}@{alias} has no earlier version to roll back to (history: "
                                     f"{stack or 'empty'}); promote one with `ganforge promote`")
             target = store.get_version(c, store.ModelRef("models", name=name, version=str(stack[-2])))
             record = {"action": "rollback", "alias": alias, "version": stack[-2], "previous": stack[-1],
                       "time": time.time(), "user": scrub(getpass.getuser())}
-            _apply(c, name, alias, target, record, stage=None)
+            _apply(c, lock, name, alias, target, record, stage=None)
             return record
 
 
 def gate(c, mv, evidence: Evidence, previous, max_fid: float | None, force: bool) -> list[str]:
     """Raise ``GanforgeError`` unless ``mv`` may take the alias; returns notes on overridden checks."""
     v = f"version {mv.version}"
+    ignored = f" (not counted: {'; '.join(evidence.ignored)})" if evidence.ignored else ""
     if evidence.evaluation is None or evidence.fid is None:
-        raise GanforgeError(f"{v} has no FID evaluation; run `ganforge evaluate --model models:/{mv.name}/"
-                            f"{mv.version} ...` first")
+        raise GanforgeError(f"{v} has no FID evaluation of its weights{ignored}; run `ganforge evaluate --model "
+                            f"models:/{mv.name}/{mv.version} ...` first")
     if evidence.verdict != "pass":
-        what = "no audit" if evidence.audit is None else f"a {evidence.verdict} audit"
-        raise GanforgeError(f"{v} has {what}; it needs a passed `ganforge audit` before promotion")
+        what = "no audit of its weights" if evidence.audit is None else f"a {evidence.verdict} audit"
+        raise GanforgeError(f"{v} has {what}{ignored}; it needs a passed `ganforge audit --model "
+                            f"models:/{mv.name}/{mv.version}` before promotion")
     if max_fid is not None and evidence.fid > max_fid:
         raise GanforgeError(f"{v} has {evidence.fid_key} {evidence.fid:.4g} > --max-fid {max_fid:g}")
     if previous is None or previous.version == mv.version:
@@ -131,25 +145,42 @@ def _compare(new: Evidence, old: Evidence, v_new, v_old) -> str | None:
     return None
 
 
-def _apply(c, name: str, alias: str, mv, record: dict, stage: str | None) -> None:
-    """Stage (deprecated) and tags first, history entry, then the alias: the one step readers see."""
+def _apply(c, lock, name: str, alias: str, mv, record: dict, stage: str | None) -> None:
+    """Move the alias (the commit point, the one step readers see), then record it.
+
+    A missing record of an earlier move (a promotion killed between its alias move and its record,
+    or a move made outside ganforge) is written first, marked ``repaired``, so the history replays
+    to the holder the alias really had.
+    """
+    records = history(c, name, alias)
+    stack = holder_stack(records)
+    if record["previous"] is not None and (not stack or stack[-1] != record["previous"]):
+        missing = {"action": "promote", "alias": alias, "version": record["previous"],
+                   "previous": stack[-1] if stack else None, "time": time.time(), "repaired": True}
+        records.append(missing)
+        _record(c, name, alias, records, missing)
+    lock.check()
+    store.fault_point(f"{record['action']}:before-alias")
+    set_alias(c, name, alias, mv.version)
+    store.fault_point(f"{record['action']}:after-alias")
     if stage is not None:
         warnings.warn("registry stages are deprecated by MLflow; use aliases (--alias)", FutureWarning, stacklevel=3)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             c.transition_model_version_stage(name, mv.version, stage, archive_existing_versions=True)
         record["stage"] = stage
+    _record(c, name, alias, records, record)
     if record.get("reason"):
         c.set_model_version_tag(name, mv.version, "promotion_reason", record["reason"])
-    key = f"{HISTORY_PREFIX}{alias}.{len(history(c, name, alias)) + 1:06d}"
-    c.set_registered_model_tag(name, key, json.dumps(record, sort_keys=True))
-    try:
-        set_alias(c, name, alias, mv.version)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            c.delete_registered_model_tag(name, key)
-        raise
     c.set_model_version_tag(name, mv.version, f"{alias}_since", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+
+def _record(c, name: str, alias: str, records: list[dict], record: dict) -> None:
+    """Append ``record`` as the next history tag (numbered after the highest existing one)."""
+    prefix = f"{HISTORY_PREFIX}{alias}."
+    numbers = [int(k[len(prefix):]) for k in c.get_registered_model(name).tags if k.startswith(prefix)
+               and k[len(prefix):].isdigit()]
+    c.set_registered_model_tag(name, f"{prefix}{max(numbers, default=0) + 1:06d}", json.dumps(record, sort_keys=True))
 
 
 def set_alias(c, name: str, alias: str, version) -> None:
@@ -189,6 +220,29 @@ def _holder(c, name: str, alias: str):
         if store.error_code(exc) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
         raise
+
+
+def check_version(version) -> None:
+    """Raises GanforgeError unless ``version`` is a version number (1, 2, ...)."""
+    try:
+        ok = int(str(version)) >= 1
+    except ValueError:
+        ok = False
+    if not ok:
+        raise GanforgeError(f"version {version!r} is not a model version; versions are numbered 1, 2, ...")
+
+
+def check_limit(flag: str, value: float | None) -> None:
+    """Raises GanforgeError unless a gate limit is None (no gate) or a finite, positive number.
+
+    NaN would pass every comparison, infinity and negative numbers make the gate meaningless, and 0
+    no generator can meet: each is a gate switched off (or on) by accident.
+    """
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise GanforgeError(f"{flag} {value!r} is not a usable limit; pass a finite number above 0, or leave "
+                            f"{flag} out for no limit")
 
 
 def _check_alias(alias: str) -> None:

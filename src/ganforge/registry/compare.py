@@ -11,9 +11,11 @@ import math
 
 from ganforge.errors import GanforgeError
 from ganforge.registry import store
+from ganforge.registry.evidence import not_evidence
 
 # Short column names for the joined evaluation numbers; --sort-by accepts these or any column.
 SCORES = {"fid": "eval/fid_", "kid": "eval/kid_mean_", "precision": "eval/precision_", "recall": "eval/recall_"}
+MAX_RUNS = 10000  # MLflow's search pages stop being cheap long before its own limit (50000)
 NOISY_PARAMS = {"output", "experiment", "run_name"}  # always differ, say nothing about the model
 
 
@@ -31,8 +33,13 @@ def compare_runs(experiment: str, sort_by: str = "fid", descending: bool = False
         ``{"columns": [...], "rows": [{column: value}], "sort_by": ...}``.
 
     Raises:
-        GanforgeError: unknown experiment or sort column, server down.
+        GanforgeError: an empty experiment name, ``max_runs`` outside 1..MAX_RUNS, unknown experiment or
+            sort column, server down (or a sqlite path that does not exist: nothing is created).
     """
+    if not experiment.strip():
+        raise GanforgeError("--experiment is empty; pass the MLflow experiment name your runs were logged to")
+    if not 1 <= max_runs <= MAX_RUNS:
+        raise GanforgeError(f"--max-runs {max_runs} is out of range; pass 1 to {MAX_RUNS}")
     c = store.client()
     with store.mlflow_errors(f"comparing runs of {experiment}"):
         exp = c.get_experiment_by_name(experiment)
@@ -60,6 +67,8 @@ def _judging_runs(c, run_ids: set[str]) -> dict[str, dict[str, object]]:
                          max_results=5000)
     for run in runs:
         tid, step = run.data.tags.get("training_run_id"), run.data.tags.get("ganforge.step")
+        if step == "audit" and not_evidence(run, None):
+            continue  # its held-out split was the training split: that "pass" says nothing
         if tid in run_ids and step in ("evaluate", "audit"):
             found.setdefault(tid, {}).setdefault(step, run)
     return found

@@ -2,7 +2,10 @@
 
 ``ganforge evaluate`` and ``ganforge audit`` each leave a run tagged ``training_run_id`` (in any
 experiment); the newest finished one of each is the evidence a registration records and a promotion
-gates on. Tag names repeat the runs' own names (``eval/fid_64_train``, ``audit_verdict``,
+gates on. Evidence binds numbers to weights: with a weights hash given, only runs tagged with exactly
+that ``generator_sha256`` count (runs from before the tag existed measured unknown weights), and an
+audit whose held-out split is the training split never counts (its baseline distance is 0, so it
+always passes). Runs passed over are listed in ``Evidence.ignored`` so a refusal can say why. Tag names repeat the runs' own names (``eval/fid_64_train``, ``audit_verdict``,
 ``audit/z_u``): one name per concept. Every value is scrubbed of credentials before it is written.
 """
 
@@ -14,6 +17,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+TRAIN_SPLIT = "train"  # the split ganforge trains on and the audit compares against
 EVAL_PREFIXES = ("eval/fid_", "eval/kid_mean_", "eval/precision_", "eval/recall_")
 AUDIT_KEYS = ("audit/fraction_below_baseline", "audit/z_u", "audit/exact_duplicates", "audit/nn_dist_min")
 _SECRET_QUERY = re.compile(r"([?&][^=&#]*(?:key|secret|token|signature|password|credential)[^=&#]*=)[^&#]*", re.I)
@@ -41,6 +45,7 @@ class Evidence:
     evaluation: object | None = None  # mlflow Run
     audit: object | None = None
     backbone: dict = field(default_factory=dict)  # {"backbone": name, "backbone_sha256": hash}
+    ignored: list[str] = field(default_factory=list)  # why newer evaluate/audit runs did not count
 
     @property
     def fid_key(self) -> str | None:
@@ -83,8 +88,9 @@ def find_evidence(c, training_run_id: str, generator_sha256: str | None = None) 
     Args:
         c: an ``MlflowClient``.
         training_run_id: the training run the evaluations and audits name.
-        generator_sha256: count only runs that measured these weights (their tag ``generator_sha256``);
-            runs without that tag, from before it was recorded, count for any. None: any weights.
+        generator_sha256: count only runs that measured exactly these weights (their tag
+            ``generator_sha256``; runs without it measured unknown weights and do not count). None
+            (a version registered before weights were hashed): any weights of the run.
     """
     exp_ids = [e.experiment_id for e in c.search_experiments(max_results=1000)]
     runs = c.search_runs(
@@ -93,24 +99,53 @@ def find_evidence(c, training_run_id: str, generator_sha256: str | None = None) 
     ) if exp_ids else []  # fmt: skip
     ev = Evidence()
     for run in runs:
-        measured = run.data.tags.get("generator_sha256")
-        if generator_sha256 and measured and measured != generator_sha256:
-            continue  # another set of weights of the same run (ema vs raw, or an earlier checkpoint)
         step = run.data.tags.get("ganforge.step")
-        if step == "evaluate" and ev.evaluation is None:
+        if step not in ("evaluate", "audit") or getattr(ev, "evaluation" if step == "evaluate" else "audit"):
+            continue
+        if why := not_evidence(run, generator_sha256):
+            ev.ignored.append(f"{step} run {run.info.run_id} {why}")
+        elif step == "evaluate":
             ev.evaluation = run
-        elif step == "audit" and ev.audit is None:
+        else:
             ev.audit = run
     if ev.evaluation is not None:
         ev.backbone = _backbone(c, ev.evaluation.info.run_id)
     return ev
 
 
+def not_evidence(run, generator_sha256: str | None) -> str | None:
+    """Why an evaluate/audit run says nothing about these weights (None: it counts)."""
+    measured = run.data.tags.get("generator_sha256")
+    if generator_sha256 and measured != generator_sha256:
+        # another set of weights of the same run (ema vs raw, an earlier or later checkpoint), or unknown ones
+        return (f"measured other weights (sha256 {measured[:12]})" if measured
+                else "does not record which weights it measured")
+    if run.data.tags.get("ganforge.step") == "audit":
+        held = heldout_split(run)
+        train = run.data.tags.get("train_split") or run.data.params.get("train_split") or TRAIN_SPLIT
+        if held == train:
+            return (f"compared against its training split {train!r} as the held-out split (baseline distance 0: "
+                    "it passes any generator)")
+    return None
+
+
+def heldout_split(run) -> str | None:
+    """The held-out split an audit run used, as its tags or params recorded it (None: not recorded)."""
+    for where in (run.data.tags, run.data.params):
+        value = where.get("heldout_split")
+        if value not in (None, "", "None"):
+            return value
+    return None
+
+
 def _backbone(c, run_id: str) -> dict:
     """Backbone name and weights hash from the evaluation's ``evaluate.json``."""
+    from ganforge.registry.store import quiet_downloads
+
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            record = json.loads(Path(c.download_artifacts(run_id, "evaluate.json", tmp)).read_text())
+            with quiet_downloads():
+                record = json.loads(Path(c.download_artifacts(run_id, "evaluate.json", tmp)).read_text())
         except Exception:  # noqa: BLE001 - an evaluation without its record still has metrics
             return {}
     b = record.get("backbone", {})

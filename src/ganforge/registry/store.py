@@ -1,5 +1,22 @@
 """Talking to the MLflow registry: the client, one-line errors, a cross-process lock, URI resolution.
 
+The lock (``registry_lock``) and what it guarantees. MLflow offers no compare-and-swap, but two of
+its operations are atomic in every SQL-backed store (sqlite, PostgreSQL, MySQL; an ``mlflow server``
+forwards to one): creating a model version takes the next number under a unique (name, version) key,
+and a deleted version's number is never handed out again (versions are soft-deleted). So the lock
+on model NAME is a ticket queue: each command creates a version of the registered model
+``NAME.ganforge-lock`` (kept, never deleted, so numbers never repeat) tagged with its host, pid,
+start time and purpose, and holds the lock while its ticket is the lowest live one. Release deletes
+one's own ticket; a waiter deletes a dead one's: same machine (hostname, boot id, pid namespace) and
+the pid gone or reused, at once; any machine, when its heartbeat tag (bumped every
+``HEARTBEAT_SECONDS``) stood still for ``LOCK_LEASE_SECONDS`` as the waiter's own clock saw it.
+Deleting a number that is never reused cannot remove a newer ticket, so breaking a stale lock is
+safe, and two breakers are harmless. Guarantee: one holder at a time, unless a live holder stalls
+for longer than the lease (SIGSTOP, a frozen VM); then ``RegistryLock.check()``, called before each
+write, stops it at its next write, and the writes themselves are idempotent and re-verified (see
+``versions`` and ``aliases``), so a rerun completes whatever a killed or stopped command left.
+A waiter says once on stderr who holds the lock (host, pid, since when) and how long it will wait.
+
 ``resolve_model_uri`` turns ``models:/NAME@alias``, ``models:/NAME/VERSION`` or ``runs:/RUN_ID`` into
 a local ``ckpt-<step>`` directory that ``ganforge.training.checkpoint.load_generator`` reads, so
 ``evaluate``, ``audit`` and ``generate`` accept registry URIs without knowing about MLflow. Downloads
@@ -12,23 +29,34 @@ complete.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
+import signal
+import socket
+import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from ganforge.errors import GanforgeError
-from ganforge.tracking import check_reachable, redact, tracking_uri
+from ganforge.tracking import redact, tracking_uri
 
 DEFAULT_NAME = "ganforge-generator"
 CHECKPOINT_ARTIFACT = "checkpoint"  # where ``ganforge train`` logs its final checkpoint in the run
 LOCK_SUFFIX = ".ganforge-lock"
-LOCK_STALE_SECONDS = 120.0  # a lock older than this was left by a killed process
+LOCK_SOURCE = "s3://ganforge-lock/ticket"  # a version needs a source; nothing ever reads this one
+LOCK_TIMEOUT_SECONDS = 120.0  # how long a command waits for the lock by default
+LOCK_TIMEOUT_ENV = "GANFORGE_LOCK_TIMEOUT"
+LOCK_LEASE_SECONDS = 60.0  # a ticket whose heartbeat stood still this long, as a waiter saw it, is dead
+HEARTBEAT_SECONDS = 5.0
+FAULT_ENV = "GANFORGE_FAULT_AT"  # test hook, see fault_point
 
 
 @dataclass(frozen=True)
@@ -69,10 +97,11 @@ def error_code(exc: BaseException) -> str:
 
 
 def client():
-    """An ``MlflowClient`` for the tracking URI in effect, after a fast reachability check.
+    """An ``MlflowClient`` for the tracking URI in effect, after fast checks that it points somewhere real.
 
     Raises:
-        GanforgeError: an HTTP server that does not answer (instead of minutes of retries).
+        GanforgeError: an HTTP server that does not answer (instead of minutes of retries), or a
+            ``sqlite:///`` file that does not exist (MLflow would create an empty database there).
     """
     import logging
 
@@ -82,8 +111,44 @@ def client():
     for noisy in ("mlflow.store.db.utils", "alembic.runtime.migration", "mlflow.store.model_registry.abstract_store"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     uri = tracking_uri()
-    check_reachable(uri)
+    check_store(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def check_store(uri: str, timeout: float = 5.0) -> None:
+    """Refuse a tracking URI the registry commands cannot use, before anything is read or written.
+
+    Every registry command works on runs that already exist, so a mistyped ``sqlite:///`` path is an
+    error here, never a new empty database; an HTTP server must answer ``/health``.
+
+    Raises:
+        GanforgeError: a missing sqlite file, or an HTTP server that does not answer.
+    """
+    if (path := sqlite_path(uri)) is not None:
+        if not path.is_file():
+            raise GanforgeError(f"no MLflow database at {path} (MLFLOW_TRACKING_URI={redact(uri)}); fix the path "
+                                "or point MLFLOW_TRACKING_URI at the store your runs were logged to")
+        return
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+            resp.read()
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise GanforgeError(f"cannot reach the MLflow server at {redact(uri)} ({reason}); start it or fix "
+                            "MLFLOW_TRACKING_URI") from None
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (None for other URIs and in-memory databases)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///"):].split("?", 1)[0]  # sqlite:////abs -> /abs, sqlite:///rel -> rel
+    return Path(path) if path and path != ":memory:" else None
 
 
 @contextlib.contextmanager
@@ -127,51 +192,235 @@ def get_version(c, ref: ModelRef):
     raise GanforgeError(f"model {ref.name!r} has {what} (aliases: {aliases}); pass an existing alias or version")
 
 
+def fault_point(name: str) -> None:
+    """Test hook: ``GANFORGE_FAULT_AT=<name>[@<signal number>]`` signals this process at ``name``.
+
+    Inert unless the variable names this point; the fault-injection tests use it to kill ``register``
+    and ``promote`` between two registry writes (default signal: SIGKILL).
+    """
+    spec = os.environ.get(FAULT_ENV)
+    point, _, sig = (spec or "").partition("@")
+    if point == name:
+        os.kill(os.getpid(), int(sig or signal.SIGKILL))
+        time.sleep(5)  # a handled signal (SIGTERM) is acted on here, as it would be at any other point
+
+
+class RegistryLock:
+    """The registry lock on one model, held through a ticket (a version of ``<name>.ganforge-lock``).
+
+    ``check()`` before a write fences out a holder whose ticket was taken over while it stalled.
+    """
+
+    def __init__(self, c, name: str, version: str):
+        self.c, self.name, self.lock, self.version = c, name, name + LOCK_SUFFIX, version
+        self._stop = threading.Event()
+
+    def check(self) -> None:
+        """Raise unless this process still holds the lock.
+
+        Raises:
+            GanforgeError: the ticket was taken over as stale (this process stalled for over the lease).
+        """
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.c.get_model_version(self.lock, self.version)
+            return
+        except MlflowException as exc:
+            if error_code(exc) != "RESOURCE_DOES_NOT_EXIST":
+                raise
+        raise GanforgeError(f"lost the registry lock on model {self.name!r}: this process stalled for over "
+                            f"{LOCK_LEASE_SECONDS:.0f}s and another one took over; re-run the command to complete it")
+
+    def _beat(self) -> None:
+        n = 0
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            n += 1
+            # a missed beat is harmless: waiters allow LOCK_LEASE_SECONDS, many beats
+            with contextlib.suppress(Exception):
+                self.c.set_model_version_tag(self.lock, self.version, "ganforge.lock.beat", str(n))
+
+
 @contextlib.contextmanager
-def registry_lock(c, name: str, timeout: float = 120.0):
+def registry_lock(c, name: str, purpose: str = "a registry change", timeout: float | None = None):
     """Serialise read-modify-write sequences on model ``name`` across processes and machines.
 
-    MLflow has no compare-and-swap; creating a registered model is the one operation the server makes
-    atomic (unique name), so a ``<name>.ganforge-lock`` model is the lock. A lock older than
-    ``LOCK_STALE_SECONDS`` was left by a killed process and is broken.
+    A ticket lock: each process creates a version of the registered model ``<name>.ganforge-lock``
+    (MLflow numbers versions atomically and never reuses a number, deleted versions included), and
+    the lowest live version holds the lock. Release deletes one's own ticket; a dead holder's ticket
+    is deleted by a waiter (no number is reused, so a delete can never hit a newer ticket). Dead:
+    same machine and its pid is gone (at once), or its heartbeat tag stood still for
+    ``LOCK_LEASE_SECONDS`` as the waiter saw it (any machine; no clocks compared). A waiter says once
+    on stderr who holds the lock and how long it will wait.
+
+    Yields:
+        A ``RegistryLock``; call its ``check()`` before each write.
 
     Raises:
-        GanforgeError: the lock stayed taken for ``timeout`` seconds.
+        GanforgeError: the lock stayed taken for ``timeout`` seconds (default ``GANFORGE_LOCK_TIMEOUT``
+            or ``LOCK_TIMEOUT_SECONDS``).
     """
+    timeout = lock_timeout() if timeout is None else timeout
+    held = RegistryLock(c, name, _take_ticket(c, name + LOCK_SUFFIX, purpose))
+    beat = threading.Thread(target=held._beat, name="ganforge-lock-heartbeat", daemon=True)
+    beat.start()
+    try:
+        _wait_turn(c, held, purpose, timeout)
+        yield held
+    finally:
+        held._stop.set()
+        with contextlib.suppress(Exception):  # left behind, it is taken over once this process is gone
+            c.delete_model_version(held.lock, held.version)
+
+
+def lock_timeout() -> float:
+    """Seconds a command waits for the registry lock (``GANFORGE_LOCK_TIMEOUT`` or the default).
+
+    Raises:
+        GanforgeError: the variable is not a finite, positive number.
+    """
+    raw = os.environ.get(LOCK_TIMEOUT_ENV)
+    if raw is None:
+        return LOCK_TIMEOUT_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise GanforgeError(f"{LOCK_TIMEOUT_ENV}={raw!r} is not a number of seconds; set a positive number or unset it")
+    return value
+
+
+def _take_ticket(c, lock: str, purpose: str) -> str:
     from mlflow.exceptions import MlflowException
 
-    lock = name + LOCK_SUFFIX
-    token = uuid.uuid4().hex
-    deadline, wait = time.monotonic() + timeout, 0.05
-    while True:
+    proc = _proc(os.getpid())
+    tags = {"ganforge.lock.host": socket.gethostname(), "ganforge.lock.machine": _machine(),
+            "ganforge.lock.pid": str(os.getpid()), "ganforge.lock.started": proc[1] if proc else "",
+            "ganforge.lock.since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "ganforge.lock.purpose": purpose[:200], "ganforge.lock.beat": "0"}  # fmt: skip
+    for _ in range(8):
         try:
-            c.create_registered_model(lock, tags={"ganforge.lock_owner": token},
-                                      description="ganforge lock: held while a registration or promotion runs")
-            break
+            return str(c.create_model_version(lock, LOCK_SOURCE, tags=tags, await_creation_for=0).version)
+        except MlflowException as exc:
+            if "Model Version creation error" in str(exc):  # the store's own retries collided under load
+                time.sleep(0.05 + 0.2 * (uuid.uuid4().int % 8) / 8)
+                continue
+            if error_code(exc) != "RESOURCE_DOES_NOT_EXIST":
+                raise
+        try:  # first use (or someone deleted it): the lock model is created once and kept
+            c.create_registered_model(lock, tags={"ganforge.lock": "true"}, description=(
+                "ganforge's registry lock: each version is one process's ticket and the lowest holds the lock. "
+                "Kept while idle (no versions) so ticket numbers never repeat; do not delete it."))
         except MlflowException as exc:
             if error_code(exc) not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
                 raise
-        _break_if_stale(c, lock)
-        if time.monotonic() > deadline:
-            raise GanforgeError(f"model {name!r} stayed locked for {timeout:.0f}s by another registration or "
-                                f"promotion; retry, or delete the registered model {lock!r} if none is running")
-        time.sleep(wait)
-        wait = min(wait * 2, 1.0)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(MlflowException):
-            if c.get_registered_model(lock).tags.get("ganforge.lock_owner") == token:
-                c.delete_registered_model(lock)
+    raise GanforgeError(f"registered model {lock!r} keeps vanishing; stop whatever deletes it and retry")
 
 
-def _break_if_stale(c, lock: str) -> None:
+def _wait_turn(c, held: RegistryLock, purpose: str, timeout: float) -> None:
     from mlflow.exceptions import MlflowException
 
-    with contextlib.suppress(MlflowException):
-        held = c.get_registered_model(lock)
-        if time.time() - held.creation_timestamp / 1000 > LOCK_STALE_SECONDS:
-            c.delete_registered_model(lock)
+    deadline, wait = time.monotonic() + timeout, 0.05
+    seen: dict[str, tuple[str, float]] = {}  # ticket -> (its beat, when that value was first seen)
+    announced = None
+    while True:
+        tickets = sorted(c.search_model_versions(f"name = '{held.lock}'"), key=lambda mv: int(mv.version))
+        if held.version not in {str(mv.version) for mv in tickets}:  # a sqlite store numbers them as int
+            # ours was taken over as stale while this process stalled: queue again at the end
+            held.version = _take_ticket(c, held.lock, purpose)
+            continue
+        ahead = [mv for mv in tickets if int(mv.version) < int(held.version)]
+        if not ahead:
+            return
+        now = time.monotonic()
+        dead = [(mv, why) for mv in ahead if (why := _dead(mv, seen, now))]
+        for mv, why in dead:
+            with contextlib.suppress(MlflowException):  # another waiter may have deleted it first
+                c.delete_model_version(held.lock, mv.version)
+            _say(f"registry lock on model {held.name!r}: removed the ticket of {_who(mv)} ({why})")
+        if dead:
+            continue
+        if announced != str(ahead[0].version):
+            _say(f"waiting for the registry lock on model {held.name!r}: held by {_who(ahead[0])}"
+                 + (f", {len(ahead) - 1} more waiting" if len(ahead) > 1 else "")
+                 + f"; waiting up to {timeout:.0f}s")
+            announced = str(ahead[0].version)
+        if now > deadline:
+            raise GanforgeError(
+                f"model {held.name!r} stayed locked for {timeout:.0f}s by {_who(ahead[0])}; retry later (or raise "
+                f"{LOCK_TIMEOUT_ENV}); if that process is gone, delete version {ahead[0].version} of the "
+                f"registered model {held.lock!r}")
+        time.sleep(wait)
+        wait = min(wait * 2, 1.0)
+
+
+def _dead(mv, seen: dict, now: float) -> str | None:
+    """Why ticket ``mv`` belongs to a dead process, or None while it may be alive."""
+    t = mv.tags
+    pid = t.get("ganforge.lock.pid", "")
+    if t.get("ganforge.lock.machine") == _machine() and pid.isdigit():
+        proc = _proc(int(pid))
+        started = t.get("ganforge.lock.started", "")
+        if proc is None or proc[0] == "Z" or (started and proc[1] and proc[1] != started):
+            return "its process is gone"  # or its pid now belongs to a newer process
+    beat, last = t.get("ganforge.lock.beat", ""), seen.get(str(mv.version))
+    if last is None or last[0] != beat:
+        seen[str(mv.version)] = (beat, now)
+    elif now - last[1] > LOCK_LEASE_SECONDS:
+        return f"no heartbeat for {LOCK_LEASE_SECONDS:.0f}s"
+    return None
+
+
+def _who(mv) -> str:
+    t = mv.tags
+    return (f"{t.get('ganforge.lock.purpose', 'an unknown command')} (host {t.get('ganforge.lock.host', '?')}, "
+            f"pid {t.get('ganforge.lock.pid', '?')}, since {t.get('ganforge.lock.since', '?')})")
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+@functools.cache
+def _machine() -> str:
+    """This machine and pid namespace: pids of two tickets are comparable only when these agree."""
+    parts = [socket.gethostname()]
+    for path in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        with contextlib.suppress(OSError):
+            parts.append(os.readlink(path) if path.endswith("/pid") else Path(path).read_text().strip())
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _proc(pid: int) -> tuple[str, str] | None:
+    """(state, start time in clock ticks) of process ``pid``, None when there is none.
+
+    Without ``/proc`` only existence is known: ("?", "").
+    """
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return fields[0], fields[19]
+    except FileNotFoundError:
+        return None
+    except (OSError, IndexError):
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return "?", ""
+
+@contextlib.contextmanager
+def quiet_downloads():
+    """Keep MLflow's download progress bars off stderr, where a command's one-line error goes.
+
+    (MLflow's only switch is an environment variable; setting one while its threads read the
+    environment can race, so stderr is swapped instead, only around a download.)
+    """
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
+        yield
 
 
 def cache_root() -> Path:
@@ -242,7 +491,8 @@ def _download_run_checkpoint(c, run, tmp: Path) -> str:
     if not {"generator.safetensors", "meta.json", "state.pt"} <= names:
         raise GanforgeError(f"run {run.info.run_id} has no generator (no {CHECKPOINT_ARTIFACT}/generator.safetensors "
                             "artifact); pass the run id of a finished `ganforge train` run")
-    local = Path(c.download_artifacts(run.info.run_id, CHECKPOINT_ARTIFACT, str(tmp)))
+    with quiet_downloads():
+        local = Path(c.download_artifacts(run.info.run_id, CHECKPOINT_ARTIFACT, str(tmp)))
     meta = json.loads((local / "meta.json").read_text())
     meta["run_id"] = run.info.run_id  # the run is known here even when the trainer did not record it
     (local / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
@@ -256,8 +506,9 @@ def _download_version(c, name: str, version: str, tmp: Path) -> str:
     import mlflow.artifacts
     import torch
 
-    model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}",
-                                                         dst_path=str(tmp / "model"), tracking_uri=tracking_uri()))
+    with quiet_downloads():
+        model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}",
+                                                             dst_path=str(tmp / "model"), tracking_uri=tracking_uri()))
     art = model_dir / "artifacts"
     if not (art / "generator.safetensors").is_file() or not (art / "meta.json").is_file():
         raise GanforgeError(f"models:/{name}/{version} is not a ganforge generator (no artifacts/"

@@ -5,11 +5,17 @@ weights, a signature and an input example), tags that say where it came from and
 description a person can read in the UI, and the alias ``candidate``. The slow part (building and
 uploading the model) happens before the registry lock; only the "already registered?" check,
 the version creation and the alias move happen under it, so parallel registrations stay consistent.
+
+Killed at any point, a registration leaves either nothing in the registry (a logged model at most)
+or a version tagged ``ganforge.registration=pending``: ``promote`` refuses it and re-running the
+same ``register`` completes it (alias, then the ``complete`` tag). Exactly one version per (run,
+weights hash) survives even if the lock was lost: see ``_create_version``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,34 +25,43 @@ from ganforge.registry import store
 from ganforge.registry.evidence import Evidence, find_evidence, scrub, scrub_tree
 
 CANDIDATE = "candidate"
+REGISTRATION = "ganforge.registration"  # pending while a registration runs, complete once it finished
+REGISTRATION_TOKEN = "ganforge.registration_token"  # which process created the version
 MODEL_CODE = Path(__file__).with_name("generator_model.py")
 
 
 def register(run_id: str, name: str = store.DEFAULT_NAME, force: bool = False,
-             pipeline_run_id: str | None = None, weights: str | None = None) -> dict:
+             pipeline_run_id: str | None = None, weights: str | None = None, reason: str | None = None) -> dict:
     """Register the generator of training run ``run_id`` as a new version of model ``name``.
 
     Registering a run's weights that already are a version of ``name`` returns that version
-    (idempotent). The evidence is the newest evaluation and audit of exactly these weights (same
-    ``generator_sha256``; runs from before that tag existed count for any weights of the run).
+    (idempotent); a version whose registration was interrupted (tag ``ganforge.registration`` =
+    ``pending``) is completed instead. The evidence is the newest evaluation and audit of exactly
+    these weights (same ``generator_sha256``).
 
     Args:
         run_id: the MLflow run of ``ganforge train``.
         name: registered model name.
-        force: register even if the run failed, has no evaluation or failed its audit.
+        force: register even if the run failed, its weights were not both evaluated and audited, or
+            the audit failed; needs ``reason``.
         pipeline_run_id: the KFP run that produced it, recorded as a tag (None: not from a pipeline).
         weights: ``ema`` or ``raw`` generator weights; None: ``ema`` when the checkpoint has them, else ``raw``.
+        reason: why ``force`` (recorded as the version tag ``forced_reason``).
 
     Returns:
         ``{"name", "version", "aliases", "tags", "created"}``.
 
     Raises:
-        GanforgeError: unknown run or ``weights``, no generator (or no EMA weights for ``weights="ema"``),
-            failed/unevaluated run without ``force``, server down.
+        GanforgeError: bad arguments, unknown run, no generator (or no EMA weights for ``weights="ema"``),
+            weights not evaluated and audited (or a failed audit, or a failed run) without ``force``,
+            server down.
     """
     from ganforge.training.checkpoint import WEIGHTS, check_weights, generator_weights, pick_weights
 
+    check_run_id(run_id)
+    check_model_name(name)
     check_weights(weights)
+    check_force(force, reason, "register")
     c = store.client()
     uri = f"runs:/{run_id}"
     with store.mlflow_errors(f"registering run {run_id}"):
@@ -56,22 +71,87 @@ def register(run_id: str, name: str = store.DEFAULT_NAME, force: bool = False,
             pick_weights({w for w, stem in WEIGHTS.items() if f"{stem}.safetensors" in listed}, weights, uri)
         checkpoint = store.resolve_model_uri(uri)  # also: does it hold a generator?
         source = generator_weights(checkpoint, weights, where=uri)
-        if (existing := _existing_version(c, name, run_id, source)) is not None:
+        existing = _existing_version(c, name, run_id, source)
+        if existing is not None and not pending(existing):
             return _summary(existing, created=False)
-        evidence = find_evidence(c, run_id, source.sha256)
-        _check_registrable(run, evidence, force, source.weights)
-        meta = json.loads((checkpoint / "meta.json").read_text())
-        meta = scrub_tree({**meta, **source.record(), "run_id": run_id})
-        tags = version_tags(run, evidence, meta, pipeline_run_id, forced=force)
-        model_id = _log_model(c, run, checkpoint, meta)
-        with store.registry_lock(c, name):
-            if (existing := _existing_version(c, name, run_id, source)) is not None:
+        model_id = tags = description = None
+        if existing is None:  # else only the interrupted registration's last steps are left
+            evidence = find_evidence(c, run_id, source.sha256)
+            _check_registrable(run, evidence, force, source.weights, source.sha256)
+            meta = json.loads((checkpoint / "meta.json").read_text())
+            meta = scrub_tree({**meta, **source.record(), "run_id": run_id})
+            tags = version_tags(run, evidence, meta, pipeline_run_id, forced=force, reason=reason)
+            description = describe(meta, evidence, tags)
+            model_id = _log_model(c, run, checkpoint, meta)
+        with store.registry_lock(c, name, purpose=f"register run {run_id} as {name}") as lock:
+            existing = _existing_version(c, name, run_id, source)
+            if existing is not None and not pending(existing):
                 return _summary(existing, created=False)
-            _ensure_registered_model(c, name)
-            mv = c.create_model_version(name, source=f"models:/{model_id}", run_id=run_id, tags=tags,
-                                        description=describe(meta, evidence, tags), model_id=model_id)
-            c.set_registered_model_alias(name, CANDIDATE, mv.version)
-            return _summary(c.get_model_version(name, mv.version), created=True)
+            if existing is None and model_id is None:  # the pending version vanished (deleted by hand)
+                raise GanforgeError(f"the interrupted registration of run {run_id} as {name!r} was deleted "
+                                    "meanwhile; re-run the command")
+            if existing is None:
+                existing = _create_version(c, lock, name, run_id, source, model_id, tags, description)
+            return _summary(_complete(c, lock, name, existing), created=True)
+
+
+def _create_version(c, lock, name: str, run_id: str, source, model_id: str, tags: dict, description: str):
+    """Create the version (pending until ``_complete``), then keep only the oldest one of these weights.
+
+    The re-read after creating is what makes a lost lock harmless: of two versions of the same
+    weights, every process keeps the oldest and deletes only its own newer one.
+    """
+    import uuid
+
+    token = uuid.uuid4().hex
+    _ensure_registered_model(c, name)
+    lock.check()
+    store.fault_point("register:before-create")
+    mv = c.create_model_version(name, source=f"models:/{model_id}", run_id=run_id,
+                                tags={**tags, REGISTRATION: "pending", REGISTRATION_TOKEN: token},
+                                description=description, model_id=model_id, await_creation_for=0)
+    store.fault_point("register:after-create")
+    kept = _existing_version(c, name, run_id, source)
+    if kept is not None and str(kept.version) != str(mv.version):
+        c.delete_model_version(name, mv.version)  # ours only: the older one wins
+        return kept
+    return mv
+
+
+def _complete(c, lock, name: str, mv):
+    """The last steps of a registration (alias ``candidate``, then the tag that says it is done)."""
+    lock.check()
+    c.set_registered_model_alias(name, CANDIDATE, mv.version)
+    store.fault_point("register:after-alias")
+    c.set_model_version_tag(name, mv.version, REGISTRATION, "complete")
+    return c.get_model_version(name, mv.version)
+
+
+def pending(mv) -> bool:
+    """Whether ``mv``'s registration was interrupted before it finished (a rerun completes it)."""
+    return mv.tags.get(REGISTRATION) == "pending"
+
+
+def check_run_id(run_id: str) -> None:
+    """Raises GanforgeError unless ``run_id`` looks like an MLflow run id (checked before any server call)."""
+    if not re.fullmatch(r"[0-9a-f]{32}", run_id):
+        raise GanforgeError(f"--run-id {run_id!r} is not an MLflow run id (32 hex digits); pass the run id "
+                            "`ganforge train` printed")
+
+
+def check_model_name(name: str) -> None:
+    """Raises GanforgeError unless ``name`` is a model name every registry command and URI can carry."""
+    if not re.fullmatch(r"[A-Za-z0-9_][\w.\-]{0,199}", name, flags=re.ASCII) or name.endswith(store.LOCK_SUFFIX):
+        raise GanforgeError(f"invalid model name {name!r}: up to 200 letters, digits, _, . and -, starting with a "
+                            f"letter, digit or _, not ending in {store.LOCK_SUFFIX}")
+
+
+def check_force(force: bool, reason: str | None, command: str) -> None:
+    """Raises GanforgeError unless ``--force`` comes with a non-empty ``--reason`` (and vice versa for register)."""
+    if force and not (reason and reason.strip()):
+        raise GanforgeError("--force needs --reason \"why this ships anyway\"; the reason is recorded")
+    if command == "register" and reason is not None and not force:
+        raise GanforgeError("--reason is recorded only with --force; drop it or add --force")
 
 
 def _training_run(c, run_id: str):
@@ -90,18 +170,23 @@ def _training_run(c, run_id: str):
     return run
 
 
-def _check_registrable(run, evidence: Evidence, force: bool, weights: str) -> None:
+def _check_registrable(run, evidence: Evidence, force: bool, weights: str, sha256: str) -> None:
+    """Refuse weights that were not evaluated and audited (exactly these weights), unless forced."""
     problems = []
     if run.info.status != "FINISHED":
         problems.append(f"the run's status is {run.info.status}, not FINISHED")
+    model = f"runs:/{run.info.run_id} --weights {weights}"
     if evidence.evaluation is None:
-        problems.append(f"it has no evaluation of its {weights} weights (run `ganforge evaluate --model "
-                        f"runs:/{run.info.run_id} --weights {weights} ...`)")
-    if evidence.verdict == "fail":
+        problems.append(f"it has no evaluation of its {weights} weights (sha256 {sha256[:12]}; run `ganforge "
+                        f"evaluate --model {model} ...`)")
+    if evidence.audit is None:
+        problems.append(f"it has no audit of its {weights} weights (run `ganforge audit --model {model} ...`)")
+    elif evidence.verdict == "fail":
         problems.append(f"its audit failed (run {evidence.audit.info.run_id})")
     if problems and not force:
-        raise GanforgeError(f"run {run.info.run_id} cannot be registered: {'; '.join(problems)}; "
-                            "fix that or pass --force")
+        ignored = f" (not counted: {'; '.join(evidence.ignored)})" if evidence.ignored else ""
+        raise GanforgeError(f"run {run.info.run_id} cannot be registered: {'; '.join(problems)}{ignored}; "
+                            "fix that or pass --force --reason \"...\"")
 
 
 def _existing_version(c, name: str, run_id: str, source):
@@ -123,7 +208,8 @@ def _ensure_registered_model(c, name: str) -> None:
             raise
 
 
-def version_tags(run, evidence: Evidence, meta: dict, pipeline_run_id: str | None, forced: bool) -> dict:
+def version_tags(run, evidence: Evidence, meta: dict, pipeline_run_id: str | None, forced: bool,
+                 reason: str | None = None) -> dict:
     """Provenance and quality tags of a new version (credentials scrubbed)."""
     import ganforge
 
@@ -139,6 +225,7 @@ def version_tags(run, evidence: Evidence, meta: dict, pipeline_run_id: str | Non
         tags["pipeline_run_id"] = pipeline_run_id
     if forced:
         tags["registered_with_force"] = "true"
+        tags["forced_reason"] = reason or "none given"
     tags.update(evidence.tags())
     return {k: scrub(v) for k, v in tags.items()}
 
