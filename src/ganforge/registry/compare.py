@@ -46,8 +46,7 @@ def compare_runs(experiment: str, sort_by: str = "fid", descending: bool = False
         if exp is None:
             names = ", ".join(e.name for e in c.search_experiments(max_results=20))
             raise GanforgeError(f"no experiment {experiment!r}; existing: {names or 'none'}")
-        runs = [r for r in c.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"],
-                                         max_results=max_runs) if "ganforge.step" not in r.data.tags]
+        runs = _training_runs(c, exp.experiment_id, max_runs)
         judged = _judging_runs(c, {r.info.run_id for r in runs})
     differing = _differing_params(runs)
     rows = [_row(r, differing, judged.get(r.info.run_id, {})) for r in runs]
@@ -57,6 +56,22 @@ def compare_runs(experiment: str, sort_by: str = "fid", descending: bool = False
         raise GanforgeError(f"cannot sort by {sort_by!r}; use one of {', '.join(columns)}")
     rows.sort(key=lambda row: _sort_key(row.get(sort_by), descending))
     return {"columns": columns, "rows": rows, "sort_by": sort_by}
+
+
+def _training_runs(c, experiment_id: str, max_runs: int) -> list:
+    """The newest ``max_runs`` training runs, paging past evaluate/audit runs logged to the same experiment.
+
+    (Asking MLflow for ``max_runs`` runs and dropping the judging ones used to return fewer, even none.)
+    """
+    runs, token = [], None
+    while len(runs) < max_runs:
+        page = c.search_runs([experiment_id], order_by=["attributes.start_time DESC"], page_token=token,
+                             max_results=min(1000, max(100, max_runs)))
+        runs += [r for r in page if "ganforge.step" not in r.data.tags]
+        token = page.token
+        if not token:
+            break
+    return runs[:max_runs]
 
 
 def _judging_runs(c, run_ids: set[str]) -> dict[str, dict[str, object]]:
