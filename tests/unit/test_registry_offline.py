@@ -122,6 +122,27 @@ def test_cli_checks_before_contacting_a_server(monkeypatch):
     one_error_line(runner.invoke(app, ["generate", "--model", "models:/gan", "--out", "x.png"]), "cannot be resolved")
 
 
+@pytest.mark.parametrize("args, match", [
+    # a gate limit that switches the gate off (nan passes every comparison) or can never be met
+    *[(["promote", "gan", "2", "--max-fid", v], f"--max-fid {w} is not a usable limit")
+      for v, w in (("nan", "nan"), ("inf", "inf"), ("-inf", "-inf"), ("-1", "-1.0"), ("0", "0.0"), ("-0", "-0.0"))],
+    (["promote", "gan", "0"], "version 0 is not a model version"),
+    (["promote", "gan.ganforge-lock", "1"], "invalid model name"),
+    (["promote", "gan", "1", "--force", "--reason", "  "], "--force needs --reason"),
+    (["rollback", "a/b"], "invalid model name 'a/b'"),
+    (["register", "--run-id", RUN, "--force"], "--force needs --reason"),
+    (["register", "--run-id", RUN, "--reason", "why"], "--reason is recorded only with --force"),
+    (["register", "--run-id", "xyz"], "--run-id 'xyz' is not an MLflow run id"),
+    (["register", "--run-id", RUN, "--name", "x:y"], "invalid model name 'x:y'"),
+    (["runs", "compare", "--experiment", "e", "--max-runs", "0"], "--max-runs 0 is out of range"),
+    (["runs", "compare", "--experiment", " "], "--experiment is empty"),
+])  # fmt: skip
+def test_gates_and_flags_are_checked_before_contacting_a_server(monkeypatch, args, match):
+    """Issue 13 items 2-3: every gate input is validated at parse time, in one line."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing must be contacted
+    one_error_line(runner.invoke(app, args), match)
+
+
 @pytest.mark.parametrize("args", [["register", "--run-id", RUN], ["promote", "gan", "1"], ["rollback", "gan"],
                                   ["runs", "compare", "--experiment", "e"],
                                   ["generate", "--model", "models:/gan@champion", "--out", "x.png"]])
@@ -131,7 +152,9 @@ def test_server_down_is_one_line_and_fast(monkeypatch, args):
         port = s.getsockname()[1]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
     t0 = time.monotonic()
-    one_error_line(runner.invoke(app, args), f"cannot reach the MLflow server at http://127.0.0.1:{port}")
+    res = runner.invoke(app, args)
+    one_error_line(res, f"cannot reach the MLflow server at http://127.0.0.1:{port}")
+    assert "--no-track" not in res.stderr  # the registry commands have no such flag
     assert time.monotonic() - t0 < 10
 
 
