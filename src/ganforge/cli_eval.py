@@ -63,6 +63,11 @@ def audit_command(
     backbone_weights: Optional[str] = typer.Option(None, "--backbone-weights", help=_h(AuditConfig, "backbone_weights")),
     backbone_sha256: Optional[str] = typer.Option(None, "--backbone-sha256", help=_h(AuditConfig, "backbone_sha256")),
     n_pairs: int = typer.Option(16, "--n-pairs", help=_h(AuditConfig, "n_pairs")),
+    alpha: Optional[float] = typer.Option(None, "--alpha", help=_h(AuditConfig, "alpha")),
+    test_level: float = typer.Option(0.01, "--test-level", help=_h(AuditConfig, "test_level")),
+    invariance: str = typer.Option("shift", "--invariance", help=_h(AuditConfig, "invariance")),
+    max_shift: int = typer.Option(2, "--max-shift", help=_h(AuditConfig, "max_shift")),
+    blur: float = typer.Option(1.0, "--blur", help=_h(AuditConfig, "blur")),
     batch_size: int = typer.Option(64, "--batch-size", help=_h(AuditConfig, "batch_size")),
     seed: int = typer.Option(0, "--seed", help=_h(AuditConfig, "seed")),
     device: str = typer.Option("auto", "--device", help=_h(AuditConfig, "device")),
@@ -76,13 +81,20 @@ def audit_command(
 
     cfg = AuditConfig(dataset=dataset, model=model, images=images, weights=weights, n=n, space=space, metric=metric,
                       heldout_split=heldout_split, backbone_weights=backbone_weights, backbone_sha256=backbone_sha256, n_pairs=n_pairs,
+                      alpha=alpha, test_level=test_level, invariance=invariance, max_shift=max_shift, blur=blur,
                       batch_size=batch_size, seed=seed, device=device, output=output, experiment=experiment,
                       track=track)
     with sigterm_exits():
         report = audit(cfg)
-    typer.echo(f"audit {report.verdict}: {report.fraction_below_baseline:.1%} of {report.n_generated} generated "
-               f"images below the held-out {report.thresholds.baseline_quantile:.0%} distance "
-               f"({report.baseline_threshold:.4g}), {report.exact_duplicates} exact copies, Z_U {report.z_u:.2f}")
+    typer.echo(f"audit {report.verdict}: {report.n_flagged} of {report.n_generated} generated images flagged as "
+               f"copies at alpha={report.alpha:g} ({report.expected_flagged:.2g} expected, p = "
+               f"{report.flag_test_p_value:.2g}; {report.baseline} baseline of {report.n_baseline}), "
+               f"{report.exact_duplicates} exact copies, {report.fraction_below_baseline:.1%} below the baseline's "
+               f"{report.thresholds.baseline_quantile:.0%} distance, Z_U {report.z_u:.2f}")
+    for f in report.flagged[:10]:
+        how = ", mirrored" * f.flipped + (f", shifted {f.shift}" if any(f.shift) else "")
+        typer.echo(f"  flagged: generated {f.generated_index} ~ train {f.train_index}{how}, distance "
+                   f"{f.distance:.4g}, p = {f.p_value:.2g}")
     for reason in report.reasons:
         typer.echo(f"  - {reason}")
     if report.verdict == "fail":

@@ -24,9 +24,28 @@ Flips. A horizontal flip of a training image is not near that image in pixel spa
 ``check_flips`` (default) the references are the training set plus its mirror images, for generated
 and held-out images alike (the baseline stays comparable), and duplicates are hashed against both.
 
-Verdict: fail if any of exact_duplicates > max_exact_duplicates, fraction_below_baseline >
+Distances see through the mirror image and shifts of up to ``max_shift`` pixels with the default
+``invariance="shift"`` (``ganforge.audit.invariant``).
+
+Per-image flags (conformal). With baseline scores h_1..h_n (held-out images against train, or each
+training image against the others: ``baseline``), a generated image scoring s gets
+p = (1 + #{h_j <= s}) / (n + 1) and is flagged when p <= alpha. For an image drawn like the baseline
+images and scored the same way, P(p <= alpha) <= alpha whatever the distribution.
+
+Set-level test. With k = floor(alpha (n + 1)), an image is flagged exactly when s < h_(k) (the k-th
+smallest baseline score), and F(h_(k)) ~ Beta(k, n + 1 - k); so under honest generation the number of
+flags among N images is Beta-Binomial(N, k, n + 1 - k) (conservative with ties). A plain binomial
+would ignore the randomness of the threshold and fail honest sets too often. The audit fails when
+P(X >= observed) < ``test_level``.
+
+Verdict: fail if any of exact_duplicates > max_exact_duplicates, the flag test, fraction_below_baseline >
 max_fraction_below_baseline, z_u < min_z_u, or (with cells) c_t < min_z_u (``AuditThresholds``);
 otherwise pass.
+
+Baseline. The held-out split when it has at least 1/alpha - 1 images (fewer cannot reach p <= alpha);
+otherwise leave-one-out within the training set: each training image (a seeded sample of at most
+``max_baseline``) scored against the others, never against itself or its own mirror image. Its
+distances are to M - 1 images instead of M, a negligible difference for a few hundred images or more.
 """
 
 from __future__ import annotations
@@ -39,10 +58,13 @@ from typing import Literal
 import numpy as np
 import torch
 from pydantic import BaseModel, Field
-from scipy.stats import rankdata
+from scipy.stats import betabinom, rankdata
 
+from ganforge.audit.invariant import VERSION, blur, nearest_train, refine
 from ganforge.audit.knn import knn
 from ganforge.errors import GanforgeError
+
+DEFAULT_ALPHA = 0.001
 
 
 class AuditThresholds(BaseModel):
@@ -61,10 +83,21 @@ class AuditThresholds(BaseModel):
                        "global Z_U")
     min_cell_samples: int = Field(10, ge=2, description="fewest generated and held-out images a cell needs "
                                   "to enter C_T")
-    check_flips: bool = Field(True, description="also compare against horizontally flipped training images")
+    alpha: float | None = Field(None, gt=0, lt=0.5, description="per-image flag level: an image is flagged when "
+                                "fewer than a fraction alpha of unseen images are as close to the training set. "
+                                "None: 0.001, or 1/(n+1) for a baseline of n < 999 images")
+    test_level: float = Field(0.01, gt=0, lt=0.5, description="level of the set-level Beta-Binomial test on the "
+                              "number of flags (the chance that an honest set fails it)")
+    invariance: Literal["none", "mirror", "shift"] = Field("shift", description="transformations seen through: "
+                                                           "none, mirror, or mirror + shifts (pixels only)")
+    blur: float = Field(1.0, ge=0, le=8, description="Gaussian blur sigma in pixels applied before pixel distances "
+                        "(noise on a copy averages out); 0 compares raw pixels")
+    max_shift: int = Field(2, ge=0, le=8, description="largest shift in pixels along each axis (shift)")
+    candidates: int = Field(16, ge=1, le=4096, description="exactly compared candidates per shift (shift)")
+    projection_dims: int = Field(32, ge=1, le=1024, description="principal directions of the lower-bound "
+                                 "projection (shift)")
     min_generated: int = Field(20, ge=2, description="fewest generated images audited (Z_U's normal approximation)")
-    min_heldout: int = Field(100, ge=2, description="fewest held-out images for the baseline (at least "
-                             "1/baseline_quantile are needed in any case)")
+    max_baseline: int = Field(10_000, ge=2, description="most training images scored for a leave-one-out baseline")
 
 
 class DistanceSummary(BaseModel):
@@ -79,12 +112,14 @@ class DistanceSummary(BaseModel):
 
 
 class NearestPair(BaseModel):
-    """A generated image and its nearest training image."""
+    """A generated image and its nearest training image (after the best mirror/shift)."""
 
     generated_index: int
     train_index: int
     flipped: bool = Field(description="the match is the training image's mirror image")
+    shift: tuple[int, int] = Field((0, 0), description="(dy, dx) pixels the generated image was moved to match")
     distance: float
+    p_value: float | None = Field(None, description="conformal p-value (flagged images)")
 
 
 class AuditReport(BaseModel):
@@ -95,9 +130,20 @@ class AuditReport(BaseModel):
     space: str = Field(description="'pixels' or the backbone name")
     space_sha256: str = Field(description="weights hash of the backbone (descriptor hash for pixels)")
     metric: Literal["l2", "l1"]
+    invariance: str
     n_generated: int
     n_train: int
     n_heldout: int
+    baseline: Literal["heldout", "leave-one-out"] = Field(description="what calibrated the flags")
+    n_baseline: int = Field(description="baseline distances (held-out images, or training images left out)")
+    baseline_cached: bool = Field(False, description="the baseline distances came from the cache")
+    alpha: float = Field(description="per-image flag level used")
+    flag_threshold: float = Field(description="k-th smallest baseline distance, k = floor(alpha (n+1)): "
+                                  "images nearer than this are flagged")
+    flagged: list[NearestPair] = Field(description="flagged images, smallest p-value first")
+    n_flagged: int
+    expected_flagged: float = Field(description="flags expected from honest images: N k / (n + 1)")
+    flag_test_p_value: float = Field(description="P(X >= n_flagged), X ~ Beta-Binomial(N, k, n + 1 - k)")
     generated_to_train: DistanceSummary
     heldout_to_train: DistanceSummary
     baseline_threshold: float = Field(description="held-out NN distance at baseline_quantile")
@@ -107,6 +153,7 @@ class AuditReport(BaseModel):
     c_t: float | None = Field(None, description="Meehan et al.'s cell-averaged Z_U; None without cells")
     cells_used: int = Field(0, description="cells that entered C_T")
     nearest_pairs: list[NearestPair] = Field(description="closest generated/training pairs, closest first")
+    brute_force_queries: int = Field(0, description="queries whose nearest image was found by brute force")
     thresholds: AuditThresholds
 
     def to_json(self) -> str:
@@ -129,6 +176,56 @@ def fraction_below_baseline(gen_dist: torch.Tensor, heldout_dist: torch.Tensor, 
     """(threshold, share): the held-out distances' quantile and the share of generated below it."""
     threshold = float(torch.quantile(heldout_dist.double().flatten(), quantile))
     return threshold, float((gen_dist.double().flatten() < threshold).double().mean())
+
+
+def conformal_p_values(scores: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
+    """p_i = (1 + #{baseline_j <= scores_i}) / (n + 1): small when an image is nearer than unseen ones are.
+
+    Args:
+        scores: (N,) distances of the judged images.
+        baseline: (n,) distances of images never trained on, scored the same way.
+
+    Returns:
+        (N,) float64 p-values in [1/(n+1), 1].
+    """
+    b = torch.sort(baseline.double().flatten()).values
+    below = torch.searchsorted(b, scores.double().flatten(), right=True)
+    return (1.0 + below.double()) / (len(b) + 1.0)
+
+
+def calibration_rank(alpha: float, n_baseline: int) -> int:
+    """k = floor(alpha (n + 1)): p <= alpha exactly when a score is below the k-th smallest baseline score."""
+    return math.floor(alpha * (n_baseline + 1) + 1e-9)
+
+
+def flag_test(n_flagged: int, n_generated: int, n_baseline: int, alpha: float) -> tuple[float, float]:
+    """(expected flags, p-value P(X >= n_flagged)) with X ~ Beta-Binomial(N, k, n + 1 - k).
+
+    Raises:
+        GanforgeError: alpha below 1/(n+1), where no image can ever be flagged.
+    """
+    k = calibration_rank(alpha, n_baseline)
+    if k < 1:
+        raise GanforgeError(f"alpha={alpha:g} needs at least {math.ceil(1 / alpha) - 1} baseline images, the baseline "
+                            f"has {n_baseline}; pass --alpha {1 / (n_baseline + 1):.4g} or more")
+    a, b = k, n_baseline + 1 - k
+    return n_generated * a / (a + b), float(betabinom.sf(n_flagged - 1, n_generated, a, b))
+
+
+def min_generated_for_test(n_baseline: int, alpha: float, level: float, limit: int = 1_000_000) -> int:
+    """Fewest generated images for which the flag test can fail at all: P(X >= N) < level when all N flag."""
+    k = calibration_rank(alpha, n_baseline)
+    n = 1
+    while n <= limit and float(betabinom.pmf(n, n, k, n_baseline + 1 - k)) >= level:
+        n *= 2
+    lo, hi = n // 2 + 1, n  # bisect the last doubling step (P(all flagged) decreases with N)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if float(betabinom.pmf(mid, mid, k, n_baseline + 1 - k)) < level:
+            hi = mid
+        else:
+            lo = mid + 1
+    return max(1, lo)
 
 
 def mann_whitney_z(gen_dist: torch.Tensor, heldout_dist: torch.Tensor) -> float:
@@ -213,8 +310,10 @@ def nearest_pairs_sheet(
     n_pairs: int,
     path: str | Path,
     pairs_per_row: int = 4,
+    flipped: torch.Tensor | None = None,
+    first: list[int] | None = None,
 ) -> Path:
-    """PNG sheet of the closest generated/training pairs side by side, closest first.
+    """PNG sheet of generated/training pairs side by side: ``first`` (flagged images), then closest first.
 
     Args:
         generated: uint8 (N, C, H, W) generated images.
@@ -224,6 +323,8 @@ def nearest_pairs_sheet(
         n_pairs: pairs shown (at most N).
         path: where the PNG goes (parent folders are created).
         pairs_per_row: pairs per sheet row; within a pair the generated image is on the left.
+        flipped: (N,) bool, the match is the training image's mirror image (drawn mirrored).
+        first: generated indices shown before the others, in this order.
 
     Returns:
         The PNG's path.
@@ -232,8 +333,16 @@ def nearest_pairs_sheet(
     from torchvision.utils import make_grid
 
     idx, dist = idx.reshape(len(generated), -1)[:, 0], dist.reshape(len(generated), -1)[:, 0]
-    order = torch.sort(dist.double(), stable=True).indices[: max(1, min(n_pairs, len(generated)))]
-    tiles = torch.stack([t for j in order for t in (generated[j], train[idx[j]])])
+    shown = list(first or [])
+    rest = set(shown)
+    shown += [int(j) for j in torch.sort(dist.double(), stable=True).indices if int(j) not in rest]
+    order = shown[: max(1, min(n_pairs, len(generated)))]
+
+    def match(j):
+        ref = train[idx[j]]
+        return torch.flip(ref, dims=[-1]) if flipped is not None and bool(flipped[j]) else ref
+
+    tiles = torch.stack([t for j in order for t in (generated[j], match(j))])
     grid = make_grid(tiles.float() / 255.0, nrow=2 * pairs_per_row, padding=2, pad_value=1.0)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -251,10 +360,59 @@ def _check_images(name: str, x: torch.Tensor) -> None:
                             "convert them to 0..255 uint8")
 
 
+def plan_baseline(n_train: int, n_heldout: int | None, th: AuditThresholds) -> tuple[str, int, float]:
+    """(baseline kind, its size, alpha): held-out when it can reach alpha, else leave-one-out in train.
+
+    Raises:
+        GanforgeError: neither the held-out split nor the training set can calibrate the asked alpha.
+    """
+    alpha = th.alpha if th.alpha is not None else DEFAULT_ALPHA
+    need = math.ceil(1.0 / alpha - 1e-9) - 1  # n + 1 >= 1/alpha: the smallest p-value reaches alpha
+    if n_heldout is not None and n_heldout >= max(need, 2):
+        return "heldout", n_heldout, alpha
+    n_loo = min(n_train, th.max_baseline)
+    if n_loo >= max(need, 2):
+        return "leave-one-out", n_loo, alpha
+    best = max(n_heldout or 0, n_loo)
+    if th.alpha is None and best >= 2:  # the default alpha follows a small baseline down to what it can reach
+        kind = "heldout" if n_heldout is not None and n_heldout >= n_loo else "leave-one-out"
+        return kind, best, 1.0 / (best + 1)
+    raise GanforgeError(f"alpha={alpha:g} needs at least {need} baseline images; the held-out split has "
+                        f"{n_heldout or 0} and a leave-one-out baseline {n_loo}; pass --alpha "
+                        f"{1.0 / (best + 1):.4g} or more, or use a larger dataset")
+
+
+def check_generated_count(n_generated: int, n_baseline: int, alpha: float, th: AuditThresholds) -> None:
+    """Enough generated images for Z_U and for the flag test to be able to fail at ``test_level``.
+
+    Raises:
+        GanforgeError: too few generated images, naming how many are needed.
+    """
+    need = max(th.min_generated, min_generated_for_test(n_baseline, alpha, th.test_level))
+    if n_generated < need:
+        raise GanforgeError(f"the audit needs at least {need} generated images, got {n_generated}; generate more (--n)")
+
+
+def baseline_key(th: AuditThresholds, kind: str, split: str | None, space: str, space_sha: str, metric: str,
+                 n_baseline: int, alpha: float) -> str:
+    """File name (no suffix) of cached baseline distances: everything that changes them, hashed."""
+    k_ref = _tail_rank(alpha, n_baseline, th)
+    parts = {"baseline": kind, "split": split, "space": space, "space_sha256": space_sha, "metric": metric,
+             "invariance": th.invariance, "blur": th.blur if space == "pixels" else 0, "max_shift": th.max_shift, "candidates": th.candidates,
+             "projection_dims": th.projection_dims, "n": n_baseline, "tail": k_ref, "version": VERSION}
+    digest = hashlib.sha256(repr(sorted(parts.items())).encode()).hexdigest()[:16]
+    return f"{split or 'train'}-{kind}-{space}-{metric}-{th.invariance}-{digest}"
+
+
+def _tail_rank(alpha: float, n: int, th: AuditThresholds) -> int:
+    """Baseline distances made exact: the k smallest for the flags and the baseline_quantile tail."""
+    return min(n, max(calibration_rank(alpha, n), math.ceil(th.baseline_quantile * (n + 1)) + 1))
+
+
 def run_audit(
     generated: torch.Tensor,
     train: torch.Tensor,
-    heldout: torch.Tensor,
+    heldout: torch.Tensor | None,
     space="pixels",
     thresholds: AuditThresholds | None = None,
     metric: Literal["l2", "l1"] = "l2",
@@ -264,77 +422,132 @@ def run_audit(
     query_chunk: int = 1024,
     ref_chunk: int = 8192,
     device: str | torch.device = "cpu",
+    baseline_cache: str | Path | None = None,
 ) -> AuditReport:
-    """Audit generated images for memorised training images.
+    """Audit generated images for memorised training images, image by image and as a set.
 
     Args:
         generated: uint8 (N, C, H, W) generated images.
         train: uint8 (M, C, H, W) the training split.
-        heldout: uint8 (H, C, H, W) real images never trained on (test/validation split).
+        heldout: uint8 (H, C, H, W) real images never trained on (test/validation split), or None:
+            a leave-one-out baseline within ``train`` (also used when the held-out split is too small).
         space: "pixels", or a ``FeatureExtractor`` whose features are compared.
         thresholds: ``AuditThresholds``; None uses the defaults.
         metric: "l2" or "l1" distance.
-        n_pairs: closest pairs kept in the report and drawn on the sheet.
-        sheet_path: where to write the PNG sheet of closest pairs; None writes none.
+        n_pairs: pairs drawn on the sheet (flagged first) and closest pairs kept in the report.
+        sheet_path: where to write the PNG sheet; None writes none.
         batch_size: images per backbone forward pass (feature spaces only).
         query_chunk: k-NN query block size.
         ref_chunk: k-NN reference block size.
         device: where k-NN and features are computed.
+        baseline_cache: ``.npy`` file of the baseline distances: read when present, else written
+            (temp file, then rename). The caller keys it (``baseline_key``) by everything that changes them.
 
     Returns:
         The ``AuditReport``.
 
     Raises:
-        GanforgeError: bad images, mismatched sizes, or too few images for the statistics.
+        GanforgeError: bad images, mismatched sizes, too few images for the statistics, or shift
+            invariance in a feature space.
     """
     th = thresholds or AuditThresholds()
     for name, x in (("generated", generated), ("train", train), ("held-out", heldout)):
-        _check_images(name, x)
-    if not (generated.shape[1:] == train.shape[1:] == heldout.shape[1:]):
-        raise GanforgeError(f"image shapes differ: generated {tuple(generated.shape[1:])}, train "
-                            f"{tuple(train.shape[1:])}, held-out {tuple(heldout.shape[1:])}; use one size")
-    need_heldout = max(th.min_heldout, math.ceil(1.0 / th.baseline_quantile))
-    if len(heldout) < need_heldout:
-        raise GanforgeError(f"the audit baseline needs at least {need_heldout} held-out images, got "
-                            f"{len(heldout)}; pass a larger held-out split")
-    if len(generated) < th.min_generated:
-        raise GanforgeError(f"the audit needs at least {th.min_generated} generated images, got "
-                            f"{len(generated)}; generate more (--n)")
-    if len(train) < 1:
-        raise GanforgeError("the training split is empty; pass the dataset's train split")
+        if x is not None:
+            _check_images(name, x)
+    shapes = {"generated": generated.shape[1:], "train": train.shape[1:]}
+    if heldout is not None:
+        shapes["held-out"] = heldout.shape[1:]
+    if len(set(shapes.values())) > 1:
+        raise GanforgeError(f"image shapes differ: {', '.join(f'{k} {tuple(v)}' for k, v in shapes.items())}; "
+                            "use one size")
+    if len(train) < 2:
+        raise GanforgeError(f"the training split has {len(train)} images; the audit needs at least 2")
+    kind, n_base, alpha = plan_baseline(len(train), None if heldout is None else len(heldout), th)
+    check_generated_count(len(generated), n_base, alpha, th)
+    if th.invariance == "shift" and not isinstance(space, str):
+        raise GanforgeError(f"--invariance shift compares pixels; with --space {space.name} use --invariance "
+                            "mirror or none")
+    m = len(train)
+    own = None
+    if kind == "leave-one-out":
+        own = torch.randperm(m, generator=torch.Generator().manual_seed(0))[:n_base].sort().values
+        base_images = train[own]
+    else:
+        base_images = heldout
 
-    refs = torch.cat([train, torch.flip(train, dims=[3])]) if th.check_flips else train
+    train_mirror = None
     if isinstance(space, str):
         if space != "pixels":
             raise GanforgeError(f"unknown audit space {space!r}; use 'pixels' or pass a FeatureExtractor")
         from ganforge.metrics.features import get_extractor
 
         space_name, space_sha = "pixels", get_extractor("pixels").sha256
-        gen_v, held_v, ref_v = generated, heldout, refs  # uint8: k-NN distances are exact integers
+        # raw uint8: distances are exact integers; blurred: float32, distances exact to float64 rounding
+        gen_v, base_v, train_v = (blur(x, th.blur) for x in (generated, base_images, train))
     else:
         space_name, space_sha = space.name, space.sha256
-        sets = (("generated", generated), ("held-out", heldout), ("train", refs))
-        gen_v, held_v, ref_v = (space.extract(x, batch_size, progress=f"extract {space.name} {name}")
-                                for name, x in sets)
 
-    kw = dict(k=1, metric=metric, query_chunk=query_chunk, ref_chunk=ref_chunk, device=device)
-    d_gen, i_gen = knn(gen_v, ref_v, progress="k-NN generated to train", **kw)
-    d_held, _ = knn(held_v, ref_v, progress="k-NN held-out to train", **kw)
-    d_gen, i_gen, d_held = d_gen[:, 0], i_gen[:, 0], d_held[:, 0]
+        def extract(x, name):
+            return space.extract(x, batch_size, progress=f"extract {space.name} {name}")
 
-    threshold, frac = fraction_below_baseline(d_gen, d_held, th.baseline_quantile)
-    dups = count_exact_duplicates(generated, refs)
-    z_u = mann_whitney_z(d_gen, d_held)
+        gen_v, train_v = extract(generated, "generated"), extract(train, "train")
+        base_v = train_v[own] if own is not None else None
+        if th.invariance == "mirror":
+            train_mirror = extract(torch.flip(train, dims=[-1]), "mirrored train")
+
+    kw = dict(invariance=th.invariance, metric=metric, max_shift=th.max_shift, candidates=th.candidates,
+              dims=th.projection_dims, train_mirror=train_mirror, query_chunk=query_chunk, ref_chunk=ref_chunk,
+              device=device)
+    pad = math.ceil(2 * th.blur) if isinstance(space, str) and th.blur > 0 else 0
+    kw["pad"] = pad
+    rkw = dict(metric=metric, max_shift=th.max_shift, pad=pad, query_chunk=query_chunk, ref_chunk=ref_chunk, device=device)
+    k = calibration_rank(alpha, n_base)
+    cache = Path(baseline_cache) if baseline_cache is not None else None
+    cached = cache is not None and cache.is_file()
+    brute = 0
+    if cached:
+        d_base = torch.from_numpy(np.load(cache))
+        if len(d_base) != n_base:
+            raise GanforgeError(f"cached baseline {cache} holds {len(d_base)} distances, expected {n_base}; delete it")
+    else:
+        if base_v is None:
+            base_v = extract(base_images, "held-out")
+        mb = nearest_train(base_v, train_v, own=own, progress=f"k-NN {kind} baseline to train", **kw)
+        if mb.lower is not None:  # make the tail the flags and the quantile use exact
+            t = torch.sort(mb.dist).values[_tail_rank(alpha, n_base, th) - 1]
+            mb = refine(mb, mb.lower <= t, base_v, train_v, own=own, **rkw)
+        d_base, brute = mb.dist, mb.brute_force
+        if cache is not None:
+            _save_atomic(cache, d_base.numpy())
+    mg = nearest_train(gen_v, train_v, progress="k-NN generated to train", **kw)
+    flag_threshold = float(torch.sort(d_base).values[k - 1])
+    threshold, _ = fraction_below_baseline(d_base, d_base, th.baseline_quantile)
+    if mg.lower is not None:
+        mg = refine(mg, mg.lower <= max(flag_threshold, threshold), gen_v, train_v, **rkw)
+    brute += mg.brute_force
+    d_gen, i_gen = mg.dist, mg.index
+
+    threshold, frac = fraction_below_baseline(d_gen, d_base, th.baseline_quantile)
+    p = conformal_p_values(d_gen, d_base)
+    flagged_idx = [int(j) for j in torch.nonzero(p <= alpha + 1e-12).flatten()]
+    flagged_idx.sort(key=lambda j: (float(p[j]), float(d_gen[j]), j))
+    expected, test_p = flag_test(len(flagged_idx), len(generated), n_base, alpha)
+    dups = count_exact_duplicates(generated, torch.cat([train, torch.flip(train, dims=[-1])])
+                                  if th.invariance != "none" else train)
+    z_u = mann_whitney_z(d_gen, d_base)
     c_t, cells_used = None, 0
     if th.cells:
-        train_v = ref_v[: len(train)]  # cells of the training images proper, mirror images aside
-        gen_cell, held_cell = _assign_cells(train_v, gen_v, held_v, th.cells, device)
-        c_t, cells_used = cell_z_u(d_gen, d_held, gen_cell, held_cell, th.min_cell_samples)
+        gen_cell, held_cell = _assign_cells(train_v, gen_v, base_v if base_v is not None else
+                                            _vectors_for_cells(space, base_images, batch_size), th.cells, device)
+        c_t, cells_used = cell_z_u(d_gen, d_base, gen_cell, held_cell, th.min_cell_samples)
     reasons = []
     if dups > th.max_exact_duplicates:
         reasons.append(f"{dups} generated images are exact copies of training images (max {th.max_exact_duplicates})")
+    if test_p < th.test_level:
+        reasons.append(f"{len(flagged_idx)} generated images are flagged as copies where {expected:.2g} are "
+                       f"expected at alpha={alpha:g} (Beta-Binomial p = {test_p:.2g} < {th.test_level:g})")
     if frac > th.max_fraction_below_baseline:
-        reasons.append(f"{frac:.1%} of generated images are nearer to a training image than the held-out "
+        reasons.append(f"{frac:.1%} of generated images are nearer to a training image than the baseline's "
                        f"{th.baseline_quantile:.0%} quantile (max {th.max_fraction_below_baseline:.1%})")
     if z_u < th.min_z_u:
         reasons.append(f"data-copying Z_U = {z_u:.2f} < {th.min_z_u} (generated images sit closer to the "
@@ -342,16 +555,43 @@ def run_audit(
     if c_t is not None and c_t < th.min_z_u:
         reasons.append(f"cell-averaged data-copying C_T = {c_t:.2f} < {th.min_z_u} over {cells_used} cells")
 
-    m = len(train)
+    def pair(j: int, with_p: bool) -> NearestPair:
+        return NearestPair(generated_index=j, train_index=int(i_gen[j]), flipped=bool(mg.flipped[j]),
+                           shift=tuple(int(v) for v in mg.shift[j]), distance=float(d_gen[j]),
+                           p_value=float(p[j]) if with_p else None)
+
     order = torch.sort(d_gen, stable=True).indices[:n_pairs]
-    pairs = [NearestPair(generated_index=int(j), train_index=int(i_gen[j]) % m, flipped=bool(i_gen[j] >= m),
-                         distance=float(d_gen[j])) for j in order]
+    pairs = [pair(int(j), bool(p[j] <= alpha + 1e-12)) for j in order]
     if sheet_path is not None:
-        nearest_pairs_sheet(generated, refs, i_gen, d_gen, n_pairs, sheet_path)
+        nearest_pairs_sheet(generated, train, i_gen, d_gen, n_pairs, sheet_path, flipped=mg.flipped,
+                            first=flagged_idx)
     return AuditReport(
         verdict="fail" if reasons else "pass", reasons=reasons, space=space_name, space_sha256=space_sha,
-        metric=metric, n_generated=len(generated), n_train=m, n_heldout=len(heldout),
-        generated_to_train=summarize(d_gen), heldout_to_train=summarize(d_held), baseline_threshold=threshold,
-        fraction_below_baseline=frac, exact_duplicates=dups, z_u=z_u, c_t=c_t,
-        cells_used=cells_used, nearest_pairs=pairs, thresholds=th,
+        metric=metric, invariance=th.invariance, n_generated=len(generated), n_train=m,
+        n_heldout=0 if heldout is None else len(heldout), baseline=kind, n_baseline=n_base, baseline_cached=cached,
+        alpha=alpha, flag_threshold=flag_threshold, flagged=[pair(j, True) for j in flagged_idx],
+        n_flagged=len(flagged_idx), expected_flagged=expected, flag_test_p_value=test_p,
+        generated_to_train=summarize(d_gen), heldout_to_train=summarize(d_base), baseline_threshold=threshold,
+        fraction_below_baseline=frac, exact_duplicates=dups, z_u=z_u, c_t=c_t, cells_used=cells_used,
+        nearest_pairs=pairs, brute_force_queries=brute, thresholds=th,
     )
+
+
+def _vectors_for_cells(space, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    if isinstance(space, str):
+        return images
+    return space.extract(images, batch_size, progress=f"extract {space.name} baseline")
+
+
+def _save_atomic(path: Path, arr: np.ndarray) -> None:
+    """np.save through a temp name in the same folder, then rename: readers never see half a file."""
+    import os
+    import uuid
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{uuid.uuid4().hex[:8]}.tmp.npy")
+    try:
+        np.save(tmp, arr)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
