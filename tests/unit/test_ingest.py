@@ -210,3 +210,13 @@ def test_ingest_leaves_no_lock_and_one_version(tmp_path, fake_source):
     names = sorted(os.listdir(out))
     assert names[0] == "manifest.json" and len(names) == 2 and names[1].startswith("v-"), names
     assert not names[1].startswith(f"v-{first.fingerprint[:16]}")
+
+
+def test_rerun_removes_a_manifest_write_cut_short(tmp_path, fake_source):
+    """A kill inside the manifest's write-then-rename leaves manifest.json.tmp-*; the next ingest removes it."""
+    fake_source(n=10)
+    out = tmp_path / "ds"
+    out.mkdir()
+    (out / "manifest.json.tmp-1c5dc62b").write_text('{"half": ')
+    ingest("digits", str(out), val_fraction=0.2)
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith("v-")) == ["manifest.json"]

@@ -377,3 +377,6 @@ def _remove_leftovers(loc: Location, keep: str | None) -> None:
     for name in loc.listdir():
         if name.startswith("_tmp-") or (name.startswith("v-") and name != keep):
             loc.remove_tree(name)
+        elif name.startswith(f"{MANIFEST}.tmp-") and not loc.is_s3:  # a manifest write cut short by a kill
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(loc.join(name))
