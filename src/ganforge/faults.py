@@ -1,7 +1,8 @@
-"""Fault injection for tests: ``GANFORGE_FAULT_AT=<point>[:<signal number>]`` signals the process at ``point``.
+"""Fault injection for tests: ``GANFORGE_FAULT_AT=<point>[@<signal number>]`` signals the process at ``point``.
 
 Inert unless the variable names the point being passed; the fault-injection tests use it to kill a
-command between two writes that must not be seen apart (default signal: SIGKILL).
+command between two writes that must not be seen apart (registry writes, MLflow and ``--output``).
+Default signal: SIGKILL.
 """
 
 from __future__ import annotations
@@ -15,10 +16,7 @@ FAULT_ENV = "GANFORGE_FAULT_AT"
 
 def fault_point(name: str) -> None:
     """Signal this process when ``GANFORGE_FAULT_AT`` names ``name``; otherwise do nothing."""
-    spec = os.environ.get(FAULT_ENV, "")
-    point, _, signum = spec.rpartition(":")
-    if not signum.isdigit():  # no signal given: the whole spec is the point (names hold colons)
-        point, signum = spec, ""
-    if spec and point == name:
+    point, _, signum = os.environ.get(FAULT_ENV, "").partition("@")
+    if point == name:
         os.kill(os.getpid(), int(signum or signal.SIGKILL))
         time.sleep(5)  # a handled signal (SIGTERM) is acted on here, as it would be at any other point

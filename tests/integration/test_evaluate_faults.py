@@ -98,7 +98,7 @@ def test_killed_at_a_publication_point_leaves_no_half_evidence(step, point, sig,
                                                                  client, tmp_path):
     out, tmpdir = fresh(tmp_path, "a")
     before = run_ids(client, step)
-    proc = launch(command(step, digits16, checkpoint, out), mlflow_server, tmpdir, f"{step}:{point}:{int(sig)}")
+    proc = launch(command(step, digits16, checkpoint, out), mlflow_server, tmpdir, f"{step}:{point}@{int(sig)}")
     _, err = proc.communicate(timeout=600)
     assert proc.returncode in (-sig, 128 + sig), (proc.returncode, err[-2000:])
     assert "Traceback" not in err, err[-2000:]

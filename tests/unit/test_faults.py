@@ -9,9 +9,9 @@ import pytest
 
 
 @pytest.mark.parametrize("spec, point, code", [
-    ("evaluate:before-output:15", "evaluate:before-output", -15),
+    ("evaluate:before-output@15", "evaluate:before-output", -15),
     ("evaluate:before-output", "evaluate:before-output", -9),
-    ("evaluate:before-output:15", "evaluate", 0),
+    ("evaluate:before-output@15", "evaluate", 0),
     ("", "evaluate:before-output", 0),
 ])  # fmt: skip
 def test_fault_point_signals_only_the_named_point(spec, point, code):

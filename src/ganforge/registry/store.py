@@ -36,7 +36,6 @@ import math
 import os
 import re
 import shutil
-import signal
 import socket
 import sys
 import threading
@@ -46,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ganforge.errors import GanforgeError
+from ganforge.faults import FAULT_ENV, fault_point  # noqa: F401 - registry modules call store.fault_point
 from ganforge.tracking import redact, tracking_uri
 
 DEFAULT_NAME = "ganforge-generator"
@@ -56,7 +56,6 @@ LOCK_TIMEOUT_SECONDS = 120.0  # how long a command waits for the lock by default
 LOCK_TIMEOUT_ENV = "GANFORGE_LOCK_TIMEOUT"
 LOCK_LEASE_SECONDS = 60.0  # a ticket whose heartbeat stood still this long, as a waiter saw it, is dead
 HEARTBEAT_SECONDS = 5.0
-FAULT_ENV = "GANFORGE_FAULT_AT"  # test hook, see fault_point
 
 
 @dataclass(frozen=True)
@@ -190,19 +189,6 @@ def get_version(c, ref: ModelRef):
     aliases = ", ".join(f"{a}=v{v}" for a, v in sorted(model.aliases.items())) or "none"
     what = f"no alias {ref.alias!r}" if ref.alias else f"no version {ref.version}"
     raise GanforgeError(f"model {ref.name!r} has {what} (aliases: {aliases}); pass an existing alias or version")
-
-
-def fault_point(name: str) -> None:
-    """Test hook: ``GANFORGE_FAULT_AT=<name>[@<signal number>]`` signals this process at ``name``.
-
-    Inert unless the variable names this point; the fault-injection tests use it to kill ``register``
-    and ``promote`` between two registry writes (default signal: SIGKILL).
-    """
-    spec = os.environ.get(FAULT_ENV)
-    point, _, sig = (spec or "").partition("@")
-    if point == name:
-        os.kill(os.getpid(), int(sig or signal.SIGKILL))
-        time.sleep(5)  # a handled signal (SIGTERM) is acted on here, as it would be at any other point
 
 
 class RegistryLock:
