@@ -1,47 +1,181 @@
-"""k-NN for the memorisation audit: ganforge's chunked exact k-NN vs scikit-learn's brute force.
+"""Memorisation audit on planted copies: detection per kind, honest pass rate, cache speed-up, memory, exactness.
 
-10k "generated" vs 60k "training" 28x28 grey uint8 images in pixel space (L2, k=1), MNIST-sized.
-The images are scikit-learn's 8x8 digits upscaled to 28x28 with random shifts and noise, so
-neighbours have real structure (no download). Each method runs in its own subprocess so its peak
-resident memory is its own: the peak RSS (VmHWM) is reset just before the k-NN call, with the data
-already loaded, and "extra" is that peak minus the RSS at the reset. Both results are checked against each other. Not part of the tests.
+Data: Fashion-MNIST from Debian's dataset-fashion-mnist (/usr/share/datasets/fashion-mnist; `apt-get install
+-y dataset-fashion-mnist`) and scikit-learn's digits (offline). Not part of the tests.
 
-    .venv/bin/python benchmarks/audit.py [--n-gen 10000] [--n-train 60000] [--threads 2]
+Fashion-MNIST: training set = the first 40,000 training images, baseline = the 10,000 test images, honest
+"generated" images = the other 20,000 training images (never in the training set of the audit). Each
+planted set has 1,000 images: honest ones + 1% copies of random training images of one kind (exact,
+noisy sigma = 0.05 of the range, mirrored, shifted by 1-2 px with zero fill). Then 20 disjoint honest sets
+of 1,000. Per image: flagged or not; per set: the verdict. Timing and memory: 1,000 generated vs all
+60,000 training images, first audit (baseline computed) and second (baseline cached), each in its own
+subprocess with its peak RSS (VmHWM). Exactness: for up to ``--check`` queries, the nearest index and
+distance against scikit-learn ``NearestNeighbors`` (brute force) over the explicitly shifted/mirrored,
+blurred windows.
+
+    .venv/bin/python benchmarks/audit.py [--sets 20] [--threads 1] [--check 60] [--skip-memory]
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
+FASHION = Path("/usr/share/datasets/fashion-mnist")
 
-def make_images(n: int, seed: int) -> np.ndarray:
-    """(n, 1, 28, 28) uint8 digit-like images: upscaled sklearn digits, shifted, with noise."""
+
+def _idx(path: Path) -> np.ndarray:
+    with gzip.open(path) as f:
+        b = f.read()
+    n = int.from_bytes(b[4:8], "big")
+    return np.frombuffer(b, np.uint8, offset=16).reshape(n, 1, 28, 28).copy()
+
+
+def fashion():
+    """(train (60000, 1, 28, 28), test (10000, 1, 28, 28)) uint8 tensors."""
+    import torch
+
+    if not FASHION.is_dir():
+        sys.exit(f"{FASHION} is missing: apt-get install -y dataset-fashion-mnist")
+    return (torch.from_numpy(_idx(FASHION / "train-images-idx3-ubyte.gz")),
+            torch.from_numpy(_idx(FASHION / "t10k-images-idx3-ubyte.gz")))
+
+
+def digits16():
+    """scikit-learn digits at 16x16 uint8."""
     import torch
     import torch.nn.functional as F
     from sklearn.datasets import load_digits
 
-    rng = np.random.default_rng(seed)
-    digits = torch.from_numpy(load_digits().images.astype(np.float32) / 16.0)[:, None]  # (1797, 1, 8, 8)
-    base = F.interpolate(digits, size=(24, 24), mode="bilinear", align_corners=False)
-    pick = rng.integers(0, len(base), n)
-    out = np.zeros((n, 1, 28, 28), dtype=np.float32)
-    dy, dx = rng.integers(0, 5, n), rng.integers(0, 5, n)
-    b = base[pick].numpy()
-    for i in range(n):
-        out[i, :, dy[i] : dy[i] + 24, dx[i] : dx[i] + 24] = b[i]
-    out += rng.normal(0, 0.05, out.shape).astype(np.float32)
-    return (out.clip(0, 1) * 255).round().astype(np.uint8)
+    x = torch.from_numpy(load_digits().images).float()[:, None] * (255 / 16)
+    return F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False).round().clamp(0, 255).to(torch.uint8)
 
 
-# (query_chunk, ref_chunk): the defaults, and small chunks to show memory follows the chunk sizes.
-CHUNKS = {"ganforge": (1024, 4096), "ganforge-small": (256, 1024)}
+def plant(kind: str, src, g):
+    """Copies of ``src`` (uint8 (n, C, H, W)) of one kind."""
+    import torch
+
+    if kind == "exact":
+        return src.clone()
+    if kind == "noisy":
+        return (src.float() + torch.randn(src.shape, generator=g) * 0.05 * 255).round().clamp(0, 255).to(torch.uint8)
+    if kind == "mirrored":
+        return torch.flip(src, dims=[-1])
+    out = torch.zeros_like(src)
+    h, w = src.shape[-2:]
+    for i in range(len(src)):  # shifted by 1-2 px along at least one axis, zero fill
+        while True:
+            dy, dx = (int(v) for v in torch.randint(-2, 3, (2,), generator=g))
+            if (dy, dx) != (0, 0):
+                break
+        out[i, :, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = \
+            src[i, :, max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)]
+    return out
+
+
+KINDS = ("exact", "noisy", "mirrored", "shifted")
+
+
+def detection(name, train, heldout, pool, sets, set_size, th, cache, log):
+    """Planted-copy sets and disjoint honest sets against one training set; prints and returns rows."""
+    import torch
+
+    from ganforge.audit.memorization import run_audit
+
+    g = torch.Generator().manual_seed(1)
+    n_plant = max(1, set_size // 100)
+    rows = {}
+    t0 = time.perf_counter()
+    first = None
+    for kind in KINDS:
+        pick = torch.randperm(len(train), generator=g)[:n_plant]
+        gen = torch.cat([pool[: set_size - n_plant], plant(kind, train[pick], g)])
+        t = time.perf_counter()
+        r = run_audit(gen, train, heldout, thresholds=th, baseline_cache=cache)
+        first = first or time.perf_counter() - t
+        hit = {f.generated_index for f in r.flagged} >= set(range(set_size - n_plant, set_size))
+        caught = sum(f.generated_index >= set_size - n_plant for f in r.flagged)
+        rows[kind] = dict(flagged_planted=f"{caught}/{n_plant}", all=hit, verdict=r.verdict, n_flagged=r.n_flagged,
+                          expected=round(r.expected_flagged, 2), p=float(f"{r.flag_test_p_value:.3g}"),
+                          brute_force=r.brute_force_queries)
+        log(f"{name} planted {kind}: {rows[kind]}")
+    passes, flags = 0, 0
+    for s in range(sets):
+        gen = pool[s * set_size : (s + 1) * set_size]
+        if len(gen) < set_size:
+            break
+        r = run_audit(gen, train, heldout, thresholds=th, baseline_cache=cache)
+        passes += r.verdict == "pass"
+        flags += r.n_flagged
+        log(f"{name} honest set {s}: {r.verdict}, {r.n_flagged} flagged (expected {r.expected_flagged:.2f})")
+    done = min(sets, len(pool) // set_size)
+    rows["honest"] = dict(sets=done, passed=passes, flag_rate=flags / max(1, done * set_size), alpha=r.alpha,
+                          baseline=r.baseline, n_baseline=r.n_baseline)
+    log(f"{name} honest: {rows['honest']}  (first audit incl. baseline {first:.1f} s, total "
+        f"{time.perf_counter() - t0:.0f} s)")
+    return rows
+
+
+def exactness(train, queries, th, log):
+    """ganforge's nearest (train + mirror) index and distance vs scikit-learn brute force over all shifts."""
+    import torch
+    from sklearn.neighbors import NearestNeighbors
+
+    from ganforge.audit.invariant import blur, central, nearest_train, refine, shift_offsets, shifted
+
+    margin = th.max_shift + (int(np.ceil(2 * th.blur)) if th.blur > 0 else 0)
+    tb, qb = blur(train, th.blur), blur(queries, th.blur)
+    kw = dict(metric="l2", max_shift=th.max_shift, pad=margin - th.max_shift)
+    m = nearest_train(qb, tb, invariance="shift", candidates=th.candidates, dims=th.projection_dims, progress=None, **kw)
+    proven = m.exact.clone()
+    full = refine(m, torch.ones(len(queries), dtype=torch.bool), qb, tb, **kw)
+    offsets = shift_offsets(th.max_shift)
+    refs = central(tb, margin)
+    refs = torch.cat([refs, torch.flip(refs, dims=[-1])]).flatten(1).double().numpy()
+    aug = shifted(qb, offsets, margin).reshape(len(queries) * len(offsets), -1).double().numpy()
+    t = time.perf_counter()
+    d, i = NearestNeighbors(n_neighbors=1, algorithm="brute").fit(refs).kneighbors(aug)
+    d, i = d.reshape(len(queries), -1), i.reshape(len(queries), -1)
+    best = d.argmin(1)
+    sk_d, sk_i = d[np.arange(len(queries)), best], i[np.arange(len(queries)), best]
+    ours_i = (full.index + len(train) * full.flipped.long()).numpy()
+    same = ours_i == sk_i
+    close = np.abs(full.dist.numpy() - sk_d) <= 1e-6 * np.maximum(1, sk_d)
+    pre_same = (m.index + len(train) * m.flipped.long()).numpy() == sk_i
+    log(f"exactness vs scikit-learn ({len(queries)} queries, brute force {time.perf_counter() - t:.0f} s): "
+        f"same nearest index {same.mean():.1%}, same distance {close.mean():.1%} (after refine); before refine: "
+        f"same index {pre_same[proven.numpy()].mean() if proven.any() else float('nan'):.1%} of the "
+        f"{int(proven.sum())} proven exact, {pre_same.mean():.1%} of all")
+    return dict(queries=len(queries), same_index=float(same.mean()), same_distance=float(close.mean()),
+                proven=int(proven.sum()), same_index_before_refine=float(pre_same.mean()))
+
+
+def memory_worker(out: str, cache: str, threads: int) -> None:
+    """1,000 generated vs 60,000 training images, one audit in this process; peak RSS from the start of it."""
+    import torch
+
+    torch.set_num_threads(threads)
+    from ganforge.audit.memorization import run_audit
+
+    train, test = fashion()
+    gen = test[:1000]
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    rss0 = _status_mb("VmRSS")
+    t = time.perf_counter()
+    r = run_audit(gen, train, test, baseline_cache=cache)
+    wall = time.perf_counter() - t
+    Path(out).write_text(json.dumps({"wall_s": wall, "peak_rss_mb": _status_mb("VmHWM"), "rss_before_mb": rss0,
+                                     "cached": r.baseline_cached, "brute_force": r.brute_force_queries}))
 
 
 def _status_mb(field: str) -> float:
@@ -49,92 +183,65 @@ def _status_mb(field: str) -> float:
         for line in f:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> float:
-    """Reset the peak RSS (Linux: writing 5 to clear_refs) and return the current RSS in MB."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    return _status_mb("VmRSS")
-
-
-def worker(method: str, data: str, out: str) -> None:
-    """Run one method in this process and write its timing, memory and answer to ``out``."""
-    with np.load(data) as z:
-        gen, train = z["gen"], z["train"]
-    n_gen, n_train = len(gen), len(train)
-    if method.startswith("ganforge"):
-        import torch
-
-        from ganforge.audit.knn import knn
-
-        q, r = torch.from_numpy(gen), torch.from_numpy(train)
-        chunks = CHUNKS[method]
-        knn(q[:64], r[:64], k=1)  # warm-up: loads kernels/code pages, which are not working memory
-        before = _reset_peak()
-        t0 = time.perf_counter()
-        dist, idx = knn(q, r, k=1, metric="l2", query_chunk=chunks[0], ref_chunk=chunks[1])
-        wall = time.perf_counter() - t0
-        dist, idx = dist.numpy()[:, 0], idx.numpy()[:, 0]
-    else:
-        from sklearn.neighbors import NearestNeighbors
-
-        # float32 is scikit-learn's own fast path (it upcasts blocks to float64 internally).
-        q, r = gen.reshape(n_gen, -1).astype(np.float32), train.reshape(n_train, -1).astype(np.float32)
-        NearestNeighbors(n_neighbors=1, algorithm="brute").fit(r[:64]).kneighbors(q[:64])  # warm-up
-        before = _reset_peak()
-        t0 = time.perf_counter()
-        nn = NearestNeighbors(n_neighbors=1, algorithm="brute").fit(r)
-        dist, idx = nn.kneighbors(q)
-        wall = time.perf_counter() - t0
-        dist, idx = dist[:, 0], idx[:, 0]
-    peak = _status_mb("VmHWM")
-    np.savez(out, dist=dist, idx=idx)
-    print(json.dumps({"method": method, "wall_s": wall, "peak_rss_mb": peak, "extra_mb": peak - before}))
+    raise RuntimeError(field)
 
 
 def main() -> None:
-    """Run both methods in subprocesses and print a table."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n-gen", type=int, default=10_000)
-    p.add_argument("--n-train", type=int, default=60_000)
-    p.add_argument("--threads", type=int, default=2, help="threads for both (OMP/MKL/torch)")
-    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--out", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--data", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--sets", type=int, default=20, help="disjoint honest sets of 1,000 (Fashion-MNIST)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: the machine is shared)")
+    p.add_argument("--check", type=int, default=60, help="queries checked against scikit-learn brute force")
+    p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--memory-worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--cache", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
-    if a.worker:
-        worker(a.worker, a.data, a.out)
+    if a.memory_worker:
+        memory_worker(a.memory_worker, a.cache, a.threads)
         return
-    data = f"/tmp/ganforge-bench-audit-{os.getpid()}-data.npz"
-    np.savez(data, gen=make_images(a.n_gen, 1), train=make_images(a.n_train, 2))
-    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads),
-               OPENBLAS_NUM_THREADS=str(a.threads))
-    rows, answers = [], {}
-    for method in ("ganforge", "ganforge-small", "sklearn-brute"):
-        out = f"/tmp/ganforge-bench-audit-{os.getpid()}-{method}.npz"
-        res = subprocess.run(
-            [sys.executable, __file__, "--worker", method, "--out", out, "--data", data],
-            env=env, capture_output=True, text=True, check=True,
-        )
-        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
-        answers[method] = np.load(out)
-        os.unlink(out)
-    os.unlink(data)
-    g, s = answers["ganforge"], answers["sklearn-brute"]
-    assert np.array_equal(g["idx"], answers["ganforge-small"]["idx"]), "chunk sizes changed the answer"
-    same_idx = float(np.mean(g["idx"] == s["idx"]))
-    max_dd = float(np.max(np.abs(g["dist"] - s["dist"])))
-    print(f"k-NN (L2, k=1): {a.n_gen} generated vs {a.n_train} training 28x28 uint8 images, "
-          f"{a.threads} threads")
-    print(f"{'method (chunks)':<24}{'wall s':>10}{'peak RSS MB':>14}{'extra MB':>11}")
-    for r in rows:
-        chunks = "x".join(map(str, CHUNKS[r["method"]])) if r["method"] in CHUNKS else ""
-        print(f"{r['method'] + (' ' + chunks if chunks else ''):<24}{r['wall_s']:>10.2f}{r['peak_rss_mb']:>14.0f}{r['extra_mb']:>11.0f}")
-    print(f"same nearest index: {same_idx:.4%}   max |dist difference|: {max_dd:.3g}")
-    print("(index differences can only be exact ties or float rounding in scikit-learn; "
-          "ganforge's distances are exact for uint8 pixels)")
+    import torch
+
+    from ganforge.audit.memorization import AuditThresholds
+
+    os.environ.setdefault("GANFORGE_PROGRESS", "0")
+    torch.set_num_threads(a.threads)
+
+    def log(msg):
+        print(msg, flush=True)
+
+    log(f"torch threads: {a.threads} (set deliberately: the machine is shared)")
+    th = AuditThresholds()
+    log(f"settings: {th.model_dump()}")
+    work = Path(tempfile.mkdtemp(prefix="ganforge-bench-audit-"))
+    results = {}
+
+    # digits: small, so a leave-one-out baseline (fewer than 999 held-out images)
+    x = digits16()
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    train, pool = x[perm[:1400]], x[perm[1400:]]
+    results["digits"] = detection("digits", train, None, pool, 1, 300, th, work / "digits.npy", log)
+
+    train60, test = fashion()
+    train, pool = train60[:40000], train60[40000:]
+    results["fashion"] = detection("fashion", train, test, pool, a.sets, 1000, th, work / "fashion.npy", log)
+
+    g = torch.Generator().manual_seed(2)
+    pick = torch.randperm(len(train), generator=g)[: a.check // 4]
+    queries = torch.cat([pool[: a.check - len(pick)], plant("shifted", train[pick], g)])
+    results["exactness"] = exactness(train, queries, th, log)
+
+    if not a.skip_memory:
+        cache = work / "memory.npy"
+        for run in ("first", "second"):
+            out = work / f"{run}.json"
+            env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
+            subprocess.run([sys.executable, __file__, "--memory-worker", str(out), "--cache", str(cache),
+                            "--threads", str(a.threads)], env=env, check=True)
+            results[f"{run}_audit_60k"] = json.loads(out.read_text())
+            log(f"{run} audit, 1,000 generated vs 60,000 training images: {results[f'{run}_audit_60k']}")
+        f, s = results["first_audit_60k"], results["second_audit_60k"]
+        log(f"speed-up of the second audit: {f['wall_s'] / s['wall_s']:.1f}x; peak RSS {f['peak_rss_mb']:.0f} / "
+            f"{s['peak_rss_mb']:.0f} MB")
+    print(json.dumps(results, indent=2, default=str))
 
 
 if __name__ == "__main__":
