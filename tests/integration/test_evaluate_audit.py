@@ -148,7 +148,7 @@ def test_records_say_which_weights_were_measured(digits16, tmp_path, monkeypatch
     [
         (["evaluate", "--metrics", "fid,sharpness"], "unknown metric 'sharpness'"),
         (["evaluate", "--split", "test"], "no split 'test'"),
-        (["evaluate", "--model", "models:/gan@champion"], "cannot be resolved"),
+        (["evaluate", "--model", "models:/gan@champion"], "no MLflow database"),  # a registry URI needs a store
         (["evaluate", "--backbone", "inception-torchvision", "--backbone-weights", "{tmp}/w.pt"], "inception"),
         (["audit", "--n", "5"], "at least 20 generated"),
         (["audit", "--images", "{tmp}/nowhere"], "nowhere"),
