@@ -2,11 +2,14 @@
 
 A copy shifted by one pixel or mirrored is far from its source in plain pixel distance, so the audit
 scores each image by its distance to the nearest training image *after* the best of a small set of
-transformations of the query:
+transformations (``invariance``). With shifts, windows are compared, never fill values:
 
-    d(q, train) = min over r in train, f in {identity, mirror}, s in shifts  || s(f(q)) - r ||
+    d(q, train) = min over r in train, f in {identity, mirror}, |dy|, |dx| <= max_shift
+                  || window_(dy, dx)(f(q)) - central(r) ||
 
-with shifts of (dy, dx) in [-max_shift, max_shift]^2 and zero fill at the borders (``invariance``):
+where central(r) leaves out a border of ``margin`` = max_shift + pad pixels and window_(dy, dx) is that
+central window moved by (dy, dx). A copy whose content moved by up to max_shift pixels (zero filled,
+rolled or cropped) is then at distance 0 from its source.
 
 - ``none``: plain distance to the training images (exact chunked k-NN, ``ganforge.audit.knn``).
 - ``mirror``: also to their mirror images (exact k-NN against train + mirrored train).
@@ -20,8 +23,8 @@ with shifts of (dy, dx) in [-max_shift, max_shift]^2 and zero fill at the border
   force: the audit refines every query whose lower bound falls below its flagging threshold, so
   flags and thresholds are exact, while distances far above the threshold may be upper bounds.
 
-Mirroring and shifting the query or the reference are the same thing here (zero fill commutes with
-the mirror), so a match is reported as (training index, mirrored, (dy, dx) applied to the query).
+Mirroring the query or the reference is the same thing here (the windows are symmetric), so a match is
+reported as (training index, mirrored, (dy, dx) by which the query's content moved).
 Ties go to the lowest training index (mirror images after all originals), then to the first
 transformation in ``shift_offsets`` order (the identity first).
 """
