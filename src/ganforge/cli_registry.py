@@ -8,7 +8,6 @@ everything else to the original command, whose flags it copies.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
 from typing import Optional
@@ -31,9 +30,10 @@ def register_command(
                                           "or raw. Default: ema when the checkpoint has them, else raw."),
 ) -> None:
     """Register a training run's evaluated and audited generator as a model version with the alias `candidate`."""
+    from ganforge.cli import sigterm_exits
     from ganforge.registry import register
 
-    with _sigterm_exits():
+    with sigterm_exits():
         out = register(run_id, name=name, force=force, pipeline_run_id=pipeline_run_id, weights=weights,
                        reason=reason)
     verb = "registered" if out["created"] else "already registered as"
@@ -53,9 +53,10 @@ def promote_command(
                                         "Production."),
 ) -> None:
     """Move an alias (default `champion`) to a version that passes the gate."""
+    from ganforge.cli import sigterm_exits
     from ganforge.registry import promote
 
-    with _sigterm_exits():
+    with sigterm_exits():
         rec = promote(name, version, alias=alias, max_fid=max_fid, force=force, reason=reason, stage=stage)
     if stage is not None:
         typer.echo(f"warning: stage set to {stage}, but MLflow deprecates stages: read the alias {alias!r}",
@@ -69,9 +70,10 @@ def rollback_command(
     alias: str = typer.Option("champion", "--alias", help="Alias to move back."),
 ) -> None:
     """Put the previous holder of an alias (default `champion`) back."""
+    from ganforge.cli import sigterm_exits
     from ganforge.registry import rollback
 
-    with _sigterm_exits():
+    with sigterm_exits():
         rec = rollback(name, alias=alias)
     typer.echo(f"{name}@{alias} -> version {rec['version']} (was version {rec['previous']})")
 
@@ -91,26 +93,6 @@ def compare_command(
     typer.echo(json.dumps(result, indent=2) if as_json else format_table(result))
 
 
-@contextlib.contextmanager
-def _sigterm_exits():
-    """SIGTERM unwinds like Ctrl-C (exit 143): the lock ticket and temporary files are cleaned up on the way out."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum, _frame):
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _generate_with_model():
     """``cli_train.generate_command`` plus ``--model URI``; ``--checkpoint`` becomes optional."""
     from ganforge import cli_train
@@ -124,6 +106,9 @@ def _generate_with_model():
             raise GanforgeError("give exactly one of --checkpoint DIR or --model models:/NAME@ALIAS")
         if model is not None:
             from ganforge.registry import resolve_model_uri
+            from ganforge.training.visuals import check_generate_flags
+
+            check_generate_flags(flags["n"], flags["seed"], flags["out"])  # before a download, not after
 
             flags["checkpoint"] = str(resolve_model_uri(model))
         original(**flags)

@@ -40,3 +40,14 @@ def test_exit_codes_through_the_console_entry(tmp_path):
     ok, bad, helped = code("datasets", "--help"), code("datasets", "show"), code("--help")
     assert (ok.returncode, bad.returncode, helped.returncode) == (0, 2, 0)
     assert bad.stderr.strip().startswith("error: Missing argument") and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_generate_from_the_registry_checks_its_flags_before_any_download(monkeypatch):
+    import ganforge.registry
+
+    def no_download(uri):
+        raise AssertionError("resolved the model before checking --n")
+
+    monkeypatch.setattr(ganforge.registry, "resolve_model_uri", no_download)
+    res = runner.invoke(app, ["generate", "--model", "models:/gan@champion", "--n", "0", "--out", "grid.png"])
+    assert res.exit_code == 2 and res.stderr.startswith("error: --n must be from 1"), (res.stderr, res.exception)
