@@ -90,9 +90,9 @@ def fresh(tmp_path: Path, name: str) -> tuple[Path, Path]:
 
 @pytest.mark.parametrize("step, point, sig", [
     ("evaluate", "before-artifacts", signal.SIGKILL),
-    ("evaluate", "before-output", signal.SIGTERM),
+    pytest.param("evaluate", "before-output", signal.SIGTERM, marks=pytest.mark.slow),
     ("audit", "before-artifacts", signal.SIGTERM),
-    ("audit", "before-output", signal.SIGKILL),
+    pytest.param("audit", "before-output", signal.SIGKILL, marks=pytest.mark.slow),
 ])  # fmt: skip
 def test_killed_at_a_publication_point_leaves_no_half_evidence(step, point, sig, digits16, checkpoint, mlflow_server,
                                                                  client, tmp_path):
@@ -113,6 +113,7 @@ def test_killed_at_a_publication_point_leaves_no_half_evidence(step, point, sig,
     check_invariants(client, step, out, tmpdir, terminated=True, before=before)
 
 
+@pytest.mark.slow  # `make test-slow`; GANFORGE_FAULT_SEEDS=N for more
 @pytest.mark.parametrize("seed", range(SEEDS))
 @pytest.mark.parametrize("step", ["evaluate", "audit"])
 def test_killed_at_a_random_moment_leaves_no_half_evidence(step, seed, digits16, checkpoint, mlflow_server, client,

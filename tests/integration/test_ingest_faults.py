@@ -201,7 +201,7 @@ def test_waiter_takes_over_when_the_lock_holder_is_killed(tmp_path):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", range(int(os.environ.get("GANFORGE_FAULT_SEEDS", "1"))))  # more on demand
 def test_kill_at_a_random_point_leaves_a_whole_dataset_or_none(tmp_path, sig, seed):
     """Killed at a seeded random moment of a ~1 s ingest (before, during or after publishing)."""
     out = str(tmp_path / "ds")

@@ -226,9 +226,12 @@ def concurrent_scenario(runs, client, env, name: str) -> None:
     check_invariants(client, name)
 
 
-def test_parallel_registrations_and_promotions_on_a_saturated_cpu(runs, client, env):
-    with cpu_hog():
-        concurrent_scenario(runs, client, env, "par")
+@pytest.mark.parametrize("hog", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_parallel_registrations_and_promotions_on_a_saturated_cpu(runs, client, env, hog):
+    """In `make test` on whatever load the machine has; with a busy loop per core in `make test-slow` (and 20
+    times in a row in benchmarks/registry_stress.py)."""
+    with cpu_hog() if hog else contextlib.nullcontext():
+        concurrent_scenario(runs, client, env, "par-hog" if hog else "par")
 
 
 def test_a_waiter_names_the_holder_and_takes_over_from_a_dead_one(runs, client, env):
