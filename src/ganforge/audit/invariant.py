@@ -101,12 +101,13 @@ def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     g = torch.exp(-(t**2) / (2 * sigma**2))
     g = g / g.sum()
     c = x.shape[1]
-    out = []
-    for s in range(0, len(x), 2048):  # chunks: the float copies stay small
+    out = torch.empty(x.shape, dtype=torch.float32)  # filled in place: no second full-size copy
+    for s in range(0, len(x), 2048):  # chunks: the float temporaries stay small
         b = x[s : s + 2048].float()
         b = F.conv2d(F.pad(b, (r, r, 0, 0)), g.view(1, 1, 1, -1).expand(c, 1, 1, -1).contiguous(), groups=c)
-        out.append(F.conv2d(F.pad(b, (0, 0, r, r)), g.view(1, 1, -1, 1).expand(c, 1, -1, 1).contiguous(), groups=c))
-    return torch.cat(out) if out else x.float()
+        out[s : s + 2048] = F.conv2d(F.pad(b, (0, 0, r, r)), g.view(1, 1, -1, 1).expand(c, 1, -1, 1).contiguous(),
+                                     groups=c)
+    return out
 
 
 def _mirror_refs(train: torch.Tensor) -> torch.Tensor:
@@ -196,9 +197,13 @@ def _basis(train: torch.Tensor, dims: int) -> tuple[torch.Tensor, torch.Tensor]:
     return mu, vh[: min(dims, vh.shape[0])]
 
 
-def _project(x: torch.Tensor, mu: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    out = [(x[s : s + 4096].double().flatten(1) - mu) @ basis.T for s in range(0, len(x), 4096)]
-    return torch.cat(out)
+def _project(x: torch.Tensor, mu: torch.Tensor, basis: torch.Tensor, mirror: bool = False) -> torch.Tensor:
+    """(N, dims) float64 projections, chunked; ``mirror`` projects the mirror images (flipped per chunk)."""
+    out = torch.empty(len(x), basis.shape[0], dtype=torch.float64)
+    for s in range(0, len(x), 4096):
+        b = torch.flip(x[s : s + 4096], dims=[-1]) if mirror else x[s : s + 4096]
+        out[s : s + 4096] = (b.double().flatten(1) - mu) @ basis.T
+    return out
 
 
 def _shift_nearest(queries, train, metric, max_shift, candidates, own, query_chunk, ref_chunk, device, progress,
@@ -223,7 +228,7 @@ def _shift_nearest(queries, train, metric, max_shift, candidates, own, query_chu
     nt = len(offsets)
     train = central(train, margin)  # references: central windows; queries: windows at every offset
     mu, basis = _basis(train, dims)
-    refs_p = torch.cat([_project(train, mu, basis), _project(torch.flip(train, dims=[-1]), mu, basis)])
+    refs_p = torch.cat([_project(train, mu, basis), _project(train, mu, basis, mirror=True)])
     kc = min(2 * m, candidates + (2 if own is not None else 0))
     d_out = torch.empty(n, dtype=torch.float64)
     i_out = torch.empty(n, dtype=torch.long)
