@@ -113,7 +113,7 @@ def test_a_failed_mlflow_upload_leaves_no_report_and_no_temp_files(command, digi
             Broken.closed = status
 
     monkeypatch.setattr(ganforge.tracking, "open_tracker", lambda *a, **k: Broken())
-    monkeypatch.setattr(ganforge.tracking, "check_reachable", lambda uri: None)
+    monkeypatch.setattr(ganforge.tracking, "check_reachable", lambda uri, **kw: None)
     res = run(command, "--dataset", digits16, "--images", pngs, "--output", tmp_path / "out",
               *(["--backbone", "pixels", "--metrics", "fid"] if command == "evaluate" else []))
     assert_one_line_error(res, "upload failed")
