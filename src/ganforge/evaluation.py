@@ -9,10 +9,8 @@ has been computed, so a failed evaluation never leaves a run that looks finished
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -194,11 +192,10 @@ def real_features(dataset: str, split: str, extractor, n_real: int | None, batch
         images, labels = images[keep], labels[keep]
     label = f"extract {extractor.name} real {split}"
     feats = extractor.extract(images, batch_size, progress=label).float().cpu()
-    d.mkdir(parents=True, exist_ok=True)
+    from ganforge.outputs import save_npy_atomic
+
     for path, arr in ((labels_path, labels.numpy()), (feats_path, feats.numpy())):  # features last: marks complete
-        tmp = path.with_name(f"{path.stem}.{uuid.uuid4().hex[:8]}.tmp.npy")
-        np.save(tmp, arr)
-        os.replace(tmp, path)
+        save_npy_atomic(path, arr)
     return feats, labels, False
 
 

@@ -63,6 +63,7 @@ from scipy.stats import betabinom, rankdata
 from ganforge.audit.invariant import VERSION, blur, nearest_train, refine
 from ganforge.audit.knn import knn
 from ganforge.errors import GanforgeError
+from ganforge.outputs import save_npy_atomic
 
 DEFAULT_ALPHA = 0.001
 
@@ -526,7 +527,7 @@ def run_audit(
             mb = refine(mb, mb.lower <= t, base_v, train_v, own=own, **rkw)
         d_base, brute = mb.dist, mb.brute_force
         if cache is not None:
-            _save_atomic(cache, d_base.numpy())
+            save_npy_atomic(cache, d_base.numpy())
     mg = nearest_train(gen_v, train_v, progress="k-NN generated to train", **kw)
     flag_threshold = float(torch.sort(d_base).values[k - 1])
     threshold, _ = fraction_below_baseline(d_base, d_base, th.baseline_quantile)
@@ -588,17 +589,3 @@ def _vectors_for_cells(space, images: torch.Tensor, batch_size: int) -> torch.Te
     if isinstance(space, str):
         return images
     return space.extract(images, batch_size, progress=f"extract {space.name} baseline")
-
-
-def _save_atomic(path: Path, arr: np.ndarray) -> None:
-    """np.save through a temp name in the same folder, then rename: readers never see half a file."""
-    import os
-    import uuid
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{uuid.uuid4().hex[:8]}.tmp.npy")
-    try:
-        np.save(tmp, arr)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

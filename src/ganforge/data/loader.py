@@ -8,7 +8,6 @@ so the cache can never serve stale pixels for a re-ingested dataset.
 from __future__ import annotations
 
 import os
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -19,6 +18,7 @@ from ganforge.data.images import decode_png
 from ganforge.data.parquet import read_manifest as _read_manifest
 from ganforge.data.parquet import read_rows, read_shard
 from ganforge.errors import GanforgeError
+from ganforge.outputs import save_npy_atomic
 from ganforge.storage import parse
 
 
@@ -84,8 +84,8 @@ def load(
     else:
         images_np, labels_np = _decode_split(loc, manifest, split)
         if cached:
-            _save_atomic(cached[1], labels_np)
-            _save_atomic(cached[0], images_np)  # images last: its presence marks a complete entry
+            save_npy_atomic(cached[1], labels_np)
+            save_npy_atomic(cached[0], images_np)  # images last: its presence marks a complete entry
     images, labels = torch.from_numpy(images_np), torch.from_numpy(labels_np)
     if device is not None:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
@@ -134,13 +134,6 @@ def _decode_checked(uri: str, png, row_id: int, c: int, h: int, w: int) -> np.nd
 def _cache_paths(cache_dir: str, fp: str, split: str) -> tuple[str, str]:
     d = os.path.join(cache_dir, "datasets", fp)
     return os.path.join(d, f"{split}-images.npy"), os.path.join(d, f"{split}-labels.npy")
-
-
-def _save_atomic(path: str, array: np.ndarray) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp.npy"
-    np.save(tmp, array)
-    os.replace(tmp, path)
 
 
 class ParquetImageDataset(torch.utils.data.Dataset):

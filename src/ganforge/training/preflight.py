@@ -10,11 +10,11 @@ output folder, no MLflow run).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ganforge.errors import GanforgeError
+from ganforge.outputs import check_output_dir
 from ganforge.training import checkpoint as ckpt
 from ganforge.training.config import TrainConfig
 
@@ -45,7 +45,7 @@ def preflight(config: TrainConfig, data=None, tracking: bool = True) -> None:
         GanforgeError: an unwritable output, a dataset or model that cannot train as asked, a resume
             that would be a different run, or an unusable tracking store; one line naming the fix.
     """
-    check_output(config.output)
+    check_output_dir(config.output)
     facts = _data_facts(config, data)
     from ganforge.training.distributed import select_device
 
@@ -65,35 +65,6 @@ def preflight(config: TrainConfig, data=None, tracking: bool = True) -> None:
         from ganforge.tracking import check_reachable, tracking_uri
 
         check_reachable(tracking_uri(), no_track_flag=True)
-
-
-def check_output(output: str | Path, flag: str = "--output") -> None:
-    """Fail when ``output`` cannot become a writable directory; creates nothing.
-
-    The nearest existing ancestor must be a directory in which a file can be created (probed, not
-    asked of ``os.access``: root passes every access check, yet cannot write on a read-only mount).
-
-    Raises:
-        GanforgeError: ``output`` is a file, lies under a file, or cannot be written.
-    """
-    import tempfile
-
-    p = Path(output).expanduser()
-    if p.exists() and not p.is_dir():
-        raise GanforgeError(f"{flag} {output} is a file, not a directory; pass a directory path")
-    probe = p
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise GanforgeError(f"{flag} {output} cannot be created: {probe} is not a directory; pass another path")
-    try:
-        fd, name = tempfile.mkstemp(prefix=".ganforge-probe-", dir=probe)
-        os.close(fd)
-        os.unlink(name)
-    except OSError as exc:
-        raise GanforgeError(
-            f"{flag} {output} cannot be written ({exc.strerror} in {probe}); pass a directory you can write to"
-        ) from None
 
 
 def _data_facts(config: TrainConfig, data) -> DataFacts:

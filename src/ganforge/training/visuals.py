@@ -168,7 +168,7 @@ def check_out(out: str) -> None:
     from pathlib import Path
 
     from ganforge.errors import GanforgeError
-    from ganforge.training.preflight import check_output
+    from ganforge.outputs import check_output_dir
 
     path = Path(out)
     if not out.strip():
@@ -177,9 +177,9 @@ def check_out(out: str) -> None:
         if path.is_dir():
             raise GanforgeError(f"--out {out} is a directory; pass a file name such as grid.png, or a directory "
                                 "without an image suffix")
-        check_output(path.parent, flag="--out's folder")
+        check_output_dir(path.parent, flag="--out's folder")
     else:
-        check_output(path, flag="--out")
+        check_output_dir(path, flag="--out")
 
 
 def save_images(images: torch.Tensor, out: str, nrow: int | None = None) -> list[str]:
