@@ -101,6 +101,15 @@ def check_reachable(uri: str, timeout: float = 5.0, no_track_flag: bool = False)
     fix = ", or pass --no-track" if no_track_flag else ""
     if uri.startswith("sqlite:"):
         _check_sqlite(uri, fix)
+    check_http(uri, timeout, fix)
+
+
+def check_http(uri: str, timeout: float = 5.0, fix: str = "") -> None:
+    """An HTTP(S) tracking server must answer ``/health`` within ``timeout`` (other URIs pass).
+
+    Raises:
+        GanforgeError: it does not answer; ``fix`` is appended to the advice.
+    """
     if not uri.startswith(("http://", "https://")):
         return
     import urllib.error
@@ -116,6 +125,14 @@ def check_reachable(uri: str, timeout: float = 5.0, no_track_flag: bool = False)
         ) from None
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (None for other URIs and in-memory databases)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///"):].split("?", 1)[0]  # sqlite:////abs -> /abs, sqlite:///rel -> rel
+    return Path(path) if path and path != ":memory:" else None
+
+
 def _check_sqlite(uri: str, fix: str) -> None:
     """A sqlite store needs a writable folder (journal files) and, when it exists, a writable database.
 
@@ -124,12 +141,9 @@ def _check_sqlite(uri: str, fix: str) -> None:
     """
     import tempfile
 
-    path = uri.removeprefix("sqlite:").split("?", 1)[0]
-    if not path.startswith("///"):
-        return  # sqlite:// alone is an in-memory database
-    db = Path(path[3:])
-    if str(db) in ("", ".", ":memory:"):
-        return
+    db = sqlite_path(uri)
+    if db is None or str(db) == ".":
+        return  # sqlite:// alone and :memory: are in-memory databases
     where = f"the MLflow store {redact(uri)}"
     if not db.parent.is_dir():
         raise GanforgeError(f"{where}: folder {db.parent} does not exist; create it or fix MLFLOW_TRACKING_URI{fix}")

@@ -46,7 +46,7 @@ from pathlib import Path
 
 from ganforge.errors import GanforgeError
 from ganforge.faults import FAULT_ENV, fault_point  # noqa: F401 - registry modules call store.fault_point
-from ganforge.tracking import redact, tracking_uri
+from ganforge.tracking import check_http, redact, sqlite_path, tracking_uri
 
 DEFAULT_NAME = "ganforge-generator"
 CHECKPOINT_ARTIFACT = "checkpoint"  # where ``ganforge train`` logs its final checkpoint in the run
@@ -128,26 +128,7 @@ def check_store(uri: str, timeout: float = 5.0) -> None:
             raise GanforgeError(f"no MLflow database at {path} (MLFLOW_TRACKING_URI={redact(uri)}); fix the path "
                                 "or point MLFLOW_TRACKING_URI at the store your runs were logged to")
         return
-    if not uri.startswith(("http://", "https://")):
-        return
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
-            resp.read()
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise GanforgeError(f"cannot reach the MLflow server at {redact(uri)} ({reason}); start it or fix "
-                            "MLFLOW_TRACKING_URI") from None
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI (None for other URIs and in-memory databases)."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    path = uri[len("sqlite:///"):].split("?", 1)[0]  # sqlite:////abs -> /abs, sqlite:///rel -> rel
-    return Path(path) if path and path != ":memory:" else None
+    check_http(uri, timeout)
 
 
 @contextlib.contextmanager
