@@ -1,7 +1,8 @@
 """Compile the GAN pipeline, run it locally through ``kfp.local``, or submit it to a KFP endpoint.
 
 The pipeline definition lives in ``pipelines/gan_pipeline.py`` (and its components in ``components/``)
-at the root of the source tree, beside ``src/``; ``load_pipeline`` imports it from there.
+at the root of the source tree, beside ``src/``; both ship in the wheel as top-level packages (pyproject.toml),
+so ``load_pipeline`` imports them like any installed module, from a checkout or an installed wheel.
 """
 
 from __future__ import annotations
@@ -25,14 +26,16 @@ def load_pipeline(cluster: ClusterConfig | None = None):
     """The pipeline function of ``pipelines/gan_pipeline.py`` built for ``cluster``.
 
     Raises:
-        GanforgeError: ganforge is not running from a source tree that holds ``pipelines/``.
+        GanforgeError: the ``pipelines`` or ``components`` package is not installed beside ganforge.
     """
-    if not (ROOT / "pipelines" / "gan_pipeline.py").is_file():
-        raise GanforgeError(f"no pipelines/gan_pipeline.py beside {ROOT / 'src'}; run from a ganforge source "
-                            "checkout (pip install -e .)")
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    return importlib.import_module("pipelines.gan_pipeline").build(cluster)
+    try:
+        module = importlib.import_module("pipelines.gan_pipeline")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("pipelines", "pipelines.gan_pipeline", "components"):
+            raise  # a missing dependency is its own error, not a missing pipeline
+        raise GanforgeError(f"the {exc.name} package is not installed beside ganforge; reinstall ganforge "
+                            "(pip install . or pip install -e .)") from None
+    return module.build(cluster)
 
 
 def check_defaults(pipeline) -> None:
