@@ -1,9 +1,4 @@
-"""The ``ganforge`` command line: thin typer commands over library calls.
-
-Each command parses its flags, calls one library function and turns a ``GanforgeError`` into one
-line on stderr and exit code 2. Heavy imports (torch, pyarrow, mlflow) happen inside commands so
-that ``ganforge --help`` stays fast.
-"""
+"""What every command shares: one-line usage errors, one-line user errors, SIGTERM as an unwind."""
 
 from __future__ import annotations
 
@@ -19,6 +14,7 @@ try:  # typer >= 0.20 carries its own copy of click
 except ImportError:  # pragma: no cover - older typer on plain click
     from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
+from ganforge.cli.options import PENDING_WARNINGS
 from ganforge.errors import GanforgeError
 
 
@@ -50,31 +46,34 @@ class OneLineErrors(TyperGroup):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
-app = typer.Typer(
-    cls=OneLineErrors,
-    name="ganforge",
-    help="Train, evaluate, audit and ship GAN image generators: ingest -> train -> evaluate/audit -> register.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-
-
 def user_errors(fn):
-    """Turn ``GanforgeError`` (and config validation errors) into one line on stderr, exit 2."""
+    """Turn ``GanforgeError`` (and config validation errors) into one line on stderr, exit 2.
+
+    Deprecated-flag warnings are printed when the command ends any other way: a failing command's
+    stderr stays the single ``error:`` line scripts read.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from pydantic import ValidationError
 
+        PENDING_WARNINGS.clear()
+        failed = False
         try:
             return fn(*args, **kwargs)
         except GanforgeError as exc:
+            failed = True
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
         except ValidationError as exc:
+            failed = True
             typer.echo(f"error: {one_line_validation_error(exc)}", err=True)
             raise typer.Exit(2) from None
+        finally:
+            if not failed:
+                for line in PENDING_WARNINGS:
+                    typer.echo(line, err=True)
+            PENDING_WARNINGS.clear()
 
     return wrapper
 
@@ -107,14 +106,3 @@ def one_line_validation_error(exc) -> str:
         loc = "--" + "-".join(str(x) for x in err["loc"]).replace("_", "-") if err["loc"] else "config"
         parts.append(f"{loc}: {err['msg']}")
     return "; ".join(parts)
-
-
-# Command groups, one module each; each module's ``register(app)`` adds its commands.
-from ganforge import cli_data, cli_eval, cli_pipeline, cli_registry, cli_train  # noqa: E402
-
-for _group in (cli_data, cli_train, cli_eval, cli_registry, cli_pipeline):
-    _group.register(app)
-
-
-def main() -> None:  # pragma: no cover - console entry for `python -m ganforge`
-    sys.exit(app())

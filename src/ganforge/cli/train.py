@@ -1,0 +1,112 @@
+"""Training commands: ``ganforge train`` and ``ganforge generate``.
+
+``train``'s flags are ``TrainConfig``'s fields, all optional, so that ``resolve_config`` can layer
+defaults < ``--config`` file < ``--preset`` < flags; defaults are not shown because a preset changes them.
+"""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from pydantic import BaseModel, ConfigDict, Field
+
+from ganforge.cli.common import user_errors
+from ganforge.cli.options import Options, command
+from ganforge.training.config import PRESETS, TrainConfig
+
+_SIGNAL_EXIT = 128  # a run stopped by signal N exits 128 + N, as the shell would report it
+
+
+class TrainRunOptions(BaseModel):
+    """How ``ganforge train`` runs, besides what is trained (``TrainConfig``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    config: str | None = Field(None, description="YAML or JSON file of flag values (flags and preset win).")
+    dry_run: bool = Field(False, description="Run every check a real run makes first (dataset, model, output, "
+                          "resume, tracking store), print the resolved config as JSON and exit.")
+
+
+TRAIN_RUN = Options(TrainRunOptions, "train")
+TRAIN = Options(TrainConfig, "train", required=False, show_defaults=False,
+                notes={"preset": f"Presets: {', '.join(PRESETS)}."})
+
+
+def train_command(**flags) -> None:
+    """Train a generator on a ganforge dataset.
+
+    Precedence, lowest first: defaults < --config file < --preset < flags. A higher layer's --epochs or
+    --steps replaces a lower layer's either one; one layer giving both is an error.
+    """
+    from ganforge.training import resolve_config, train
+    from ganforge.training.preflight import preflight
+
+    run = TRAIN_RUN.build(flags)
+    config = resolve_config(TRAIN.pick(flags), run.config)
+    if run.dry_run:
+        preflight(config)
+        typer.echo(json.dumps(config.model_dump(mode="json"), indent=2))
+        return
+    result = train(config)
+    tracked = f", MLflow run {result.run_id}" if result.run_id else ""
+    if result.interrupted:
+        typer.echo(f"stopped at step {result.step}: checkpoint {result.checkpoint}; continue with --resume latest")
+        raise typer.Exit(_SIGNAL_EXIT + (result.stop_signal or 15))
+    typer.echo(
+        f"trained {result.step} steps in {result.seconds:.1f}s ({result.images_per_second:.0f} images/s); "
+        f"checkpoint {result.checkpoint}{tracked}"
+    )
+
+
+class GenerateOptions(BaseModel):
+    """``ganforge generate``: which generator, how many images, where they go."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    checkpoint: str | None = Field(None, description="A ckpt-<step> directory or a run's --output (or use "
+                                   "--model-uri).")
+    model_uri: str | None = Field(None, description="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID "
+                                  "(instead of --checkpoint).")
+    n: int = Field(64, description="Number of images (interpolation steps with --interpolate).")
+    labels: tuple[str, ...] | None = Field(None, description="Class ids or names, cycled over the images "
+                                           "(conditional).")
+    seed: int = Field(0, description="Seed of the latents.")
+    interpolate: bool = Field(False, description="One latent walk in --n steps.")
+    weights: str | None = Field(None, description="Generator weights: ema or raw. Default: ema when the "
+                                "checkpoint has them, else raw.")
+    device: str = Field("cpu", description="cpu, cuda, cuda:N or auto (CUDA when present).")
+    out: str = Field(description="An image file (.png, .jpg, .webp...) for one grid in that format; any other "
+                     "path is a directory for one PNG per image (000000.png, ...; same names are replaced).")
+
+
+# --model was the registry URI here while it is the model family in `train`
+GENERATE = Options(GenerateOptions, "generate", aliases={"model_uri": "--model"})
+
+
+def generate_command(**flags) -> None:
+    """Generate images from a trained checkpoint, or from the model registry (--model-uri), into one grid
+    image or a directory of PNGs."""
+    from ganforge.errors import GanforgeError
+    from ganforge.inference import generate
+    from ganforge.training.visuals import check_generate_flags, save_images
+
+    opts = GENERATE.build(flags)
+    if (opts.model_uri is None) == (opts.checkpoint is None):
+        raise GanforgeError("give exactly one of --checkpoint DIR or --model-uri models:/NAME@ALIAS")
+    check_generate_flags(opts.n, opts.seed, opts.out)  # before a download, not after
+    checkpoint = opts.checkpoint
+    if opts.model_uri is not None:
+        from ganforge.registry import resolve_model_uri
+
+        checkpoint = str(resolve_model_uri(opts.model_uri))
+    images = generate(checkpoint, n=opts.n, labels=list(opts.labels) if opts.labels else None, seed=opts.seed, interpolate=opts.interpolate,
+                      weights=opts.weights, device=opts.device)  # fmt: skip
+    paths = save_images(images, opts.out, nrow=opts.n if opts.interpolate else None)
+    typer.echo(f"wrote {len(images)} images to {opts.out}" + (f" ({len(paths)} files)" if len(paths) > 1 else ""))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``train`` and ``generate``."""
+    app.command("train")(user_errors(command(train_command, TRAIN_RUN, TRAIN)))
+    app.command("generate")(user_errors(command(generate_command, GENERATE)))
