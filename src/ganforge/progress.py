@@ -1,6 +1,7 @@
 """Progress of long steps: a rich bar in a terminal, periodic plain lines elsewhere, nothing when off.
 
-Everything goes to stderr; stdout carries the commands' results (JSON, summaries) untouched.
+Everything goes to stderr; stdout carries the commands' results (JSON, summaries) untouched. Commands
+made of steps (the local pipeline) also print one ``step_line`` as each step starts and ends.
 
 - **bar** (stderr is a terminal): one rich bar per step with done/total, items/s and ETA. Steps that
   run inside another (a FID probe inside training) join the live display and leave it when done, so
@@ -37,6 +38,28 @@ def fmt_duration(seconds: float) -> str:
     m, s = divmod(int(max(seconds, 0)), 60)
     h, m = divmod(m, 60)
     return f"{h}:{m:02d}:{s:02d}"
+
+
+STEP_WIDTH = 11  # step names of the pipeline ("finish-run") line up in step lines
+
+
+def step_line(name: str, status: str, *, seconds: float | None = None, figure: str = "", at: float | None = None,
+              width: int = 120) -> str:
+    """One line of a multi-step command (``ganforge pipeline run --local``) as a step starts or ends:
+    ``HH:MM:SS <name> <status> [H:MM:SS] [figure]``, cut to ``width`` characters (one screen row).
+
+    Args:
+        name: the step.
+        status: "start", "ok", "FAILED", "skipped", "retry" ...
+        seconds: how long the step took (ends only).
+        figure: the step's key result, e.g. "FID 38.81, KID 0.4108".
+        at: the wall-clock time of the event (seconds since the epoch); None: now.
+        width: the longest line; a longer figure is cut and ends in "...".
+    """
+    when = time.strftime("%H:%M:%S", time.localtime(time.time() if at is None else at))
+    took = fmt_duration(seconds) if seconds is not None else ""
+    line = f"{when} {name:<{STEP_WIDTH}} {status:<7} {took:>7}  {figure}".rstrip()
+    return line if len(line) <= width else line[: width - 3] + "..."
 
 
 def is_main_rank() -> bool:

@@ -7,7 +7,6 @@ so ``load_pipeline`` imports them like any installed module, from a checkout or 
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 import sys
@@ -93,6 +92,7 @@ class LocalRun:
     grid: Path | None  # the final sample grid
     tracking_uri: str
     seconds: float
+    log: Path | None = None  # KFP's executor logs of the run
 
 
 def local_params(root: Path, **overrides) -> PipelineParams:
@@ -121,47 +121,59 @@ def local_dataset_name(values: dict) -> str:
     return name
 
 
-def run_local(params: PipelineParams, root: str | Path) -> LocalRun:
+def run_local(params: PipelineParams, root: str | Path, verbose: bool = False) -> LocalRun:
     """Run the whole DAG on this machine through ``kfp.local`` (SubprocessRunner, this Python).
 
     MLflow goes to ``MLFLOW_TRACKING_URI``, else ``sqlite:///<root>/mlflow.db``; S3 settings come from
-    the usual AWS environment. Each step runs as a subprocess that inherits this environment.
+    the usual AWS environment. Each step runs as a subprocess that inherits this environment. The console
+    (stderr) gets one line per step as it starts and ends; KFP's executor logs go to
+    ``<root>/logs/kfp-<time>-<pid>.log`` (and to stderr too when ``verbose``).
 
     Raises:
-        GanforgeError: a step failed (the parent run is then FAILED and nothing was registered).
+        GanforgeError: a step failed (the parent run is then FAILED and nothing was registered); the
+            message names the log file.
     """
     import kfp.local
 
     from ganforge.outputs import check_output_dir
     from ganforge.pipeline.steps import train_dir
+    from ganforge.pipeline.tasklog import capture
     from ganforge.tracking import check_reachable
 
     root = check_output_dir(Path(root).resolve(), "--dir")
-    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        root.mkdir(parents=True, exist_ok=True)  # the default sqlite store lives in it: its folder must exist
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
     check_reachable(os.environ["MLFLOW_TRACKING_URI"])  # before ingest and training, not after
     root.mkdir(parents=True, exist_ok=True)
     pipeline = load_pipeline()
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "kfp"),
                    raise_on_error=False)
     t0 = time.time()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+    log_path = root / "logs" / f"kfp-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    print(f"kfp.local run of {pipeline.name}; executor logs: {log_path}", file=sys.stderr, flush=True)
+    with warnings.catch_warnings(), capture(log_path, verbose, pipeline_spec=pipeline.pipeline_spec) as log:
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")  # the project image holds Python
         warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")  # cluster wiring
         pipeline(**params.arguments())
+    where = f"executor logs: {log_path}"
+    if log.failed:
+        where = "; ".join(f"{task}: {' '.join(why.split())[:200]}" for task, why in log.failed.items()) + "; " + where
     parent = _latest_parent(params.experiment, t0)
     if parent is None:
-        raise GanforgeError("the pipeline failed before opening its MLflow run; see the task logs above")
+        raise GanforgeError(f"the pipeline failed before opening its MLflow run; {where}")
     tags = parent.data.tags
     pipeline_run_id = tags["ganforge.pipeline_run_id"]
     status = parent.info.status
     outcome = tags.get("ganforge.pipeline_error") or tags.get("ganforge.gate", "")
     if status != "FINISHED":
-        why = " ".join(tags.get("ganforge.pipeline_error", "").split())[:300] or "a step failed (task logs above)"
+        why = " ".join(tags.get("ganforge.pipeline_error", "").split())[:300] or "a step failed"
         raise GanforgeError(f"pipeline run {pipeline_run_id} failed: {why}; parent MLflow "
-                            f"run {parent.info.run_id} is marked FAILED and nothing was registered")
+                            f"run {parent.info.run_id} is marked FAILED and nothing was registered; {where}")
     grid = train_dir(params.work_dir, pipeline_run_id) / "samples" / "final.png"
     return LocalRun(pipeline_run_id, parent.info.run_id, status, outcome, tags.get("ganforge.registered_model"),
-                    grid if grid.is_file() else None, os.environ["MLFLOW_TRACKING_URI"], time.time() - t0)
+                    grid if grid.is_file() else None, os.environ["MLFLOW_TRACKING_URI"], time.time() - t0,
+                    log_path)
 
 
 def _latest_parent(experiment: str, since: float):
