@@ -175,6 +175,30 @@ def git_commit() -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
+# MLflow 3.x's UI opens an experiment on this tag's view: the runs table for model training, rather than
+# the GenAI overview (traces, latency) it infers for an experiment that has none of ganforge's metrics yet.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def experiment_id(client, name: str) -> str:
+    """The id of experiment ``name``, created (tagged ``EXPERIMENT_KIND``) when missing; an experiment
+    without a kind tag gets it, one tagged another kind by its owner keeps its own."""
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        try:
+            return client.create_experiment(name, tags=EXPERIMENT_KIND)
+        except MlflowException:  # created meanwhile by a concurrent step (evaluate || audit)
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    for key, value in EXPERIMENT_KIND.items():
+        if key not in exp.tags:
+            client.set_experiment_tag(exp.experiment_id, key, value)
+    return exp.experiment_id
+
+
 class MlflowTracker:
     """One MLflow run: params and tags up front, async metrics and images, artifacts at the end."""
 
@@ -230,8 +254,7 @@ class MlflowTracker:
     def _create(self, experiment: str, run_name: str | None, params: dict, tags: dict[str, str]) -> str:
         from mlflow.entities import Param
 
-        exp = self.client.get_experiment_by_name(experiment)
-        exp_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+        exp_id = experiment_id(self.client, experiment)
         run_id = self.client.create_run(exp_id, tags=tags, run_name=run_name).info.run_id
         self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in sorted(params.items())])
         return run_id

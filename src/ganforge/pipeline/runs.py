@@ -33,13 +33,12 @@ def start_parent(experiment: str, pipeline_run_id: str, params: dict) -> str:
     from mlflow.entities import Param
 
     import ganforge
-    from ganforge.tracking import git_commit
+    from ganforge.tracking import experiment_id, git_commit
 
     tags = {PIPELINE_RUN_TAG: pipeline_run_id, "ganforge.step": "pipeline",
             "ganforge.pipeline_version": ganforge.__version__, "git_commit": git_commit()}
     client = _client()
-    exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    exp_id = experiment_id(client, experiment)
     run_id = client.create_run(exp_id, tags=tags, run_name=f"pipeline-{pipeline_run_id[:12]}").info.run_id
     client.log_batch(run_id, params=[Param(k, str(v)) for k, v in sorted(params.items())])
     return run_id

@@ -107,6 +107,11 @@ def evaluate_step(dataset: str, model_dir: str, out_dir: str, *, n: int, seed: i
                      backbone_weights=backbone_weights or None, experiment=experiment, output=out_dir)
     with pipeline_env(parent_run_id, pipeline_run_id):
         record = evaluate(cfg)
+    kid = record["metrics"].get(metric_key("kid_mean", record["n"], "train"))
+    if kid is not None:  # a stable name on the parent run: one KID column in the runs table, beside eval/fid
+        from ganforge.pipeline.runs import log_outcome
+
+        log_outcome(parent_run_id, {"eval/kid": kid}, {})
     return record, float(record["metrics"][metric_key("fid", record["n"], "train")])
 
 

@@ -1,0 +1,30 @@
+"""Experiments ganforge creates or uses carry ``mlflow.experimentKind`` so the MLflow UI opens the runs table."""
+
+from __future__ import annotations
+
+from mlflow.tracking import MlflowClient
+
+from ganforge.tracking import EXPERIMENT_KIND, experiment_id, open_tracker
+
+KIND = "mlflow.experimentKind"
+
+
+def test_experiment_kind(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = MlflowClient(uri)
+    assert EXPERIMENT_KIND == {KIND: "custom_model_development"}
+
+    # created by a training/evaluate run: tagged from the start
+    tracker = open_tracker(True, "made-by-ganforge", None, {"lr": 0.1}, {})
+    tracker.close()
+    made = client.get_experiment_by_name("made-by-ganforge")
+    assert made.tags[KIND] == "custom_model_development"
+    assert experiment_id(client, "made-by-ganforge") == made.experiment_id  # found, not created twice
+
+    # an experiment from before (no kind) gets the tag; one its owner tagged as GenAI keeps its kind
+    old = client.create_experiment("older")
+    genai = client.create_experiment("genai", tags={KIND: "genai_development"})
+    assert experiment_id(client, "older") == old and experiment_id(client, "genai") == genai
+    assert client.get_experiment(old).tags[KIND] == "custom_model_development"
+    assert client.get_experiment(genai).tags[KIND] == "genai_development"
