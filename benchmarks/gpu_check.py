@@ -153,9 +153,9 @@ def slim_copy(checkpoint: str, out: str) -> str:
 
 def fid_10k(checkpoint: str, size: int, channels: int, device: str, n: int = 10000) -> float:
     """FID of ``n`` (10,000) generated images against as many test images (inception-tf)."""
+    from ganforge.inference import generate
     from ganforge.metrics.features import get_extractor
     from ganforge.metrics.fid import fid_from_features
-    from ganforge.training.visuals import generate
 
     ext = get_extractor("inception-tf", device=device)
     real = ext.extract(fashion("test", size, channels).images[:n], 200)

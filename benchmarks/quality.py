@@ -144,7 +144,7 @@ def _features(task: tuple) -> str:
         dataset, split, idx = args
         images = load(dataset, split).images[torch.as_tensor(idx)]
     else:
-        from ganforge.training.visuals import generate
+        from ganforge.inference import generate
 
         checkpoint, weights, n = args
         images = generate(checkpoint, n=n, seed=SEED, weights=weights)
@@ -227,7 +227,7 @@ def report(work: str, result: dict, args) -> None:
     import torch
     from torchvision.utils import make_grid, save_image
 
-    from ganforge.training.visuals import generate
+    from ganforge.inference import generate
 
     rows, floor = result["rows"], result["floor"]
     lines = [f"Fashion-MNIST, inception-tf FID against the test split; {args.minutes:g} training minutes (CPU time) per preset "

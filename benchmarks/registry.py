@@ -57,8 +57,9 @@ def timed(fn) -> tuple[float, object]:
 
 
 def prepare(root: str, width: int) -> str:
+    from ganforge.audit.run import AuditConfig, audit
     from ganforge.data.ingest import ingest
-    from ganforge.evaluation import AuditConfig, EvalConfig, audit, evaluate
+    from ganforge.evaluate import EvalConfig, evaluate
     from ganforge.training import resolve_config, train
 
     ingest("digits", output=f"{root}/digits", image_size=32, limit=256)
@@ -74,9 +75,9 @@ def bench_ganforge(run_id: str, k: int) -> dict[str, float]:
     import mlflow.pyfunc
     import pandas as pd
 
+    from ganforge.inference import generate
     from ganforge.registry import register, resolve_model_uri
     from ganforge.registry.store import cache_root
-    from ganforge.training.visuals import generate
 
     shutil.rmtree(cache_root(), ignore_errors=True)  # register downloads the run's checkpoint: cold
     t_reg, out = timed(lambda: register(run_id, name=f"gf-{k}"))
@@ -97,8 +98,8 @@ def bench_plain(run_id: str, k: int, fmt: str) -> dict[str, float]:
     import numpy as np
     import torch
 
+    from ganforge.inference import load_generator
     from ganforge.registry import resolve_model_uri
-    from ganforge.training.checkpoint import load_generator
 
     generator, spec, _ = load_generator(resolve_model_uri(f"runs:/{run_id}"))
     client = mlflow.MlflowClient()

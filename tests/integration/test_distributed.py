@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ganforge.inference import load_checkpoint
 from ganforge.training import TrainConfig, train
-from ganforge.training.checkpoint import load_checkpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

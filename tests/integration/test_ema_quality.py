@@ -3,7 +3,7 @@
 Issue 12's defect: an average started at step 0 with no ramp-up, and batch-norm statistics copied from
 the live generator, drew grey blobs for the first few thousand steps (FID 3x the raw one's). Here a
 short run on scikit-learn's real digits (28 px, the 28 px DCGAN, decay 0.999 as the issue used) is judged
-through ``ganforge.evaluation.evaluate`` with ``weights`` ema and raw. The pixels backbone keeps it fast;
+through ``ganforge.evaluate.evaluate`` with ``weights`` ema and raw. The pixels backbone keeps it fast;
 ``tests/slow/test_quality.py`` repeats the check with inception-tf on Fashion-MNIST.
 """
 
@@ -34,7 +34,7 @@ def _train(dataset: str, out, **overrides) -> str:
 
 
 def _fid(dataset: str, checkpoint: str, weights: str, seed: int = 0) -> float:
-    from ganforge.evaluation import EvalConfig, evaluate
+    from ganforge.evaluate import EvalConfig, evaluate
 
     record = evaluate(EvalConfig(dataset=dataset, model=checkpoint, weights=weights, n=1000, seed=seed,
                                  metrics=("fid",), backbone="pixels", track=False))

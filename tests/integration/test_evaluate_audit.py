@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from ganforge.audit.run import AuditConfig, audit
 from ganforge.cli import app
 from ganforge.data import load
-from ganforge.evaluation import AuditConfig, EvalConfig, audit, evaluate
+from ganforge.evaluate import EvalConfig, evaluate
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
@@ -114,8 +115,8 @@ def test_records_say_which_weights_were_measured(digits16, tmp_path, monkeypatch
     """evaluate.json, audit.json, stdout and the MLflow run name the weights: ema or raw, step, file hash."""
     from mlflow.tracking import MlflowClient
 
-    from ganforge.evaluation import PROVENANCE
-    from ganforge.training.checkpoint import list_checkpoints
+    from ganforge.inference import list_checkpoints
+    from ganforge.judged import PROVENANCE
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

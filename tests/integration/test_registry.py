@@ -24,9 +24,10 @@ EXPERIMENT = "registry-it"
 
 def train_run(dataset: str, out, evaluate: bool = True, audit: bool = True, **extra) -> str:
     """A tiny tracked training run, optionally evaluated (pixels FID on 32 images) and audited."""
-    from ganforge.evaluation import AuditConfig, EvalConfig
-    from ganforge.evaluation import audit as run_audit
-    from ganforge.evaluation import evaluate as run_evaluate
+    from ganforge.audit.run import AuditConfig
+    from ganforge.audit.run import audit as run_audit
+    from ganforge.evaluate import EvalConfig
+    from ganforge.evaluate import evaluate as run_evaluate
     from ganforge.training import resolve_config, train
 
     cfg = resolve_config({"dataset": dataset, "model": "dcgan", "steps": 3, "batch_size": 16, "width": 8,
@@ -87,9 +88,9 @@ def test_register_records_provenance_loads_and_is_idempotent(runs, client, digit
     from mlflow.models import get_model_info
 
     from ganforge.data import read_manifest
+    from ganforge.inference import generate, to_uint8
     from ganforge.registry import register, resolve_model_uri
     from ganforge.registry.generator_model import decode_png
-    from ganforge.training.visuals import generate, to_uint8
 
     out = register(runs["a"], name="prov", pipeline_run_id="kfp-run-1")
     assert out["created"] and out["version"] == 1 and out["aliases"] == ["candidate"]
@@ -122,7 +123,8 @@ def test_register_records_provenance_loads_and_is_idempotent(runs, client, digit
 
 
 def test_register_raw_weights_needs_their_own_evaluation_and_audit(runs, client, digits16):
-    from ganforge.evaluation import AuditConfig, EvalConfig, audit, evaluate
+    from ganforge.audit.run import AuditConfig, audit
+    from ganforge.evaluate import EvalConfig, evaluate
     from ganforge.registry import register
 
     with pytest.raises(GanforgeError, match=r"no evaluation of its raw weights .*--weights raw.*measured other"):
@@ -241,7 +243,7 @@ def test_promotion_failing_half_way_leaves_the_alias(runs, client, monkeypatch):
 
 
 def test_evaluate_and_generate_from_registry_uris(runs, client, digits16, tmp_path):
-    from ganforge.evaluation import EvalConfig, evaluate
+    from ganforge.evaluate import EvalConfig, evaluate
     from ganforge.registry import promote, register
 
     v = register(runs["a"], name="uris")["version"]

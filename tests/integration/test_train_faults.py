@@ -18,7 +18,8 @@ import time
 import pytest
 import torch
 
-from ganforge.training.checkpoint import list_checkpoints, load_checkpoint, resolve_resume
+from ganforge.inference import list_checkpoints, load_checkpoint
+from ganforge.training.checkpoint import resolve_resume
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

@@ -6,12 +6,12 @@ import pytest
 from PIL import Image
 
 from ganforge.data import read_manifest
+from ganforge.inference import load_checkpoint
 from ganforge.training import TrainConfig, train
-from ganforge.training.checkpoint import load_checkpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-GAN_KEYS = {"train/loss_g", "train/loss_d", "train/d_real", "train/d_fake", "train/grad_norm_g",
+GAN_KEYS = {"train/loss_g", "train/loss_d", "train/d_acc", "train/d_real", "train/d_fake", "train/grad_norm_g",
             "train/grad_norm_d", "train/lr_g", "train/lr_d", "time/images_per_second"}  # fmt: skip
 
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from ganforge.training.checkpoint import list_checkpoints, load_checkpoint
+from ganforge.inference import list_checkpoints, load_checkpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

@@ -38,7 +38,7 @@ def fashion(tmp_path_factory):
 def test_ema_is_not_worse_than_raw_after_a_thousand_steps(fashion, tmp_path):
     import torch
 
-    from ganforge.evaluation import EvalConfig, evaluate
+    from ganforge.evaluate import EvalConfig, evaluate
     from ganforge.training import resolve_config, train
 
     torch.set_num_threads(2)

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
-import ganforge.evaluation
+import ganforge.audit.run
+import ganforge.evaluate
 from ganforge.cli import app
 from ganforge.errors import GanforgeError
 
@@ -69,8 +70,14 @@ def no_work(*a, **k):
     raise AssertionError("the command started its work before refusing")
 
 
+def refuse_work(monkeypatch) -> None:
+    """Both commands' first piece of work (generating or reading the judged images) fails the test."""
+    for module in (ganforge.evaluate, ganforge.audit.run):
+        monkeypatch.setattr(module, "judged_images", no_work)
+
+
 def test_audit_refuses_the_training_split_as_its_heldout_split(digits16, pngs, tmp_path, monkeypatch):
-    monkeypatch.setattr(ganforge.evaluation, "judged_images", no_work)
+    refuse_work(monkeypatch)
     res = run("audit", "--dataset", digits16, "--images", pngs, "--heldout-split", "train", "--no-track",
               "--output", tmp_path / "a")
     assert_one_line_error(res, "cannot be the training split")
@@ -80,7 +87,7 @@ def test_audit_refuses_the_training_split_as_its_heldout_split(digits16, pngs, t
 @pytest.mark.parametrize("command", ["evaluate", "audit"])
 def test_unreachable_mlflow_is_refused_before_any_work(command, digits16, pngs, tmp_path, monkeypatch, private_tmp):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", closed_port_uri())
-    monkeypatch.setattr(ganforge.evaluation, "judged_images", no_work)
+    refuse_work(monkeypatch)
     res = run(command, "--dataset", digits16, "--images", pngs, "--seed", 0, "--output", tmp_path / "out", *(["--backbone", "pixels"] if command == "evaluate" else []))
     assert_one_line_error(res, "cannot reach the MLflow server")
     assert not (tmp_path / "out").exists() and leftovers(private_tmp) == []
@@ -88,7 +95,7 @@ def test_unreachable_mlflow_is_refused_before_any_work(command, digits16, pngs, 
 
 @pytest.mark.parametrize("command", ["evaluate", "audit"])
 def test_unwritable_output_is_refused_before_any_work(command, digits16, pngs, tmp_path, monkeypatch):
-    monkeypatch.setattr(ganforge.evaluation, "judged_images", no_work)
+    refuse_work(monkeypatch)
     (tmp_path / "afile").write_text("x")
     for output, match in ((tmp_path / "afile", "is a file"), (tmp_path / "afile" / "sub", "cannot be created")):
         res = run(command, "--dataset", digits16, "--images", pngs, "--no-track", "--output", output,

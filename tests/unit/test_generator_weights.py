@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from ganforge.cli import app
 from ganforge.errors import GanforgeError
+from ganforge.inference import generator_weights, load_generator
 from ganforge.models import ModelSpec, build_generator
-from ganforge.training.checkpoint import generator_weights, load_generator, save_checkpoint
+from ganforge.training.checkpoint import save_checkpoint
 
 runner = CliRunner()
 SPEC = ModelSpec(model="dcgan", image_size=16, channels=1, latent_dim=8, width=8)

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from ganforge.audit.knn import knn
 from ganforge.errors import GanforgeError
+from ganforge.metrics.knn import knn
 
 
 def brute_knn(q, r, k, metric):

@@ -16,10 +16,10 @@ import torch
 from rich.console import Console
 
 from ganforge import progress
-from ganforge.audit.knn import knn
 from ganforge.data.ingest import ingest
 from ganforge.data.sources import SOURCES, Source
 from ganforge.metrics.features import get_extractor
+from ganforge.metrics.knn import knn
 from ganforge.progress import progress_bar
 from ganforge.training.progress import Progress
 

@@ -84,9 +84,9 @@ def checkpoint(tmp_path_factory):
 def test_pyfunc_predict_matches_generate(checkpoint, tmp_path):
     import mlflow.pyfunc
 
+    from ganforge.inference import generate, to_uint8
     from ganforge.registry.generator_model import decode_png
     from ganforge.registry.versions import build_model_dir
-    from ganforge.training.visuals import generate, to_uint8
 
     meta = {**__import__("json").loads((checkpoint / "meta.json").read_text()), "weights": "ema"}
     model_dir = build_model_dir(checkpoint, meta, tmp_path / "model")

@@ -22,7 +22,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from ganforge.cli import app
-from ganforge.training.checkpoint import list_checkpoints, load_checkpoint
+from ganforge.inference import list_checkpoints, load_checkpoint
 
 runner = CliRunner()
 EXAMPLES = int(os.environ.get("GANFORGE_HYPOTHESIS_EXAMPLES", "40"))

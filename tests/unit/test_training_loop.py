@@ -11,7 +11,7 @@ import torch
 from ganforge.errors import GanforgeError
 from ganforge.training import TrainConfig, train
 from ganforge.training import loop as loop_module
-from ganforge.training.checkpoint import list_checkpoints
+from ganforge.inference import list_checkpoints
 
 GAN_KEYS = {"train/loss_g", "train/loss_d", "train/d_real", "train/d_fake", "train/grad_norm_g",
             "train/grad_norm_d", "train/lr_g", "train/lr_d", "time/images_per_second"}  # fmt: skip
@@ -92,7 +92,7 @@ def test_each_family_trains_and_its_losses_move(digits16, tmp_path, family):
 
 
 def _nn_distance(generator, z, real):
-    from ganforge.training.visuals import sample
+    from ganforge.inference import sample
 
     return torch.cdist(sample(generator, z, None).flatten(1), real.flatten(1)).min(1).values.mean().item()
 
@@ -102,7 +102,7 @@ def test_overfit_on_a_handful_of_images(tmp_path):
     from ganforge.data import load
     from ganforge.data.ingest import ingest
     from ganforge.models import build_generator
-    from ganforge.training.checkpoint import load_generator
+    from ganforge.inference import load_generator
 
     ingest("digits", output=str(tmp_path / "d"), image_size=8, limit=16)
     data = load(str(tmp_path / "d"))

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ganforge.audit.knn import knn
 from ganforge.errors import GanforgeError
+from ganforge.metrics.knn import knn
 from ganforge.progress import progress_bar
 
 INVARIANCES = ("none", "mirror", "shift")

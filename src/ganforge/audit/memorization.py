@@ -61,8 +61,8 @@ from pydantic import BaseModel, Field
 from scipy.stats import betabinom, rankdata
 
 from ganforge.audit.invariant import VERSION, blur, nearest_train, refine
-from ganforge.audit.knn import knn
 from ganforge.errors import GanforgeError
+from ganforge.metrics.knn import knn
 from ganforge.outputs import save_npy_atomic
 
 DEFAULT_ALPHA = 0.001

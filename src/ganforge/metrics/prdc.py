@@ -10,15 +10,15 @@ Each sample gets a k-NN radius: the Euclidean distance to its k-th nearest neigh
 
 Strict ``<`` as in Naeem et al.'s reference code (``prdc``). D is formed block by block
 (``chunk`` x ``chunk`` float64), so memory does not grow with N_real * N_generated; the radii come from
-``ganforge.audit.knn`` (same bounded memory).
+``ganforge.metrics.knn`` (same bounded memory).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ganforge.audit.knn import knn
 from ganforge.errors import GanforgeError
+from ganforge.metrics.knn import knn
 
 
 def knn_radii(features: torch.Tensor, nearest_k: int, chunk: int = 1024) -> torch.Tensor:

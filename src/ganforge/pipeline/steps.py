@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ganforge.errors import GanforgeError
 from ganforge.outputs import write_text_atomic
+from ganforge.pipeline.params import decode, train_flags
 from ganforge.pipeline.runs import PARENT_ENV, PIPELINE_RUN_ENV
 
 
@@ -39,11 +40,13 @@ def pipeline_env(parent_run_id: str, pipeline_run_id: str):
 def ingest_step(source: str, dataset: str, input: str | None, image_size: int, limit: int | None):
     """Ingest ``source`` into ``dataset`` (reused when it already holds the same inputs).
 
-    Optional values may come as "" or 0 (unset, see ``ganforge.pipeline.params.unset``), here and below.
+    Optional values may come encoded as KFP carries them (``ganforge.pipeline.params.encode``), here and
+    below; each step reads them back with ``decode``.
     """
     from ganforge.data.ingest import ingest
 
-    return ingest(source, dataset, input=input or None, image_size=image_size, limit=limit or None)
+    return ingest(source, dataset, input=decode("input", input), image_size=image_size,
+                  limit=decode("limit", limit))
 
 
 def train_dir(work_dir: str, pipeline_run_id: str) -> Path:
@@ -51,18 +54,23 @@ def train_dir(work_dir: str, pipeline_run_id: str) -> Path:
     return Path(work_dir) / pipeline_run_id / "train"
 
 
-def train_step(dataset: str, work_dir: str, model_dir: str, *, preset: str | None, model: str | None,
-               epochs: int | None, steps: int | None, seed: int, gpus: int, experiment: str,
-               parent_run_id: str, pipeline_run_id: str):
+def train_step(dataset: str, work_dir: str, model_dir: str, *, gpus: int, experiment: str, parent_run_id: str,
+               pipeline_run_id: str, **flags):
     """Train into ``work_dir/<run>/train``, resuming from its newest checkpoint (a retried task), and
-    copy the final checkpoint into ``model_dir``. Returns the ``TrainResult``."""
+    copy the final checkpoint into ``model_dir``. Returns the ``TrainResult``.
+
+    ``flags`` are the pipeline's training flags (``train_flags()``: preset, model, epochs, steps, seed,
+    ...), ``TrainConfig`` fields by name, passed on to ``resolve_config``.
+    """
     from ganforge.training import resolve_config, train
     from ganforge.training.checkpoint import list_checkpoints
     from ganforge.training.loop import TrainResult
 
+    unknown = sorted(set(flags) - set(train_flags()))
+    if unknown:
+        raise GanforgeError(f"train step: {', '.join(unknown)} are not training flags of the pipeline")
     output = train_dir(work_dir, pipeline_run_id)
-    asked = {"dataset": dataset, "preset": preset or None, "model": model or None, "epochs": epochs or None,
-             "steps": steps or None, "seed": seed}
+    asked = {"dataset": dataset, **{k: decode(k, v) for k, v in sorted(flags.items())}}
     done = output / TRAIN_DONE
     finished = json.loads(done.read_text()) if done.is_file() else {}
     if finished.get("asked") == asked and (output / finished["result"]["checkpoint"]).is_dir():
@@ -72,11 +80,9 @@ def train_step(dataset: str, work_dir: str, model_dir: str, *, preset: str | Non
         result.checkpoint = str(output / result.checkpoint)
         _publish_checkpoint(Path(result.checkpoint), model_dir)
         return result
-    flags = {"dataset": dataset, "preset": preset or None, "model": model or None, "epochs": epochs or None,
-             "steps": steps or None, "seed": seed,
-             "output": str(output), "experiment": experiment, "nproc": max(1, gpus),
-             "device": "cuda" if gpus > 0 else "auto", "resume": "latest" if list_checkpoints(output) else None}
-    config = resolve_config(flags)
+    config = resolve_config({**asked, "output": str(output), "experiment": experiment, "nproc": max(1, gpus),
+                             "device": "cuda" if gpus > 0 else "auto",
+                             "resume": "latest" if list_checkpoints(output) else None})
     with pipeline_env(parent_run_id, pipeline_run_id):
         result = train(config)
     if result.interrupted or not result.checkpoint:
@@ -100,11 +106,12 @@ def evaluate_step(dataset: str, model_dir: str, out_dir: str, *, n: int, seed: i
                   backbone_weights: str | None, experiment: str, parent_run_id: str, pipeline_run_id: str):
     """FID/KID/PRDC of the generator in ``model_dir`` against the train split. Returns
     ``(record, fid)``; the record's metric keys state budget and reference (``fid_1k_train``)."""
-    from ganforge.evaluation import EvalConfig, evaluate
+    from ganforge.evaluate import EvalConfig, evaluate
     from ganforge.metrics import metric_key
 
     cfg = EvalConfig(model=model_dir, dataset=dataset, n=n, seed=seed, backbone=backbone,
-                     backbone_weights=backbone_weights or None, experiment=experiment, output=out_dir)
+                     backbone_weights=decode("backbone_weights", backbone_weights), experiment=experiment,
+                     output=out_dir)
     with pipeline_env(parent_run_id, pipeline_run_id):
         record = evaluate(cfg)
     kid = record["metrics"].get(metric_key("kid_mean", record["n"], "train"))
@@ -119,7 +126,7 @@ def audit_step(dataset: str, model_dir: str, out_dir: str, html_path: str, *, n:
                experiment: str, parent_run_id: str, pipeline_run_id: str):
     """Memorisation audit of the generator; writes the HTML report (stats + nearest-neighbour sheet)
     to ``html_path``. Returns the ``AuditReport``."""
-    from ganforge.evaluation import AuditConfig, audit
+    from ganforge.audit.run import AuditConfig, audit
 
     cfg = AuditConfig(model=model_dir, dataset=dataset, n=n, seed=seed, experiment=experiment, output=out_dir)
     with pipeline_env(parent_run_id, pipeline_run_id):

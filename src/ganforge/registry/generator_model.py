@@ -69,8 +69,8 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
         """Rebuild the network from the spec and load the weights (safetensors: no unpickling)."""
         from safetensors.torch import load_file
 
+        from ganforge.inference import load_weights
         from ganforge.models import ModelSpec, build_generator
-        from ganforge.training.checkpoint import load_weights
 
         meta = json.loads(open(context.artifacts["meta"]).read())  # noqa: SIM115 - tiny file
         self.spec = ModelSpec(**meta["spec"])
@@ -79,7 +79,7 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         """Images for each (seed, label, n) row; see the module docstring for the columns."""
-        from ganforge.training.visuals import sample, to_uint8
+        from ganforge.inference import sample, to_uint8
 
         rows = model_input[["seed", "label", "n"]].astype("int64").itertuples(index=False)
         requests = list(rows)
@@ -97,10 +97,11 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
         return pd.DataFrame(out).astype({c: "int64" for c in ("row", "seed", "label", "index")})
 
     def _latents(self, seed: int, label: int, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Latents and labels exactly as ``ganforge.training.visuals.generate`` draws them."""
+        """Latents and labels exactly as ``ganforge.inference.generate`` draws them."""
+        from ganforge.inference import latents
+
         spec = self.spec
-        g = torch.Generator().manual_seed(seed)
-        z = torch.randn(max(n, 2), spec.latent_dim, generator=g)[:n]
+        z = latents(seed, n, spec.latent_dim)[:n]
         if not spec.conditional:
             if label != NO_LABEL:
                 raise ValueError(f"label {label} given but the model is not conditional; send label -1")

@@ -480,7 +480,7 @@ def _download_version(c, name: str, version: str, tmp: Path) -> str:
     if not (art / "generator.safetensors").is_file() or not (art / "meta.json").is_file():
         raise GanforgeError(f"models:/{name}/{version} is not a ganforge generator (no artifacts/"
                             "generator.safetensors); register it with `ganforge register`")
-    from ganforge.training.checkpoint import WEIGHTS
+    from ganforge.inference import WEIGHTS
 
     meta = json.loads((art / "meta.json").read_text())
     ckpt = tmp / f"ckpt-{int(meta.get('step', 0)):06d}"

@@ -56,7 +56,7 @@ def register(run_id: str, name: str = store.DEFAULT_NAME, force: bool = False,
             weights not evaluated and audited (or a failed audit, or a failed run) without ``force``,
             server down.
     """
-    from ganforge.training.checkpoint import WEIGHTS, check_weights, generator_weights, pick_weights
+    from ganforge.inference import WEIGHTS, check_weights, generator_weights, pick_weights
 
     check_run_id(run_id)
     check_model_name(name)
@@ -258,8 +258,8 @@ def build_model_dir(checkpoint: Path, meta: dict, dest: Path) -> Path:
     import mlflow.pyfunc
     import pandas as pd
 
+    from ganforge.inference import WEIGHTS
     from ganforge.registry.generator_model import SIGNATURE
-    from ganforge.training.checkpoint import WEIGHTS
 
     src = dest.with_name(dest.name + "-src")
     src.mkdir(parents=True)

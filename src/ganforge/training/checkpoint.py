@@ -14,60 +14,31 @@ A checkpoint is first written to a hidden temp directory and then renamed, so a 
 ``ckpt-*`` is always complete; after each write only the newest ``keep`` remain, each renamed to a
 hidden name before it is deleted (a kill mid-delete never leaves a partial ``ckpt-*``). Hidden
 leftovers of a killed writer are removed (or, for a replaced checkpoint, put back) by
-``clean_stale`` when the next run starts in that directory.
+``clean_stale`` when the next run starts in that directory. Reading checkpoints (and the generator
+in one) is ``ganforge.inference``.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import os
 import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 
 from ganforge.errors import GanforgeError
 
-PREFIX = "ckpt-"
-_NAME = re.compile(r"^ckpt-(\d+)$")
-
-
-@dataclass
-class Checkpoint:
-    """A loaded checkpoint.
-
-    Attributes:
-        path: the ``ckpt-<step>`` directory.
-        step: generator updates done when it was written.
-        weights: module name (``generator``, ``discriminator``, ...) -> state dict.
-        state: optimiser states, RNG states and counters (see ``save_checkpoint``).
-        meta: ``{"config": TrainConfig dict, "spec": ModelSpec dict}``.
-    """
-
-    path: Path
-    step: int
-    weights: dict[str, dict[str, torch.Tensor]]
-    state: dict
-    meta: dict
+# Reading a checkpoint back (and the generator in it) is inference's job, below training; the loop
+# reads its own checkpoints through these names.
+from ganforge.inference import PREFIX, Checkpoint, list_checkpoints, load_checkpoint, load_weights  # noqa: F401
+from ganforge.training.config import TrainConfig
 
 
 def checkpoint_name(step: int) -> str:
     """Directory name of the checkpoint at ``step`` (zero-padded so names sort by step)."""
     return f"{PREFIX}{step:06d}"
-
-
-def list_checkpoints(output: str | Path) -> list[Path]:
-    """Complete checkpoints under ``output``, oldest first (temp directories are never listed)."""
-    root = Path(output)
-    if not root.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
-    return [p for _, p in sorted(found)]
 
 
 def check_fresh_output(output: str | Path) -> None:
@@ -204,174 +175,24 @@ def clean_stale(output: str | Path) -> list[str]:
     return handled
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Read a checkpoint directory; nothing is unpickled (safetensors and ``weights_only=True``).
+def check_resumable(path: Path, meta: dict, config: TrainConfig, fingerprint: str) -> None:
+    """One error naming every difference that would make the resumed run a different run.
 
     Raises:
-        GanforgeError: the directory is not a complete ganforge checkpoint.
-    """
-    from safetensors.torch import load_file
-
-    p = Path(path)
-    m = _NAME.match(p.name)
-    if not (p / "state.pt").is_file() or not (p / "meta.json").is_file():
-        raise GanforgeError(f"{p} is not a ganforge checkpoint (needs state.pt and meta.json); pass a ckpt-<step>")
-    try:
-        state = torch.load(p / "state.pt", map_location=map_location, weights_only=True)
-        meta = json.loads((p / "meta.json").read_text())
-        weights = {f.stem: load_file(f, device=str(map_location)) for f in sorted(p.glob("*.safetensors"))}
-    except Exception as exc:  # truncated or foreign files: say which, on one line
-        raise GanforgeError(f"cannot read checkpoint {p}: {' '.join(str(exc).split())[:300]}") from None
-    step = int(state.get("step", int(m.group(1)) if m else 0))
-    return Checkpoint(path=p, step=step, weights=weights, state=state, meta=meta)
-
-
-def load_weights(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], where: str) -> None:
-    """Load a state dict strictly; a mismatch means the checkpoint is for another architecture.
-
-    Raises:
-        GanforgeError: missing/unexpected keys or shape mismatch, reported on one line.
-    """
-    try:
-        module.load_state_dict(state_dict, strict=True)
-    except RuntimeError as exc:
-        first = " ".join(str(exc).split())[:240]
-        raise GanforgeError(
-            f"checkpoint {where} was written for another architecture ({first}); "
-            "use a checkpoint made with the same --model, --width, --latent-dim and image size"
-        ) from None
-
-
-WEIGHTS: dict[str, str] = {"ema": "generator_ema", "raw": "generator"}  # --weights value -> file stem
-Weights = Literal["ema", "raw"]
-
-
-@dataclass(frozen=True)
-class GeneratorWeights:
-    """Which generator weights of a checkpoint are used; recorded beside every number made from them.
-
-    Attributes:
-        checkpoint: the ``ckpt-<step>`` directory.
-        weights: ``ema`` (averaged) or ``raw`` (as trained), resolved: never "auto".
-        step: the checkpoint's step.
-    """
-
-    checkpoint: Path
-    weights: Weights
-    step: int
-
-    @property
-    def file(self) -> Path:
-        """The safetensors file holding these weights."""
-        return self.checkpoint / f"{WEIGHTS[self.weights]}.safetensors"
-
-    @functools.cached_property
-    def sha256(self) -> str:
-        """SHA-256 of ``file``: ties a number to the exact weights."""
-        h = hashlib.sha256()
-        with open(self.file, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-        return h.hexdigest()
-
-    def record(self) -> dict:
-        """``{"weights", "checkpoint_step", "generator_sha256"}``: the names used in records, params and tags."""
-        return {"weights": self.weights, "checkpoint_step": self.step, "generator_sha256": self.sha256}
-
-
-def check_weights(weights: str | None) -> None:
-    """Raise ``GanforgeError`` unless ``weights`` is ``ema``, ``raw`` or None (checked before any work)."""
-    if weights is not None and weights not in WEIGHTS:
-        raise GanforgeError(f"--weights {weights!r}: use ema or raw (or leave it out: ema when the checkpoint "
-                            "has EMA weights, else raw)")
-
-
-def pick_weights(has: set[str], weights: str | None, where: str) -> Weights:
-    """Resolve ``weights`` against the generator weights a checkpoint holds.
-
-    Args:
-        has: which of ``ema`` and ``raw`` the checkpoint holds.
-        weights: ``ema``, ``raw``, or None: ``ema`` when ``has`` it, else ``raw``.
-        where: names the checkpoint in error messages.
-
-    Raises:
-        GanforgeError: an unknown ``weights``, or the asked-for weights are not there.
-    """
-    check_weights(weights)
-    if weights is None:
-        if not has:
-            raise GanforgeError(f"checkpoint {where} holds no generator weights (generator.safetensors)")
-        return "ema" if "ema" in has else "raw"
-    if weights == "ema" and "ema" not in has:
-        raise GanforgeError(f"--weights ema: checkpoint {where} has no EMA weights (generator_ema.safetensors); "
-                            "pass --weights raw or train with --ema-decay")
-    if weights == "raw" and "raw" not in has:  # a registered version carries only the weights it was given
-        raise GanforgeError(f"--weights raw: checkpoint {where} has no raw generator weights (generator.safetensors)"
-                            + ("; pass --weights ema" if has else ""))
-    return weights
-
-
-def generator_weights(path: str | Path, weights: str | None = None, where: str | None = None) -> GeneratorWeights:
-    """Find the generator weights to load from a checkpoint (or the newest one in a run's output directory).
-
-    Args:
-        path: a ``ckpt-<step>`` directory or a run's ``--output`` directory.
-        weights: ``ema``, ``raw``, or None: ``ema`` when the checkpoint has EMA weights, else ``raw``.
-        where: names the checkpoint in error messages (e.g. the ``runs:/`` URI it was downloaded from);
-            None: its directory.
-
-    Raises:
-        GanforgeError: an unknown ``weights``, no such checkpoint, or the asked-for weights are not in it.
-    """
-    check_weights(weights)
-    p = Path(path)
-    if not p.exists():
-        raise GanforgeError(f"checkpoint {p} does not exist; pass a ckpt-<step> directory or a run's --output")
-    if not (p / "state.pt").is_file() and list_checkpoints(p):
-        p = list_checkpoints(p)[-1]
-    if not (p / "state.pt").is_file() or not (p / "meta.json").is_file():
-        raise GanforgeError(f"{p} is not a ganforge checkpoint (needs state.pt and meta.json); pass a ckpt-<step>")
-    has = {w for w, stem in WEIGHTS.items() if (p / f"{stem}.safetensors").is_file()}
-    return GeneratorWeights(p, pick_weights(has, weights, where or str(p)), _step(p))
-
-
-def _step(p: Path) -> int:
-    """The checkpoint's step as ``load_checkpoint`` reads it; mmap: optimiser tensors are not read."""
-    m = _NAME.match(p.name)
-    try:
-        state = torch.load(p / "state.pt", map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # truncated or foreign files: say which, on one line
-        raise GanforgeError(f"cannot read checkpoint {p}: {' '.join(str(exc).split())[:300]}") from None
-    return int(state.get("step", int(m.group(1)) if m else 0))
-
-
-def load_generator(path: str | Path, weights: str | None = None, device: str | torch.device = "cpu"):
-    """Rebuild the generator stored in a checkpoint (or the newest one in a run's output directory).
-
-    Args:
-        path: a ``ckpt-<step>`` directory or a run's ``--output`` directory.
-        weights: ``ema`` (averaged), ``raw`` (as trained), or None: ``ema`` when the checkpoint has EMA
-            weights, else ``raw``. ``generator_weights`` says which one that was.
-        device: where to put the generator.
-
-    Returns:
-        ``(generator in eval mode, ModelSpec, meta dict)``.
-
-    Raises:
-        GanforgeError: not a checkpoint, the asked-for weights missing, or weights that do not fit the
-            recorded architecture.
+        GanforgeError: the checkpoint's config or dataset differ in something that matters.
     """
     from pydantic import ValidationError
 
-    from ganforge.models import ModelSpec, build_generator
-
-    source = generator_weights(path, weights)
-    p = source.checkpoint
-    ck = load_checkpoint(p, device)
     try:
-        spec = ModelSpec(**ck.meta["spec"])
-    except (KeyError, TypeError, ValidationError) as exc:
-        raise GanforgeError(f"checkpoint {p} has no valid model spec in meta.json ({type(exc).__name__})") from None
-    generator = build_generator(spec).to(device)
-    load_weights(generator, ck.weights[WEIGHTS[source.weights]], str(p))
-    return generator.eval(), spec, ck.meta
+        saved = TrainConfig.model_validate(meta["config"])
+    except (KeyError, TypeError, ValidationError):
+        raise GanforgeError(f"cannot resume from {path}: its meta.json holds no valid config; pass another checkpoint"
+                            ) from None
+    diffs = [f"{k} {getattr(saved, k)!r} -> {getattr(config, k)!r}" for k in saved.mismatches(config)]
+    if meta.get("dataset_fingerprint") != fingerprint:
+        diffs.append(f"dataset fingerprint {meta.get('dataset_fingerprint')} -> {fingerprint}")
+    if diffs:
+        raise GanforgeError(
+            f"cannot resume from {path}: it was trained with different settings ({'; '.join(diffs)}); "
+            "use the checkpoint's values or start a new --output without --resume"
+        )

@@ -28,6 +28,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ganforge.errors import GanforgeError
+from ganforge.inference import select_device
 
 
 @dataclass(frozen=True)
@@ -55,27 +56,6 @@ class Runtime:
     def distributed(self) -> bool:
         """True when gradients and statistics must be exchanged."""
         return self.world > 1
-
-
-def select_device(requested: str, local_rank: int = 0) -> torch.device:
-    """Resolve ``--device``: ``auto`` picks CUDA (this rank's GPU) when present, else CPU.
-
-    Raises:
-        GanforgeError: CUDA requested but not available.
-    """
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise GanforgeError(f"--device {requested}: no CUDA device is visible; use --device cpu or auto")
-        device = torch.device("cuda", local_rank) if requested == "cuda" else torch.device(requested)
-        if device.index >= (n := torch.cuda.device_count()):
-            raise GanforgeError(f"--device {requested}: only {n} CUDA device(s) are visible; use cuda:0 to "
-                                f"cuda:{n - 1}, or auto")
-        return device
-    if requested != "cpu":
-        raise GanforgeError(f"--device {requested}: use auto, cpu, cuda or cuda:N")
-    return torch.device("cpu")
 
 
 def setup(requested_device: str, threads: int | None = None) -> Runtime:
@@ -209,8 +189,11 @@ def average_values(values: dict[str, float], rt: Runtime) -> dict[str, float]:
     return {k: float(v) / rt.world for k, v in zip(keys, t.tolist())}
 
 
-def launch(config, nproc: int):
+def launch(config, nproc: int) -> dict:
     """Run ``train(config)`` on ``nproc`` local processes through torchrun; return rank 0's result.
+
+    Each rank runs ``ganforge.training.rank`` (named, not imported: the ranks import the loop, and the
+    loop imports this module); the result comes back as the ``TrainResult`` fields.
 
     The resolved config travels as JSON in the output directory; rank 0 writes the result (or the
     user error) next to it. SIGTERM/SIGINT are forwarded so that ranks checkpoint before exiting.
@@ -218,8 +201,6 @@ def launch(config, nproc: int):
     Raises:
         GanforgeError: a rank reported a user error, or the job failed.
     """
-    from ganforge.training.loop import TrainResult
-
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
     cfg_path, res_path, err_path = out / ".launch-config.json", out / ".launch-result.json", out / ".launch-error"
@@ -227,7 +208,7 @@ def launch(config, nproc: int):
         p.unlink(missing_ok=True)
     cfg_path.write_text(config.model_dump_json())
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "ganforge.training.distributed", str(cfg_path)]  # fmt: skip
+           "-m", "ganforge.training.rank", str(cfg_path)]  # fmt: skip
     env = dict(os.environ)
     if not torch.cuda.is_available():  # CPU ranks share the cores (torchrun would default to 1 each)
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
@@ -243,28 +224,4 @@ def launch(config, nproc: int):
         raise GanforgeError(err_path.read_text().strip())
     if not res_path.is_file():
         raise GanforgeError(f"distributed training failed (torchrun exit {rc}); see the rank logs above")
-    return TrainResult(**json.loads(res_path.read_text()))
-
-
-def _rank_main(cfg_path: str) -> int:
-    """Entry point of one torchrun rank: train, then hand rank 0's result or error to ``launch``."""
-    from dataclasses import asdict
-
-    from ganforge.training.config import TrainConfig
-    from ganforge.training.loop import run_training
-
-    config = TrainConfig.model_validate_json(Path(cfg_path).read_text())
-    out = Path(cfg_path).parent
-    try:
-        result = run_training(config)
-    except GanforgeError as exc:
-        if os.environ.get("RANK", "0") == "0":
-            (out / ".launch-error").write_text(str(exc))
-        return 2
-    if os.environ.get("RANK", "0") == "0":
-        (out / ".launch-result.json").write_text(json.dumps(asdict(result)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_rank_main(sys.argv[1]))
+    return json.loads(res_path.read_text())

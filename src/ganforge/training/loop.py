@@ -76,7 +76,7 @@ def train(config: TrainConfig, data=None, tracker=None) -> TrainResult:
     if "WORLD_SIZE" not in os.environ:  # the launcher checks once for all ranks
         preflight(config, data, tracking=tracker is None)
     if config.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        return ddp.launch(config, config.nproc)  # relaunch through torchrun; ranks call run_training
+        return TrainResult(**ddp.launch(config, config.nproc))  # relaunch through torchrun; ranks call run_training
     return run_training(config, data, tracker)
 
 
@@ -234,10 +234,10 @@ def _fid_probe(t: Trainer, tracker) -> None:
     """
     if not t.rt.is_main:
         return
-    from ganforge.evaluation import real_features
     from ganforge.metrics import metric_key
     from ganforge.metrics.features import get_extractor
     from ganforge.metrics.fid import fid_from_features
+    from ganforge.metrics.real_features import real_features
 
     c = t.config
     if t.fid_extractor is None:

@@ -47,7 +47,7 @@ def preflight(config: TrainConfig, data=None, tracking: bool = True) -> None:
     """
     check_output_dir(config.output)
     facts = _data_facts(config, data)
-    from ganforge.training.distributed import select_device
+    from ganforge.inference import select_device
 
     select_device(config.device)
     _check_model(config, facts)
@@ -141,28 +141,5 @@ def check_resume(config: TrainConfig, fingerprint: str) -> Path:
         raise GanforgeError(
             f"cannot resume from {path}: unreadable meta.json ({type(exc).__name__}); pass another checkpoint"
         ) from None
-    check_resumable(path, meta, config, fingerprint)
+    ckpt.check_resumable(path, meta, config, fingerprint)
     return path
-
-
-def check_resumable(path: Path, meta: dict, config: TrainConfig, fingerprint: str) -> None:
-    """One error naming every difference that would make the resumed run a different run.
-
-    Raises:
-        GanforgeError: the checkpoint's config or dataset differ in something that matters.
-    """
-    from pydantic import ValidationError
-
-    try:
-        saved = TrainConfig.model_validate(meta["config"])
-    except (KeyError, TypeError, ValidationError):
-        raise GanforgeError(f"cannot resume from {path}: its meta.json holds no valid config; pass another checkpoint"
-                            ) from None
-    diffs = [f"{k} {getattr(saved, k)!r} -> {getattr(config, k)!r}" for k in saved.mismatches(config)]
-    if meta.get("dataset_fingerprint") != fingerprint:
-        diffs.append(f"dataset fingerprint {meta.get('dataset_fingerprint')} -> {fingerprint}")
-    if diffs:
-        raise GanforgeError(
-            f"cannot resume from {path}: it was trained with different settings ({'; '.join(diffs)}); "
-            "use the checkpoint's values or start a new --output without --resume"
-        )

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ganforge.errors import GanforgeError
-from ganforge.training.checkpoint import Checkpoint, load_weights
+from ganforge.inference import Checkpoint, load_weights
 from ganforge.training.config import TrainConfig
 from ganforge.training.distributed import Runtime, sync_batchnorm
 
@@ -263,7 +263,7 @@ def restore(t: Trainer, ck: Checkpoint, check_config: bool) -> None:
             belong to another architecture.
     """
     if check_config:
-        from ganforge.training.preflight import check_resumable
+        from ganforge.training.checkpoint import check_resumable
 
         check_resumable(ck.path, ck.meta, t.config, t.fingerprint)
     where = str(ck.path)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ganforge.data.sources import Source
+from ganforge.data.sources.base import Source
 
 
 def open_digits(input_path: str | None, download: bool) -> Source:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ganforge.data.sources import Source
+from ganforge.data.sources.base import Source
 from ganforge.errors import GanforgeError
 
 LAYOUT_HELP = "one sub-directory of images per class, or images directly in the directory for one class"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ganforge.data.sources import Source
+from ganforge.data.sources.base import Source
 from ganforge.errors import GanforgeError
 
 GALAXY10_FILE_NAME = "Galaxy10_DECals.h5"

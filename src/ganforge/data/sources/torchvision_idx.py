@@ -15,7 +15,7 @@ from urllib.error import URLError
 
 import numpy as np
 
-from ganforge.data.sources import Source
+from ganforge.data.sources.base import Source
 from ganforge.errors import GanforgeError
 
 DATA_ROOT_ENV = "GANFORGE_DATA_ROOT"

@@ -24,7 +24,7 @@ import torch
 from ganforge.errors import GanforgeError
 from ganforge.progress import progress_bar
 
-METRICS = ("l2", "l1")
+DISTANCES = ("l2", "l1")  # the `metric` argument: a distance, not an image metric of ganforge.metrics
 _U32 = 2.0**-24  # unit roundoff of float32
 
 
@@ -118,8 +118,8 @@ def knn(
     Raises:
         GanforgeError: on a bad metric, k, chunk size or mismatched shapes.
     """
-    if metric not in METRICS:
-        raise GanforgeError(f"unknown k-NN metric {metric!r}; use one of {', '.join(METRICS)}")
+    if metric not in DISTANCES:
+        raise GanforgeError(f"unknown k-NN metric {metric!r}; use one of {', '.join(DISTANCES)}")
     q_all, r_all = _flat(queries, "queries"), _flat(refs, "refs")
     n, m = q_all.shape[0], r_all.shape[0]
     if q_all.shape[1] != r_all.shape[1]:

@@ -1,0 +1,136 @@
+"""``ganforge audit``: the nearest-neighbour memorisation audit of judged images against the training split.
+
+Maths lives in ``ganforge.audit.memorization`` (and ``invariant``); the judged images and the report
+come from ``ganforge.judged``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from ganforge.errors import GanforgeError
+from ganforge.judged import (
+    TRAIN_SPLIT,
+    ImagesSource,
+    check_same_size,
+    judged_images,
+    pick_device,
+    preflight,
+    publish,
+)
+
+
+class AuditConfig(ImagesSource):
+    """``ganforge audit``: nearest-neighbour memorisation check against the training split."""
+
+    n: int = Field(1000, ge=2, description="Number of generated images audited.")
+    space: str = Field("pixels", description="Where distances are measured: pixels or a backbone name.")
+    metric: Literal["l2", "l1"] = Field("l2", description="Distance: l2 or l1 (the book's check uses l1).")
+    heldout_split: str | None = Field(None, description="Held-out real split for the baseline (never the training "
+                                      "split). None: test, else val, else a leave-one-out baseline within train.")
+    n_pairs: int = Field(16, ge=1, description="Pairs drawn on the sheet: flagged images first, then the closest.")
+    alpha: float | None = Field(None, gt=0, lt=0.5, description="Per-image flag level: flagged when closer to a "
+                                "training image than all but a fraction alpha of unseen images. None: 0.001 (or "
+                                "1/(n+1) for a baseline of n < 999 images).")
+    test_level: float = Field(0.01, gt=0, lt=0.5, description="Level of the set-level test on the number of flags.")
+    invariance: Literal["none", "mirror", "shift"] = Field("shift", description="Copies seen through: none, mirror, "
+                                                           "or mirror + shifts up to --max-shift px (pixels only).")
+    max_shift: int = Field(2, ge=0, le=8, description="Largest shift in pixels (--invariance shift).")
+    levels: float = Field(0.05, ge=0, lt=0.5, description="Dead zone at both ends of the pixel range (fraction): "
+                          "values that close to black or white become black or white before the blur, so noise "
+                          "clipped there leaves no veil; 0 keeps every value (pixels only).")
+    blur: float = Field(1.5, ge=0, le=8, description="Gaussian blur sigma (px) before pixel distances; 0: raw pixels.")
+
+    @model_validator(mode="after")
+    def _heldout_is_not_train(self):
+        # against itself the baseline distance is 0, so every generator would pass: a gate switched off
+        if self.heldout_split == TRAIN_SPLIT:
+            raise ValueError(f"the held-out split cannot be the training split {TRAIN_SPLIT!r} (the baseline "
+                             "distance would be 0 and every audit would pass); pass --heldout-split test or val")
+        return self
+
+
+def audit_thresholds(cfg: AuditConfig):
+    """The ``AuditThresholds`` the flags of ``cfg`` ask for."""
+    from ganforge.audit.memorization import AuditThresholds
+
+    return AuditThresholds(alpha=cfg.alpha, test_level=cfg.test_level, invariance=cfg.invariance,
+                           max_shift=cfg.max_shift, levels=cfg.levels, blur=cfg.blur)
+
+
+def audit(cfg: AuditConfig):
+    """Run the memorisation audit; returns the ``AuditReport`` (also written to files and MLflow).
+
+    Everything the flags decide (baseline, alpha, generated count, space and shape) is checked before
+    images are generated or distances computed.
+    """
+    import math
+
+    from ganforge.audit.memorization import baseline_key, check_generated_count, plan_baseline, run_audit
+    from ganforge.data import load, read_manifest
+    from ganforge.data.loader import default_cache_dir
+    from ganforge.metrics.features import get_extractor
+
+    preflight(cfg)
+    th = audit_thresholds(cfg)
+    manifest = read_manifest(cfg.dataset)
+    counts = manifest["counts"]["splits"]
+    if TRAIN_SPLIT not in counts:
+        raise GanforgeError(f"dataset {cfg.dataset} has no {TRAIN_SPLIT} split (it has {', '.join(counts)}); "
+                            "the audit compares against the images a generator trains on")
+    if cfg.heldout_split is not None and cfg.heldout_split not in counts:
+        raise GanforgeError(f"dataset {cfg.dataset} has no split {cfg.heldout_split!r} (it has "
+                            f"{', '.join(counts)}); pass --heldout-split test or val, or leave it out")
+    held = cfg.heldout_split or next((s for s in ("test", "val") if s in counts), None)
+    kind, n_base, alpha = plan_baseline(counts[TRAIN_SPLIT], counts[held] if held else None, th)
+    if cfg.invariance == "shift" and cfg.space != "pixels":
+        raise GanforgeError(f"--invariance shift compares pixels; with --space {cfg.space} use --invariance mirror "
+                            "or none")
+    if cfg.space == "pixels":
+        h, w = manifest["image"]["height"], manifest["image"]["width"]
+        margin = cfg.max_shift + (math.ceil(2 * cfg.blur) if cfg.blur > 0 else 0)
+        if cfg.invariance == "shift" and min(h, w) <= 2 * margin:
+            raise GanforgeError(f"dataset images of {w}x{h} px are too small for --max-shift {cfg.max_shift} with "
+                                f"--blur {cfg.blur:g} (a {margin} px border is left out); lower them")
+    if cfg.model is not None:
+        check_generated_count(cfg.n, n_base, alpha, th)
+    device = pick_device(cfg.device)
+    space = "pixels" if cfg.space == "pixels" else get_extractor(cfg.space, cfg.backbone_weights, device,
+                                                                   expected_sha256=cfg.backbone_sha256)
+    judged = judged_images(cfg, manifest)
+    check_generated_count(len(judged.images), n_base, alpha, th)
+    if cfg.space == "pixels":
+        check_same_size(judged.images, manifest, cfg.dataset, "pixels")
+    space_name = "pixels" if isinstance(space, str) else space.name
+    space_sha = get_extractor("pixels").sha256 if isinstance(space, str) else space.sha256
+    split = held if kind == "heldout" else TRAIN_SPLIT
+    cache = (Path(default_cache_dir()) / "audit" / manifest["fingerprint"]
+             / f"{baseline_key(th, kind, split, space_name, space_sha, cfg.metric, n_base, alpha)}.npy")
+    heldout = load(cfg.dataset, held).images if kind == "heldout" else None
+    with tempfile.TemporaryDirectory(prefix="ganforge-audit-") as work:
+        sheet = Path(work) / "audit_sheet.png"
+        report = run_audit(judged.images, load(cfg.dataset, TRAIN_SPLIT).images, heldout, space=space,
+                           thresholds=th, metric=cfg.metric, n_pairs=cfg.n_pairs, sheet_path=sheet,
+                           batch_size=cfg.batch_size, device=device, baseline_cache=cache)
+        metrics = {
+            "audit/passed": float(report.verdict == "pass"), "audit/nn_dist_min": report.generated_to_train.min,
+            "audit/nn_dist_p1": report.generated_to_train.p1, "audit/baseline_dist_p1": report.heldout_to_train.p1,
+            "audit/fraction_below_baseline": report.fraction_below_baseline,
+            "audit/exact_duplicates": float(report.exact_duplicates), "audit/z_u": report.z_u,
+            "audit/flagged": float(report.n_flagged), "audit/expected_flagged": report.expected_flagged,
+            "audit/flag_test_p": report.flag_test_p_value,
+        }  # fmt: skip
+        record = json.loads(report.to_json()) | {"dataset": cfg.dataset, "train_split": TRAIN_SPLIT,
+                                                 "heldout_split": held if kind == "heldout" else None,
+                                                 "dataset_fingerprint": manifest["fingerprint"], "judged": judged.info}
+        # the splits are evidence too: the registry refuses an audit whose baseline was the training split
+        tags = {"train_split": TRAIN_SPLIT, "audit_baseline": kind}
+        if kind == "heldout":
+            tags["heldout_split"] = held
+        publish(cfg, "audit", record, metrics, Path(work), verdict=report.verdict, tags=tags)
+    return report

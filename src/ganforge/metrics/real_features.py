@@ -1,0 +1,44 @@
+"""The real-image feature cache: a dataset split's backbone features, computed once.
+
+Keyed by (dataset fingerprint, split, backbone name and weights hash, sample size) under
+``$GANFORGE_CACHE_DIR/features/<fingerprint>/``; evaluation and training's per-epoch FID read the same
+files. The labels file is written first and the features last, so the features' presence marks a
+complete entry (each file is written under a temp name and renamed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ganforge.outputs import save_npy_atomic
+
+
+def real_features(dataset: str, split: str, extractor, n_real: int | None, batch_size: int,
+                  cache_dir: str | None = None) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Features of the real split, computed once per (fingerprint, split, backbone hash, sample).
+
+    Returns:
+        (features (N, D) float32, labels (N,), whether they came from the cache).
+    """
+    from ganforge.data import load, read_manifest
+    from ganforge.data.loader import default_cache_dir
+
+    fp = read_manifest(dataset)["fingerprint"]
+    name = f"{split}-{extractor.name}-{extractor.sha256[:16]}-{n_real or 'all'}"
+    d = Path(cache_dir or default_cache_dir()) / "features" / fp
+    feats_path, labels_path = d / f"{name}.npy", d / f"{name}-labels.npy"
+    if feats_path.exists() and labels_path.exists():
+        return torch.from_numpy(np.load(feats_path)), torch.from_numpy(np.load(labels_path)), True
+    data = load(dataset, split)
+    images, labels = data.images, data.labels
+    if n_real is not None and n_real < len(images):
+        keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:n_real].sort().values
+        images, labels = images[keep], labels[keep]
+    label = f"extract {extractor.name} real {split}"
+    feats = extractor.extract(images, batch_size, progress=label).float().cpu()
+    for path, arr in ((labels_path, labels.numpy()), (feats_path, feats.numpy())):  # features last: marks complete
+        save_npy_atomic(path, arr)
+    return feats, labels, False
