@@ -8,7 +8,7 @@ from components._base import component
 @component
 def train(dataset: Input[Dataset], generator: Output[Model], metrics: Output[Metrics], work_dir: str,
           seed: int, gpus: int, experiment: str, parent_run_id: str, pipeline_run_id: str,
-          preset: str = "", model: str = "", epochs: int = 0, steps: int = 0) -> str:
+          preset: str = "digits-tiny", model: str = "", epochs: int = 0, steps: int = 0) -> str:
     """Train on the dataset; the final checkpoint becomes the ``generator`` artifact. Returns the MLflow run id.
 
     Args:
@@ -25,12 +25,17 @@ def train(dataset: Input[Dataset], generator: Output[Model], metrics: Output[Met
         model: model family; "": the preset's.
         epochs: epochs; 0: the preset's.
         steps: generator updates; 0: the preset's.
+
+    The training flags (``ganforge.pipeline.params.train_flags()``) are passed on by name: exposing one more
+    is a ``PipelineParams`` field and its parameter here.
     """
+    given = dict(locals())  # first statement: the parameters and nothing else
+    from ganforge.pipeline.params import train_flags
     from ganforge.pipeline.steps import train_step
 
-    result = train_step(dataset.metadata["uri"], work_dir, generator.path, preset=preset, model=model,
-                        epochs=epochs, steps=steps, seed=seed, gpus=gpus, experiment=experiment,
-                        parent_run_id=parent_run_id, pipeline_run_id=pipeline_run_id)
+    result = train_step(dataset.metadata["uri"], work_dir, generator.path, gpus=gpus, experiment=experiment,
+                        parent_run_id=parent_run_id, pipeline_run_id=pipeline_run_id,
+                        **{k: given[k] for k in train_flags()})
     generator.metadata.update({"run_id": result.run_id or "", "step": result.step,
                                "dataset_fingerprint": dataset.metadata["fingerprint"]})
     for k, v in result.metrics.items():

@@ -3,14 +3,15 @@
 Every user choice is a pipeline parameter (the fields of ``ganforge.pipeline.params.PipelineParams``,
 same names and defaults). Cluster wiring lives here and only here: the image, the GPU node pool of the
 training task, its resources and ``/dev/shm``, the checkpoint volume and the credential Secrets.
-``build(cluster)`` returns the pipeline function for one ``ClusterConfig``. Optional parameters are
-"" or 0 when unset (KFP cannot carry None; see ``ganforge.pipeline.params.unset``).
+``build(cluster)`` returns the pipeline function for one ``ClusterConfig``. Its signature is made from
+``PipelineParams`` (``pipeline_signature``); optional parameters are "" or 0 when unset (KFP cannot carry
+None; see ``ganforge.pipeline.params.encode``). Training flags reach the train task by name.
 """
 
 from kfp import dsl, kubernetes
 
 from components import audit, evaluate, finish_run, gate, ingest, register, start_run, train
-from ganforge.pipeline.params import ClusterConfig
+from ganforge.pipeline.params import ClusterConfig, pipeline_signature, train_flags
 
 PIPELINE_NAME = "ganforge-gan"
 WORKSPACE = "/workspace"  # mount path of the ClusterConfig.workspace_pvc volume
@@ -51,28 +52,15 @@ def build(cluster: ClusterConfig | None = None):
     """The pipeline function for ``cluster`` (default ``ClusterConfig()``)."""
     cluster = cluster or ClusterConfig()
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="ingest -> train -> evaluate || audit -> gate -> register")
-    def gan_pipeline(
-        source: str = "digits",
-        input: str = "",
-        dataset: str = f"{WORKSPACE}/datasets/digits",
-        image_size: int = 32,
-        limit: int = 0,
-        preset: str = "digits-tiny",
-        model: str = "",
-        epochs: int = 0,
-        steps: int = 0,
-        seed: int = 0,
-        gpus: int = 0,
-        n: int = 1000,
-        backbone: str = "pixels",
-        backbone_weights: str = "",
-        audit_n: int = 500,
-        max_fid: float = 100.0,
-        model_name: str = "ganforge-generator",
-        experiment: str = "ganforge",
-        work_dir: str = f"{WORKSPACE}/runs",
-    ) -> str:
+    signature = pipeline_signature()  # PipelineParams' fields: names, types and (encoded) defaults
+
+    def gan_pipeline(*args, **kwargs) -> str:
+        p = signature.bind(*args, **kwargs).arguments  # KFP calls it with every parameter
+        source, input, dataset, image_size, limit = (p[k] for k in ("source", "input", "dataset", "image_size",
+                                                                      "limit"))
+        seed, gpus, n, backbone, backbone_weights, audit_n, max_fid, model_name, experiment, work_dir, preset = (
+            p[k] for k in ("seed", "gpus", "n", "backbone", "backbone_weights", "audit_n", "max_fid", "model_name",
+                           "experiment", "work_dir", "preset"))
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         # The exit handler may not take outputs of the tasks it guards: it finds the parent run by the KFP run id.
         finish = _wire(finish_run(experiment=experiment, pipeline_run_id=run_id), cluster, s3=False)
@@ -86,9 +74,9 @@ def build(cluster: ClusterConfig | None = None):
             ing = _wire(ingest(source=source, dataset=dataset, image_size=image_size, input=input, limit=limit),
                         cluster, workspace=True)
             ing.set_caching_options(True)  # cached on its inputs; ingest itself also reuses an identical dataset
-            tr = _wire(train(dataset=ing.outputs["dataset_out"], work_dir=work_dir, seed=seed, gpus=gpus,
-                             experiment=experiment, parent_run_id=parent, pipeline_run_id=run_id, preset=preset,
-                             model=model, epochs=epochs, steps=steps), cluster, workspace=True)
+            tr = _wire(train(dataset=ing.outputs["dataset_out"], work_dir=work_dir, gpus=gpus, experiment=experiment,
+                             parent_run_id=parent, pipeline_run_id=run_id, **{k: p[k] for k in train_flags()}),
+                       cluster, workspace=True)
             tr.set_retry(num_retries=cluster.train_retries, backoff_duration="60s", backoff_factor=2.0)
             _on_gpus(tr, cluster, gpus)
             common = dict(dataset=ing.outputs["dataset_out"], generator=tr.outputs["generator"], seed=seed,
@@ -104,4 +92,6 @@ def build(cluster: ClusterConfig | None = None):
                                pipeline_run_id=run_id), cluster)
         return finish.output  # "FINISHED: <the gate's decision>" or "FAILED: <why>"
 
-    return gan_pipeline
+    gan_pipeline.__signature__ = signature
+    return dsl.pipeline(gan_pipeline, name=PIPELINE_NAME,
+                        description="ingest -> train -> evaluate || audit -> gate -> register")

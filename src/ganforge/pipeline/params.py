@@ -8,9 +8,12 @@ compile time: the image, the GPU node pool and the Kubernetes Secrets the tasks 
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import re
+import types
+import typing
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -26,8 +29,18 @@ SOURCE_NAMES = ("digits", "mnist", "fashion-mnist", "kmnist", "galaxy10", "folde
 PIPELINE_BACKBONES = ("pixels", "inception-tf", "inception-torchvision")
 
 
+# Marks a field that is also a ``TrainConfig`` field: the pipeline hands it to the train task, whose
+# component passes it on to ``resolve_config`` by name (see ``train_flags``).
+TRAIN_FLAG = {"train_flag": True}
+
+
 class PipelineParams(BaseModel):
-    """Every user choice of a pipeline run; each field is a KFP pipeline parameter of that name."""
+    """Every user choice of a pipeline run; each field is a KFP pipeline parameter of that name.
+
+    The pipeline function's signature is made from these fields (``pipeline_signature``) and a test checks
+    every component input fed by a pipeline parameter against them. Exposing one more training flag is
+    two edits: a field here marked ``TRAIN_FLAG`` and the parameter in ``components/train.py``.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -38,11 +51,11 @@ class PipelineParams(BaseModel):
     )
     image_size: int = Field(32, ge=8, le=1024, description="Square image side in pixels at ingest.")
     limit: int | None = Field(None, ge=1, description="At most this many images per split. None: all.")
-    preset: str | None = Field("digits-tiny", description="Training preset. None: model/epochs/steps alone.")
-    model: str | None = Field(None, description="Model family (mlp, dcgan, wgan-gp, vae). None: the preset's.")
-    epochs: int | None = Field(None, ge=1, description="Training epochs. None: the preset's (or --steps).")
-    steps: int | None = Field(None, ge=1, description="Generator updates. None: the preset's (or --epochs).")
-    seed: int = Field(0, ge=0, description="Seed of training, evaluation and audit latents.")
+    preset: str | None = Field("digits-tiny", description="Training preset. None: model/epochs/steps alone.", json_schema_extra=TRAIN_FLAG)
+    model: str | None = Field(None, description="Model family (mlp, dcgan, wgan-gp, vae). None: the preset's.", json_schema_extra=TRAIN_FLAG)
+    epochs: int | None = Field(None, ge=1, description="Training epochs. None: the preset's (or --steps).", json_schema_extra=TRAIN_FLAG)
+    steps: int | None = Field(None, ge=1, description="Generator updates. None: the preset's (or --epochs).", json_schema_extra=TRAIN_FLAG)
+    seed: int = Field(0, ge=0, description="Seed of training, evaluation and audit latents.", json_schema_extra=TRAIN_FLAG)
     gpus: int = Field(0, ge=0, le=16, description="GPUs for training; more than 1 trains with torchrun DDP.")
     n: int = Field(1000, ge=2, description="Generated images scored by evaluate.")
     backbone: str = Field("pixels", description="Evaluate's feature backbone (pixels, inception-tf, ...).")
@@ -56,11 +69,11 @@ class PipelineParams(BaseModel):
         "/workspace/runs", description="Directory kept across retries for checkpoints (a PVC on a cluster)."
     )
 
-    @field_validator("input", "preset", "model", "backbone_weights", "limit", "epochs", "steps", mode="before")
+    @field_validator("*", mode="before")
     @classmethod
-    def _unset(cls, v):
-        # "" and 0 are how KFP carries "not set" (see ``unset``): accept them back as None
-        return None if v == "" or (v == 0 and not isinstance(v, bool)) else v
+    def _unset(cls, v, info):
+        # run arguments come back from KFP encoded (see ``encode``): read them back as None
+        return decode(info.field_name, v)
 
     @field_validator("source", "backbone")
     @classmethod
@@ -102,15 +115,62 @@ class PipelineParams(BaseModel):
         return self
 
     def arguments(self) -> dict:
-        """The KFP run arguments: every field, with unset (None) ones encoded as ``unset(field)``."""
-        return {k: unset(k) if v is None else v for k, v in self.model_dump().items()}
+        """The KFP run arguments: every field, with unset (None) ones encoded (see ``encode``)."""
+        return encode(self.model_dump())
 
 
 # KFP cannot carry None through a pipeline run (kfp.local rejects None arguments and null defaults), so
 # an optional parameter that is not set travels as "" (text) or 0 (numbers: none of them may be 0 when
-# set) and the step functions read it back with ``x or None``. This is the only place that encoding lives.
-OPTIONAL_TEXT = ("input", "preset", "model", "backbone_weights")
-OPTIONAL_NUMBER = ("limit", "epochs", "steps")
+# set). ``encode`` and ``decode`` are the one place that encoding lives; which parameters are optional,
+# and text or number, is read from the field types.
+
+
+def _kfp_type(name: str) -> type:
+    """The type a parameter has in KFP: ``int | None`` -> int (str, int, float or bool)."""
+    annotation = PipelineParams.model_fields[name].annotation
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    return annotation
+
+
+def is_optional(name: str) -> bool:
+    """Whether the parameter ``name`` may be None (not set)."""
+    return type(None) in typing.get_args(PipelineParams.model_fields[name].annotation)
+
+
+def unset(name: str):
+    """How the unset value of the optional parameter ``name`` travels through KFP: "" or 0."""
+    kind = _kfp_type(name)
+    if kind is bool:  # False is a value: an optional switch cannot be told from "off"
+        raise TypeError(f"pipeline parameter {name}: KFP cannot carry an unset bool; give it a default")
+    return kind()  # "", 0 or 0.0
+
+
+def encode(values: dict) -> dict:
+    """Pipeline values by name, with None (not set) as KFP carries it."""
+    return {k: unset(k) if v is None else v for k, v in values.items()}
+
+
+def decode(name: str, value):
+    """A value of the parameter ``name`` as KFP carried it, with its unset encoding read back as None."""
+    if name not in PipelineParams.model_fields or not is_optional(name) or isinstance(value, bool):
+        return value
+    return None if value == unset(name) else value
+
+
+def train_flags() -> tuple[str, ...]:
+    """The parameters that are ``TrainConfig`` fields, handed to the train task by name."""
+    return tuple(k for k, f in PipelineParams.model_fields.items() if (f.json_schema_extra or {}).get("train_flag"))
+
+
+def pipeline_signature() -> inspect.Signature:
+    """The pipeline function's signature: every field, its KFP type and its encoded default, in order."""
+    defaults = PipelineParams().arguments()
+    return inspect.Signature(
+        [inspect.Parameter(k, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=defaults[k], annotation=_kfp_type(k))
+         for k in PipelineParams.model_fields],
+        return_annotation=str,
+    )  # fmt: skip
 
 
 def check_given(values: dict) -> None:
@@ -120,16 +180,13 @@ def check_given(values: dict) -> None:
         GanforgeError: an optional number given as 0 or less, an optional text given as "".
     """
     for name, v in values.items():
+        if name not in PipelineParams.model_fields or not is_optional(name) or v is None:
+            continue
         flag = "--" + name.replace("_", "-")
-        if name in OPTIONAL_NUMBER and isinstance(v, int) and v < 1:
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v <= unset(name):
             raise GanforgeError(f"{flag} {v} is not a positive count; leave {flag} out for its default")
-        if name in OPTIONAL_TEXT and v == "":
+        if v == unset(name):
             raise GanforgeError(f"{flag} is empty; leave {flag} out for its default")
-
-
-def unset(name: str):
-    """How the unset value of the optional parameter ``name`` travels through KFP."""
-    return "" if name in OPTIONAL_TEXT else 0
 
 
 class ClusterConfig(BaseModel):

@@ -1,17 +1,16 @@
 """One function per pipeline step: what a KFP component body calls, importable and testable without KFP.
 
-Each takes plain values (paths, numbers, run ids), sets the MLflow nesting environment
-(``ganforge.pipeline.runs``) and calls the same library function as the CLI command of that step.
+Each takes plain values (paths, numbers, run ids), turns the parent and KFP run ids into the
+``RunContext`` its MLflow run nests by (``ganforge.pipeline.runs``) and calls the same library function
+as the CLI command of that step.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
 import html
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,22 +18,7 @@ from pathlib import Path
 from ganforge.errors import GanforgeError
 from ganforge.outputs import write_text_atomic
 from ganforge.pipeline.params import decode, train_flags
-from ganforge.pipeline.runs import PARENT_ENV, PIPELINE_RUN_ENV
-
-
-@contextlib.contextmanager
-def pipeline_env(parent_run_id: str, pipeline_run_id: str):
-    """Run the body with the nesting variables set, so every MLflow run it opens nests under the parent."""
-    saved = {k: os.environ.get(k) for k in (PARENT_ENV, PIPELINE_RUN_ENV)}
-    os.environ[PARENT_ENV], os.environ[PIPELINE_RUN_ENV] = parent_run_id, pipeline_run_id
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+from ganforge.tracking import RunContext
 
 
 def ingest_step(source: str, dataset: str, input: str | None, image_size: int, limit: int | None):
@@ -83,8 +67,7 @@ def train_step(dataset: str, work_dir: str, model_dir: str, *, gpus: int, experi
     config = resolve_config({**asked, "output": str(output), "experiment": experiment, "nproc": max(1, gpus),
                              "device": "cuda" if gpus > 0 else "auto",
                              "resume": "latest" if list_checkpoints(output) else None})
-    with pipeline_env(parent_run_id, pipeline_run_id):
-        result = train(config)
+    result = train(config, context=RunContext(parent_run_id, pipeline_run_id))
     if result.interrupted or not result.checkpoint:
         raise GanforgeError(f"training stopped at step {result.step} without finishing; the task's retry resumes it")
     record = {k: v for k, v in dataclasses.asdict(result).items() if k != "output"}
@@ -112,8 +95,7 @@ def evaluate_step(dataset: str, model_dir: str, out_dir: str, *, n: int, seed: i
     cfg = EvalConfig(model=model_dir, dataset=dataset, n=n, seed=seed, backbone=backbone,
                      backbone_weights=decode("backbone_weights", backbone_weights), experiment=experiment,
                      output=out_dir)
-    with pipeline_env(parent_run_id, pipeline_run_id):
-        record = evaluate(cfg)
+    record = evaluate(cfg, context=RunContext(parent_run_id, pipeline_run_id))
     kid = record["metrics"].get(metric_key("kid_mean", record["n"], "train"))
     if kid is not None:  # a stable name on the parent run: one KID column in the runs table, beside eval/fid
         from ganforge.pipeline.runs import log_outcome
@@ -129,8 +111,7 @@ def audit_step(dataset: str, model_dir: str, out_dir: str, html_path: str, *, n:
     from ganforge.audit.run import AuditConfig, audit
 
     cfg = AuditConfig(model=model_dir, dataset=dataset, n=n, seed=seed, experiment=experiment, output=out_dir)
-    with pipeline_env(parent_run_id, pipeline_run_id):
-        report = audit(cfg)
+    report = audit(cfg, context=RunContext(parent_run_id, pipeline_run_id))
     Path(html_path).write_text(audit_html(report, Path(out_dir) / "audit_sheet.png"))
     return report
 
@@ -180,8 +161,7 @@ def register_step(train_run_id: str, model_name: str, parent_run_id: str, pipeli
     """Register the training run's generator (alias ``candidate``); returns name, version, aliases, tags."""
     from ganforge.registry import register
 
-    with pipeline_env(parent_run_id, pipeline_run_id):
-        out = register(train_run_id, name=model_name, pipeline_run_id=pipeline_run_id)
+    out = register(train_run_id, name=model_name, pipeline_run_id=pipeline_run_id)
     from ganforge.pipeline.runs import log_outcome
 
     log_outcome(parent_run_id, {}, {"ganforge.registered_model": f"{out['name']}/{out['version']}"})
