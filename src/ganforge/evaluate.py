@@ -9,8 +9,12 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field
+
+if TYPE_CHECKING:
+    from ganforge.tracking import RunContext
 
 from ganforge.errors import GanforgeError
 from ganforge.judged import ImagesSource, check_same_size, judged_images, pick_device, preflight, publish
@@ -26,8 +30,11 @@ class EvalConfig(ImagesSource):
                           "pixels or custom.")
 
 
-def evaluate(cfg: EvalConfig) -> dict:
-    """Compute the metrics; returns the record (also written to ``cfg.output`` and MLflow)."""
+def evaluate(cfg: EvalConfig, context: RunContext | None = None) -> dict:
+    """Compute the metrics; returns the record (also written to ``cfg.output`` and MLflow).
+
+    ``context``: the pipeline run the MLflow run nests under (None: a run of its own).
+    """
     from ganforge.data import read_manifest
     from ganforge.metrics import METRICS, compute_metrics, metric_key
     from ganforge.metrics.features import get_extractor
@@ -59,7 +66,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         "real_features_cached": cached, "seconds": round(time.perf_counter() - t0, 3),
     }
     with tempfile.TemporaryDirectory(prefix="ganforge-evaluate-") as work:
-        publish(cfg, "evaluate", record, {f"eval/{k}": v for k, v in values.items()}, Path(work))
+        publish(cfg, "evaluate", record, {f"eval/{k}": v for k, v in values.items()}, Path(work), context=context)
     return record
 
 

@@ -12,13 +12,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ganforge.errors import GanforgeError
+
+if TYPE_CHECKING:
+    from ganforge.tracking import RunContext
 
 PROVENANCE = ("weights", "checkpoint_step", "generator_sha256")  # of a checkpoint's judged images
 TRAIN_SPLIT = "train"  # the split generators train on and the audit compares against
@@ -160,7 +163,7 @@ def preflight(cfg: ImagesSource) -> None:
 
 
 def publish(cfg: ImagesSource, step: str, record: dict, metrics: dict, work: Path, verdict: str | None = None,
-            tags: dict | None = None):
+            tags: dict | None = None, context: RunContext | None = None):
     """Log metrics + artifacts to one MLflow run, then publish ``<step>.json`` (and ``work``'s files) to
     ``cfg.output``: files appear only once MLflow (when tracking) holds the same record."""
     from ganforge.faults import fault_point
@@ -182,7 +185,7 @@ def publish(cfg: ImagesSource, step: str, record: dict, metrics: dict, work: Pat
         params = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in ("output", "track", "weights")}
         if "weights" in judged:
             params["weights"] = judged["weights"]
-        tracker = open_tracker(True, cfg.experiment, step, params, all_tags)
+        tracker = open_tracker(True, cfg.experiment, step, params, all_tags, context=context)
         try:
             tracker.log_metrics(metrics, step=0)
             fault_point(f"{step}:before-artifacts")

@@ -1,10 +1,12 @@
-"""Experiment tracking: the only module that imports mlflow.
+"""Experiment tracking: the MLflow boundary for runs, experiments and artifacts.
 
-The training loop sees the small ``Tracker`` interface (``NullTracker`` when tracking is off,
-``MlflowTracker`` otherwise). Metrics go through mlflow's asynchronous logging and images through a
-one-thread background queue, so the loop never waits on the tracking server; ``close`` flushes both.
-The server is reached through ``MLFLOW_TRACKING_URI`` (default ``sqlite:///mlflow.db`` in the working
-directory); URIs are shown with any credentials masked.
+Only this module (and, for registry calls, ``ganforge.registry.store``, through the same ``client``
+factory) imports mlflow. The training loop sees the small ``Tracker`` interface (``NullTracker`` when
+tracking is off, ``MlflowTracker`` otherwise). Metrics go through mlflow's asynchronous logging and
+images through a one-thread background queue, so the loop never waits on the tracking server; ``close``
+flushes both. The server is reached through ``MLFLOW_TRACKING_URI`` (default ``sqlite:///mlflow.db``
+in the working directory); URIs are shown with any credentials masked. A run's place in a pipeline
+(its parent run, the KFP run) travels as an explicit ``RunContext``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import re
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -22,10 +25,28 @@ import numpy as np
 from ganforge.errors import GanforgeError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
-# Set by a KFP pipeline step (ganforge.pipeline.steps.pipeline_env): every run opened while they are set
-# nests under the pipeline's parent run and carries the KFP run id.
-PARENT_ENV = "GANFORGE_PARENT_RUN_ID"
-PIPELINE_RUN_ENV = "GANFORGE_PIPELINE_RUN_ID"
+PIPELINE_RUN_TAG = "ganforge.pipeline_run_id"  # the KFP run id, on the parent run and on every step's run
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where a run belongs: nested under a pipeline's parent run, tagged with the KFP run id.
+
+    Passed explicitly from the pipeline step down to the run it opens (never read from the environment);
+    the default context is a run of its own.
+    """
+
+    parent_run_id: str | None = None
+    pipeline_run_id: str | None = None
+
+    def tags(self) -> dict[str, str]:
+        """``mlflow.parentRunId`` (MLflow's nesting) and ``ganforge.pipeline_run_id``, those that are set."""
+        tags = {}
+        if self.parent_run_id:
+            tags["mlflow.parentRunId"] = self.parent_run_id
+        if self.pipeline_run_id:
+            tags[PIPELINE_RUN_TAG] = self.pipeline_run_id
+        return tags
 
 
 class Tracker(Protocol):
@@ -162,6 +183,50 @@ def _check_sqlite(uri: str, fix: str) -> None:
         ) from None
 
 
+def client(check: bool = True):
+    """The one ``MlflowClient`` factory (runs and the registry), for the tracking URI in effect.
+
+    Args:
+        check: first refuse an unreachable server or unwritable sqlite store (``check_reachable``);
+            the registry checks its store its own way and passes False.
+
+    Raises:
+        GanforgeError: ``check`` and the store cannot be used.
+    """
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    # INFO chatter (creating a sqlite store, "waiting for model version") would break one-line errors
+    for noisy in ("mlflow.store.db.utils", "alembic.runtime.migration", "mlflow.store.model_registry.abstract_store"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    uri = tracking_uri()
+    if check:
+        check_reachable(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def create_run(c, experiment: str, run_name: str | None, params: dict, tags: dict[str, str]) -> str:
+    """A new RUNNING run in ``experiment`` (created when missing) with ``params`` and ``tags``; its id."""
+    from mlflow.entities import Param
+
+    exp_id = experiment_id(c, experiment)
+    run_id = c.create_run(exp_id, tags=tags, run_name=run_name).info.run_id
+    c.log_batch(run_id, params=[Param(k, str(v)) for k, v in sorted(params.items())])
+    return run_id
+
+
+def search_runs(experiment: str, filter_string: str = "", order_by: list[str] | None = None,
+                max_results: int | None = None) -> list:
+    """Runs of ``experiment`` matching ``filter_string`` (MLflow's search syntax); [] without the experiment."""
+    c = client()
+    exp = c.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    kw = {"max_results": max_results} if max_results else {}
+    return list(c.search_runs([exp.experiment_id], filter_string, order_by=order_by, **kw))
+
+
 def git_commit() -> str:
     """Commit of the ganforge source tree (``GANFORGE_GIT_COMMIT`` wins, e.g. inside an image)."""
     if os.environ.get("GANFORGE_GIT_COMMIT"):
@@ -232,12 +297,9 @@ class MlflowTracker:
         Raises:
             GanforgeError: the server is unreachable or refuses the run.
         """
-        from mlflow.tracking import MlflowClient
-
         uri = tracking_uri()
-        check_reachable(uri)
         try:
-            self.client = MlflowClient(uri)
+            self.client = client()
             self.run_id = self._continue(run_id, params, tags) or self._create(
                 experiment, run_name, params, {**tags, **(lineage or {})}
             )
@@ -252,12 +314,7 @@ class MlflowTracker:
         self._pending: list = []
 
     def _create(self, experiment: str, run_name: str | None, params: dict, tags: dict[str, str]) -> str:
-        from mlflow.entities import Param
-
-        exp_id = experiment_id(self.client, experiment)
-        run_id = self.client.create_run(exp_id, tags=tags, run_name=run_name).info.run_id
-        self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in sorted(params.items())])
-        return run_id
+        return create_run(self.client, experiment, run_name, params, tags)
 
     def _continue(self, run_id: str | None, params: dict, tags: dict[str, str]) -> str | None:
         """Reopen ``run_id`` when this store has it and it is not FINISHED (nor deleted); None otherwise."""
@@ -323,16 +380,6 @@ class MlflowTracker:
         self.client.set_terminated(self.run_id, status)
 
 
-def pipeline_tags() -> dict[str, str]:
-    """``mlflow.parentRunId`` and ``ganforge.pipeline_run_id`` from the environment (empty outside a pipeline)."""
-    tags = {}
-    if os.environ.get(PARENT_ENV):
-        tags["mlflow.parentRunId"] = os.environ[PARENT_ENV]
-    if os.environ.get(PIPELINE_RUN_ENV):
-        tags["ganforge.pipeline_run_id"] = os.environ[PIPELINE_RUN_ENV]
-    return tags
-
-
 def open_tracker(
     enabled: bool,
     experiment: str,
@@ -341,6 +388,7 @@ def open_tracker(
     tags: dict,
     run_id: str | None = None,
     lineage: dict[str, str] | None = None,
+    context: RunContext | None = None,
 ) -> Tracker:
     """An ``MlflowTracker`` when ``enabled``, else a ``NullTracker``.
 
@@ -349,13 +397,14 @@ def open_tracker(
         experiment: experiment name of a new run.
         run_name: name of a new run (None: MLflow picks one).
         params: logged as params.
-        tags: set on the run (plus the pipeline's nesting tags).
+        tags: set on the run (plus ``context``'s nesting tags).
         run_id: continue this run when it did not finish (a FINISHED run is never reopened).
         lineage: tags for a new run only, e.g. ``resumed_from_run_id`` (see ``MlflowTracker``).
+        context: the pipeline run this run belongs to (None: a run of its own).
 
     Raises:
         GanforgeError: tracking is enabled and the server cannot be reached.
     """
     if not enabled:
         return NullTracker()
-    return MlflowTracker(experiment, run_name, params, {**tags, **pipeline_tags()}, run_id, lineage)
+    return MlflowTracker(experiment, run_name, params, {**tags, **(context or RunContext()).tags()}, run_id, lineage)

@@ -185,3 +185,20 @@ def test_the_library_never_imports_the_repo_root_or_edits_sys_path():
             if isinstance(node, ast.Attribute) and node.attr == "path" and getattr(node.value, "id", None) == "sys":
                 offenders.append(f"{module} uses sys.path (line {node.lineno})")
     assert offenders == []
+
+
+# mlflow behind one boundary: runs, experiments and artifacts in tracking, registry calls in the registry's
+# store (both through tracking.client); generator_model subclasses mlflow's PythonModel (MLflow runs it).
+MLFLOW_MODULES = {"ganforge.tracking", "ganforge.registry.store", "ganforge.registry.generator_model"}
+
+
+def test_only_the_tracking_boundary_imports_mlflow():
+    importers, clients = set(), set()
+    for module, (path, is_pkg) in _modules().items():
+        tree = ast.parse(path.read_text())
+        if any(name.split(".")[0] == "mlflow" for name in _imported_names(tree, module, is_pkg, {})):
+            importers.add(module)
+        if any(isinstance(n, ast.Call) and "MlflowClient" in ast.unparse(n.func) for n in ast.walk(tree)):
+            clients.add(module)
+    assert importers == MLFLOW_MODULES
+    assert clients == {"ganforge.tracking"}  # one client factory

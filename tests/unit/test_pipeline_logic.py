@@ -1,4 +1,4 @@
-"""Pure pipeline logic: the gate's decision and reasons, the nesting environment, the unset encoding."""
+"""Pure pipeline logic: the gate's decision and reasons, the run context, the unset encoding."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import os
 import pytest
 
 from ganforge.pipeline.gate import decide
-from ganforge.pipeline.runs import PARENT_ENV, PIPELINE_RUN_ENV, nesting_tags
-from ganforge.pipeline.steps import pipeline_env
+from ganforge.tracking import RunContext
 
 
 def test_gate_passes_within_limits():
@@ -39,15 +38,12 @@ def test_gate_limit_that_would_switch_it_off_never_passes(limit):
     assert not d.passed and "not a finite positive limit" in d.summary()
 
 
-def test_pipeline_env_sets_and_restores(monkeypatch):
-    monkeypatch.delenv(PARENT_ENV, raising=False)
-    monkeypatch.setenv(PIPELINE_RUN_ENV, "outer")
-    with pipeline_env("parent-1", "kfp-1"):
-        assert nesting_tags() == {"mlflow.parentRunId": "parent-1", "ganforge.pipeline_run_id": "kfp-1"}
-    assert PARENT_ENV not in os.environ and os.environ[PIPELINE_RUN_ENV] == "outer"
+def test_a_run_context_nests_a_run_without_touching_the_environment():
+    before = dict(os.environ)
+    assert RunContext("parent-1", "kfp-1").tags() == {"mlflow.parentRunId": "parent-1",
+                                                      "ganforge.pipeline_run_id": "kfp-1"}
+    assert dict(os.environ) == before
 
 
-def test_no_nesting_outside_a_pipeline(monkeypatch):
-    monkeypatch.delenv(PARENT_ENV, raising=False)
-    monkeypatch.delenv(PIPELINE_RUN_ENV, raising=False)
-    assert nesting_tags() == {}
+def test_no_nesting_outside_a_pipeline():
+    assert RunContext().tags() == {}

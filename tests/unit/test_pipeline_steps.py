@@ -33,8 +33,8 @@ def test_more_than_one_gpu_trains_through_torchrun(tmp_path, monkeypatch):
     data = ingest("digits", str(tmp_path / "data"), image_size=16, limit=128).uri
     seen = {}
 
-    def fake_train(config):
-        seen["config"] = config
+    def fake_train(config, context=None):
+        seen["config"], seen["context"] = config, context
         ckpt = tmp_path / "work" / "kfp-8" / "train" / "ckpt-000300"
         ckpt.mkdir(parents=True)
         return TrainResult(output=config.output, checkpoint=str(ckpt), step=300, run_id=None, seconds=1.0,
@@ -48,6 +48,9 @@ def test_more_than_one_gpu_trains_through_torchrun(tmp_path, monkeypatch):
     c = seen["config"]
     assert (c.nproc, c.device, c.steps, c.resume) == (4, "cuda", PRESETS["digits-tiny"].overrides["steps"], None)
     assert (tmp_path / "model" / "ckpt-000300").is_dir()
+    from ganforge.tracking import RunContext
+
+    assert seen["context"] == RunContext("p", "kfp-8")  # the parent run travels as an argument
 
 
 def test_retry_after_finished_training_reuses_it(tmp_path, monkeypatch):

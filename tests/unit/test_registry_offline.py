@@ -85,8 +85,7 @@ def test_pyfunc_predict_matches_generate(checkpoint, tmp_path):
     import mlflow.pyfunc
 
     from ganforge.inference import generate, to_uint8
-    from ganforge.registry.generator_model import decode_png
-    from ganforge.registry.versions import build_model_dir
+    from ganforge.registry.generator_model import build_model_dir, decode_png
 
     meta = {**__import__("json").loads((checkpoint / "meta.json").read_text()), "weights": "ema"}
     model_dir = build_model_dir(checkpoint, meta, tmp_path / "model")

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from ganforge.errors import GanforgeError
+from ganforge.inference import list_checkpoints
 from ganforge.training import TrainConfig, train
 from ganforge.training import loop as loop_module
-from ganforge.inference import list_checkpoints
 
 GAN_KEYS = {"train/loss_g", "train/loss_d", "train/d_real", "train/d_fake", "train/grad_norm_g",
             "train/grad_norm_d", "train/lr_g", "train/lr_d", "time/images_per_second"}  # fmt: skip
@@ -101,8 +101,8 @@ def test_overfit_on_a_handful_of_images(tmp_path):
     """Trained on 16 images, samples move much closer to them than the untrained generator's."""
     from ganforge.data import load
     from ganforge.data.ingest import ingest
-    from ganforge.models import build_generator
     from ganforge.inference import load_generator
+    from ganforge.models import build_generator
 
     ingest("digits", output=str(tmp_path / "d"), image_size=8, limit=16)
     data = load(str(tmp_path / "d"))

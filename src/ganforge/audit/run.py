@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
+
+if TYPE_CHECKING:
+    from ganforge.tracking import RunContext
 
 from ganforge.errors import GanforgeError
 from ganforge.judged import (
@@ -63,8 +66,10 @@ def audit_thresholds(cfg: AuditConfig):
                            max_shift=cfg.max_shift, levels=cfg.levels, blur=cfg.blur)
 
 
-def audit(cfg: AuditConfig):
+def audit(cfg: AuditConfig, context: RunContext | None = None):
     """Run the memorisation audit; returns the ``AuditReport`` (also written to files and MLflow).
+
+    ``context``: the pipeline run the MLflow run nests under (None: a run of its own).
 
     Everything the flags decide (baseline, alpha, generated count, space and shape) is checked before
     images are generated or distances computed.
@@ -132,5 +137,6 @@ def audit(cfg: AuditConfig):
         tags = {"train_split": TRAIN_SPLIT, "audit_baseline": kind}
         if kind == "heldout":
             tags["heldout_split"] = held
-        publish(cfg, "audit", record, metrics, Path(work), verdict=report.verdict, tags=tags)
+        publish(cfg, "audit", record, metrics, Path(work), verdict=report.verdict, tags=tags,
+                context=context)
     return report

@@ -178,16 +178,10 @@ def run_local(params: PipelineParams, root: str | Path, verbose: bool = False) -
 
 def _latest_parent(experiment: str, since: float):
     """The newest parent run of ``experiment`` opened after ``since`` (a local run's own)."""
-    from mlflow.tracking import MlflowClient
+    from ganforge.tracking import search_runs
 
-    from ganforge.tracking import tracking_uri
-
-    client = MlflowClient(tracking_uri())
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return None
-    runs = client.search_runs([exp.experiment_id], "tags.`ganforge.step` = 'pipeline'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
+    runs = search_runs(experiment, "tags.`ganforge.step` = 'pipeline'", order_by=["attributes.start_time DESC"],
+                       max_results=1)
     return runs[0] if runs and runs[0].info.start_time >= since * 1000 - 1000 else None
 
 

@@ -115,11 +115,11 @@ def gate(c, mv, evidence: Evidence, previous, max_fid: float | None, force: bool
     v = f"version {mv.version}"
     ignored = f" (not counted: {'; '.join(evidence.ignored)})" if evidence.ignored else ""
     if evidence.evaluation is None or evidence.fid is None:
-        raise GanforgeError(f"{v} has no FID evaluation of its weights{ignored}; run `ganforge evaluate --model "
+        raise GanforgeError(f"{v} has no FID evaluation of its weights{ignored}; run `ganforge evaluate --checkpoint "
                             f"models:/{mv.name}/{mv.version} ...` first")
     if evidence.verdict != "pass":
         what = "no audit of its weights" if evidence.audit is None else f"a {evidence.verdict} audit"
-        raise GanforgeError(f"{v} has {what}{ignored}; it needs a passed `ganforge audit --model "
+        raise GanforgeError(f"{v} has {what}{ignored}; it needs a passed `ganforge audit --checkpoint "
                             f"models:/{mv.name}/{mv.version}` before promotion")
     if max_fid is not None and evidence.fid > max_fid:
         raise GanforgeError(f"{v} has {evidence.fid_key} {evidence.fid:.4g} > --max-fid {max_fid:g}")
@@ -212,12 +212,10 @@ def holder_stack(records: list[dict]) -> list[int]:
 
 
 def _holder(c, name: str, alias: str):
-    from mlflow.exceptions import MlflowException
-
     try:
         return c.get_model_version_by_alias(name, alias)
-    except MlflowException as exc:
-        if store.error_code(exc) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+    except Exception as exc:
+        if store.is_mlflow_error(exc, store.NOT_FOUND):
             return None
         raise
 

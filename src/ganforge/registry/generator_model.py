@@ -14,6 +14,10 @@ Why this shape, and not the alternatives:
   nothing is unpickled. The serving environment needs ganforge installed (the project image does;
   ``--env-manager local`` uses the current one); the version tag ``ganforge_version`` says which.
 
+This is the one registry module besides ``store`` that imports mlflow: the model class must subclass
+``mlflow.pyfunc.PythonModel`` and the file must call ``mlflow.models.set_model`` when MLflow executes it,
+and saving the model directory (``build_model_dir``) belongs with the class it saves.
+
 Contract of ``predict`` (see ``SIGNATURE``): one input row per request ``(seed, label, n)``; ``label``
 is a class id, or -1 for "none" (unconditional models) / "cycle over all classes" (conditional ones).
 The output has one row per image: ``row`` (index of the input row), ``seed``, ``label`` (the class
@@ -27,6 +31,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import shutil
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -35,6 +41,7 @@ import torch
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
+MODEL_CODE = Path(__file__)  # logged by reference: MLflow runs this file to load the model
 MAX_IMAGES = 4096  # per request: a typo in n must not exhaust the serving machine's memory
 NO_LABEL = -1
 
@@ -110,6 +117,34 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
             raise ValueError(f"label {label} out of range: use 0..{spec.num_classes - 1} or -1 for all classes")
         pool = [label] if label != NO_LABEL else list(range(spec.num_classes))
         return z, torch.tensor([pool[i % len(pool)] for i in range(n)])
+
+
+def build_model_dir(checkpoint: Path, meta: dict, dest: Path) -> Path:
+    """Save the pyfunc of ``checkpoint``'s generator (``meta["weights"]``: ema or raw) into ``dest``."""
+    from ganforge.inference import WEIGHTS
+
+    src = dest.with_name(dest.name + "-src")
+    src.mkdir(parents=True)
+    shutil.copy(checkpoint / f"{WEIGHTS[meta['weights']]}.safetensors", src / "generator.safetensors")
+    (src / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    example = pd.DataFrame({"seed": [0], "label": [-1], "n": [2]})
+    mlflow.pyfunc.save_model(
+        dest, python_model=str(MODEL_CODE), signature=SIGNATURE, input_example=example,
+        artifacts={"generator": str(src / "generator.safetensors"), "meta": str(src / "meta.json")},
+        pip_requirements=_requirements(),
+    )  # fmt: skip
+    shutil.rmtree(src)
+    return dest
+
+
+def _requirements() -> list[str]:
+    """Pinned from this environment; MLflow's inference would load the model in a subprocess."""
+    from importlib.metadata import version
+
+    import ganforge
+
+    pkgs = ["torch", "safetensors", "numpy", "pandas", "pillow", "pydantic", "mlflow"]
+    return [f"{p}=={version(p)}" for p in pkgs] + [f"ganforge=={ganforge.__version__}"]
 
 
 # Models from code: MLflow executes this file when the model loads and serves the object set here.

@@ -18,7 +18,7 @@ write, stops it at its next write, and the writes themselves are idempotent and 
 A waiter says once on stderr who holds the lock (host, pid, since when) and how long it will wait.
 
 ``resolve_model_uri`` turns ``models:/NAME@alias``, ``models:/NAME/VERSION`` or ``runs:/RUN_ID`` into
-a local ``ckpt-<step>`` directory that ``ganforge.training.checkpoint.load_generator`` reads, so
+a local ``ckpt-<step>`` directory that ``ganforge.inference.load_generator`` reads, so
 ``evaluate``, ``audit`` and ``generate`` accept registry URIs without knowing about MLflow. Downloads
 are cached under ``$GANFORGE_CACHE_DIR/registry``, keyed by run id and end time (a resumed run logs a
 newer checkpoint) or by name/version and the version's source (a deleted and re-created model reuses
@@ -95,23 +95,28 @@ def error_code(exc: BaseException) -> str:
     return getattr(exc, "error_code", "") or ""
 
 
+NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")  # MLflow's codes for "no such run/model"
+ALREADY_EXISTS = ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS")
+
+
+def is_mlflow_error(exc: BaseException, codes: tuple[str, ...]) -> bool:
+    """``exc`` is an MLflow error with one of ``codes`` (the registry modules never import mlflow)."""
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(exc, MlflowException) and error_code(exc) in codes
+
+
 def client():
-    """An ``MlflowClient`` for the tracking URI in effect, after fast checks that it points somewhere real.
+    """``ganforge.tracking.client`` after the registry's own check that the store holds runs.
 
     Raises:
         GanforgeError: an HTTP server that does not answer (instead of minutes of retries), or a
             ``sqlite:///`` file that does not exist (MLflow would create an empty database there).
     """
-    import logging
+    from ganforge import tracking
 
-    from mlflow.tracking import MlflowClient
-
-    # INFO chatter (creating a sqlite store, "waiting for model version") would break one-line errors
-    for noisy in ("mlflow.store.db.utils", "alembic.runtime.migration", "mlflow.store.model_registry.abstract_store"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    uri = tracking_uri()
-    check_store(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    check_store(tracking_uri())
+    return tracking.client(check=False)
 
 
 def check_store(uri: str, timeout: float = 5.0) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -27,7 +26,6 @@ from ganforge.registry.evidence import Evidence, find_evidence, scrub, scrub_tre
 CANDIDATE = "candidate"
 REGISTRATION = "ganforge.registration"  # pending while a registration runs, complete once it finished
 REGISTRATION_TOKEN = "ganforge.registration_token"  # which process created the version
-MODEL_CODE = Path(__file__).with_name("generator_model.py")
 
 
 def register(run_id: str, name: str = store.DEFAULT_NAME, force: bool = False,
@@ -155,12 +153,10 @@ def check_force(force: bool, reason: str | None, command: str) -> None:
 
 
 def _training_run(c, run_id: str):
-    from mlflow.exceptions import MlflowException
-
     try:
         run = c.get_run(run_id)
-    except MlflowException as exc:
-        if store.error_code(exc) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+    except Exception as exc:
+        if store.is_mlflow_error(exc, store.NOT_FOUND):
             raise GanforgeError(f"no MLflow run {run_id!r} at {store.redact(store.tracking_uri())}; pass the "
                                 "run id `ganforge train` printed") from None
         raise
@@ -178,9 +174,9 @@ def _check_registrable(run, evidence: Evidence, force: bool, weights: str, sha25
     model = f"runs:/{run.info.run_id} --weights {weights}"
     if evidence.evaluation is None:
         problems.append(f"it has no evaluation of its {weights} weights (sha256 {sha256[:12]}; run `ganforge "
-                        f"evaluate --model {model} ...`)")
+                        f"evaluate --checkpoint {model} ...`)")
     if evidence.audit is None:
-        problems.append(f"it has no audit of its {weights} weights (run `ganforge audit --model {model} ...`)")
+        problems.append(f"it has no audit of its {weights} weights (run `ganforge audit --checkpoint {model} ...`)")
     elif evidence.verdict == "fail":
         problems.append(f"its audit failed (run {evidence.audit.info.run_id})")
     if problems and not force:
@@ -198,13 +194,11 @@ def _existing_version(c, name: str, run_id: str, source):
 
 
 def _ensure_registered_model(c, name: str) -> None:
-    from mlflow.exceptions import MlflowException
-
     try:
         c.create_registered_model(name, description="GAN image generators registered by ganforge. Each "
                                   "version's description says where it came from and how it scored.")
-    except MlflowException as exc:
-        if store.error_code(exc) not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+    except Exception as exc:
+        if not store.is_mlflow_error(exc, store.ALREADY_EXISTS):
             raise
 
 
@@ -253,30 +247,10 @@ def describe(meta: dict, evidence: Evidence, tags: dict) -> str:
     return scrub("\n\n".join(lines))
 
 
-def build_model_dir(checkpoint: Path, meta: dict, dest: Path) -> Path:
-    """Save the pyfunc of ``checkpoint``'s generator (``meta["weights"]``: ema or raw) into ``dest``."""
-    import mlflow.pyfunc
-    import pandas as pd
-
-    from ganforge.inference import WEIGHTS
-    from ganforge.registry.generator_model import SIGNATURE
-
-    src = dest.with_name(dest.name + "-src")
-    src.mkdir(parents=True)
-    shutil.copy(checkpoint / f"{WEIGHTS[meta['weights']]}.safetensors", src / "generator.safetensors")
-    (src / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-    example = pd.DataFrame({"seed": [0], "label": [-1], "n": [2]})
-    mlflow.pyfunc.save_model(
-        dest, python_model=str(MODEL_CODE), signature=SIGNATURE, input_example=example,
-        artifacts={"generator": str(src / "generator.safetensors"), "meta": str(src / "meta.json")},
-        pip_requirements=_requirements(),
-    )  # fmt: skip
-    shutil.rmtree(src)
-    return dest
-
-
 def _log_model(c, run, checkpoint: Path, meta: dict) -> str:
     """Upload the pyfunc as a logged model of the training run (not reopening the run); its model id."""
+    from ganforge.registry.generator_model import build_model_dir
+
     with tempfile.TemporaryDirectory(prefix="ganforge-register-") as tmp:
         model_dir = build_model_dir(checkpoint, meta, Path(tmp) / "model")
         logged = c.create_logged_model(run.info.experiment_id, name="generator", source_run_id=run.info.run_id,
@@ -288,16 +262,6 @@ def _log_model(c, run, checkpoint: Path, meta: dict) -> str:
             raise
         c.finalize_logged_model(logged.model_id, "READY")
     return logged.model_id
-
-
-def _requirements() -> list[str]:
-    """Pinned from this environment; MLflow's inference would load the model in a subprocess."""
-    from importlib.metadata import version
-
-    import ganforge
-
-    pkgs = ["torch", "safetensors", "numpy", "pandas", "pillow", "pydantic", "mlflow"]
-    return [f"{p}=={version(p)}" for p in pkgs] + [f"ganforge=={ganforge.__version__}"]
 
 
 def _summary(mv, created: bool) -> dict:

@@ -189,14 +189,15 @@ def average_values(values: dict[str, float], rt: Runtime) -> dict[str, float]:
     return {k: float(v) / rt.world for k, v in zip(keys, t.tolist())}
 
 
-def launch(config, nproc: int) -> dict:
+def launch(config, nproc: int, context=None) -> dict:
     """Run ``train(config)`` on ``nproc`` local processes through torchrun; return rank 0's result.
 
     Each rank runs ``ganforge.training.rank`` (named, not imported: the ranks import the loop, and the
     loop imports this module); the result comes back as the ``TrainResult`` fields.
 
-    The resolved config travels as JSON in the output directory; rank 0 writes the result (or the
-    user error) next to it. SIGTERM/SIGINT are forwarded so that ranks checkpoint before exiting.
+    The resolved config (and the ``RunContext``, when nested in a pipeline run) travels as JSON in the
+    output directory; rank 0 writes the result (or the user error) next to it. SIGTERM/SIGINT are
+    forwarded so that ranks checkpoint before exiting.
 
     Raises:
         GanforgeError: a rank reported a user error, or the job failed.
@@ -206,7 +207,8 @@ def launch(config, nproc: int) -> dict:
     cfg_path, res_path, err_path = out / ".launch-config.json", out / ".launch-result.json", out / ".launch-error"
     for p in (res_path, err_path):
         p.unlink(missing_ok=True)
-    cfg_path.write_text(config.model_dump_json())
+    context = {"parent_run_id": context.parent_run_id, "pipeline_run_id": context.pipeline_run_id} if context else {}
+    cfg_path.write_text(json.dumps({"config": config.model_dump(mode="json"), "context": context}))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "ganforge.training.rank", str(cfg_path)]  # fmt: skip
     env = dict(os.environ)

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ganforge.errors import GanforgeError
+from ganforge.tracking import RunContext
 from ganforge.training import checkpoint as ckpt
 from ganforge.training import distributed as ddp
 from ganforge.training.config import TrainConfig
@@ -56,7 +57,7 @@ class TrainResult:
     stop_signal: int | None = None
 
 
-def train(config: TrainConfig, data=None, tracker=None) -> TrainResult:
+def train(config: TrainConfig, data=None, tracker=None, context: RunContext | None = None) -> TrainResult:
     """Train as ``config`` says; the library twin of ``ganforge train``.
 
     Args:
@@ -64,6 +65,7 @@ def train(config: TrainConfig, data=None, tracker=None) -> TrainResult:
         data: an ``ImageData`` to train on instead of loading ``config.dataset`` (tests, benchmarks);
             ignored with ``nproc`` > 1, where each rank loads the dataset itself.
         tracker: a ``ganforge.tracking.Tracker`` to use instead of opening one from the config.
+        context: the pipeline run the MLflow run nests under (None: a run of its own).
 
     Raises:
         GanforgeError: a user mistake or a diverged run, as one line; mistakes are found before any
@@ -76,11 +78,11 @@ def train(config: TrainConfig, data=None, tracker=None) -> TrainResult:
     if "WORLD_SIZE" not in os.environ:  # the launcher checks once for all ranks
         preflight(config, data, tracking=tracker is None)
     if config.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        return TrainResult(**ddp.launch(config, config.nproc))  # relaunch through torchrun; ranks call run_training
-    return run_training(config, data, tracker)
+        return TrainResult(**ddp.launch(config, config.nproc, context))  # relaunch through torchrun; ranks call run_training
+    return run_training(config, data, tracker, context)
 
 
-def run_training(config: TrainConfig, data=None, tracker=None) -> TrainResult:
+def run_training(config: TrainConfig, data=None, tracker=None, context: RunContext | None = None) -> TrainResult:
     """Train in this process (one rank of a torchrun job, or the only process)."""
     rt = ddp.setup(config.device, config.threads)
     try:
@@ -102,7 +104,7 @@ def run_training(config: TrainConfig, data=None, tracker=None) -> TrainResult:
 
             t.fid_extractor = get_extractor(config.fid_backbone, device=t.images.device)
         if rt.is_main and tracker is None:
-            tracker = _open_tracker(t, lineage)
+            tracker = _open_tracker(t, lineage, context)
         if tracker is None:
             from ganforge.tracking import NullTracker
 
@@ -140,7 +142,7 @@ def _fresh_output(config: TrainConfig, delete: bool) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
-def _open_tracker(t: Trainer, lineage: dict | None):
+def _open_tracker(t: Trainer, lineage: dict | None, context: RunContext | None):
     """The run to record into: a resume continues the checkpoint's run unless it finished (then a new,
     linked run); a fresh run or a resume into another directory starts one."""
     from ganforge.tracking import git_commit, open_tracker, redact
@@ -150,7 +152,7 @@ def _open_tracker(t: Trainer, lineage: dict | None):
             "ganforge.model": c.model}  # fmt: skip
     params = {**c.model_dump(mode="json"), "dataset": redact(c.dataset)}
     link = {f"resumed_from_{k}": str(v) for k, v in (lineage or {}).items()}
-    return open_tracker(c.track, c.experiment, None, params, tags, run_id=t.run_id, lineage=link)
+    return open_tracker(c.track, c.experiment, None, params, tags, run_id=t.run_id, lineage=link, context=context)
 
 
 @contextlib.contextmanager

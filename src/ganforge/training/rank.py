@@ -10,16 +10,18 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ganforge.errors import GanforgeError
+from ganforge.tracking import RunContext
 from ganforge.training.config import TrainConfig
 from ganforge.training.loop import run_training
 
 
 def main(cfg_path: str) -> int:
     """Train with the config at ``cfg_path``; rank 0 writes ``.launch-result.json`` or ``.launch-error``."""
-    config = TrainConfig.model_validate_json(Path(cfg_path).read_text())
+    launched = json.loads(Path(cfg_path).read_text())
+    config = TrainConfig.model_validate(launched["config"])
     out = Path(cfg_path).parent
     try:
-        result = run_training(config)
+        result = run_training(config, context=RunContext(**launched["context"]))
     except GanforgeError as exc:
         if os.environ.get("RANK", "0") == "0":
             (out / ".launch-error").write_text(str(exc))
