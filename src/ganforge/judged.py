@@ -1,6 +1,6 @@
 """What evaluate and audit judge, and how a judgement is reported: shared by both commands.
 
-The judged images are a generator checkpoint's samples (``--model``: a ``ckpt-<step>``, a run's output,
+The judged images are a generator checkpoint's samples (``--checkpoint``: a ``ckpt-<step>``, a run's output,
 or a ``models:/``/``runs:/`` URI) or a set of images made by any tool (``--images``). A judgement is
 reported to stdout, a JSON record and MLflow (through ``ganforge.tracking``); MLflow sees a run only
 after every number has been computed, so a failed evaluation never leaves a run that looks finished.
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from ganforge.errors import GanforgeError
 
@@ -32,12 +32,16 @@ class ImagesSource(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str | None = Field(None, description="Checkpoint (ckpt-<step> or a run's --output directory).")
-    images: str | None = Field(None, description="A folder of images or a ganforge dataset URI, instead of --model.")
+    # `model=` is the name before 0.2 (a model family everywhere else), accepted for one release
+    checkpoint: str | None = Field(None, validation_alias=AliasChoices("checkpoint", "model"),
+                                   description="Checkpoint: a ckpt-<step> or a run's --output directory, or a "
+                                   "models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID URI.")
+    images: str | None = Field(None, description="A folder of images or a ganforge dataset URI, instead of "
+                               "--checkpoint.")
     dataset: str = Field(description="The real dataset (URI) the images are compared with.")
-    weights: Literal["ema", "raw"] | None = Field(None, description="Generator weights (with --model): ema or raw. "
+    weights: Literal["ema", "raw"] | None = Field(None, description="Generator weights (with --checkpoint): ema or raw. "
                                                   "None: ema when the checkpoint has them, else raw.")
-    n: int = Field(10000, ge=2, description="Number of generated images (with --model; --images uses all).")
+    n: int = Field(10000, ge=2, description="Number of generated images (with --checkpoint; --images uses all).")
     seed: int = Field(0, description="Seed of the generated latents.")
     device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu or cuda.")
     backbone_weights: str | None = Field(None, description="Weights file of the backbone (see --backbone).")
@@ -50,8 +54,8 @@ class ImagesSource(BaseModel):
 
     @model_validator(mode="after")
     def _one_source(self):
-        if (self.model is None) == (self.images is None):
-            raise ValueError("give exactly one of --model or --images")
+        if (self.checkpoint is None) == (self.images is None):
+            raise ValueError("give exactly one of --checkpoint or --images")
         if self.images is not None and self.weights is not None:
             raise ValueError("--weights picks a checkpoint's generator weights; drop it with --images")
         return self
@@ -79,32 +83,32 @@ def pick_device(device: str) -> str:
 
 def judged_images(cfg: ImagesSource, manifest: dict) -> Judged:
     """Generate ``cfg.n`` images from the checkpoint, or read the ``--images`` set."""
-    if cfg.model is not None:
+    if cfg.checkpoint is not None:
         return _from_checkpoint(cfg, manifest)
     return _from_images(cfg.images, manifest)
 
 
 def _from_checkpoint(cfg: ImagesSource, manifest: dict) -> Judged:
-    checkpoint = cfg.model
-    if cfg.model.startswith(("models:/", "runs:/")):
+    checkpoint = cfg.checkpoint
+    if cfg.checkpoint.startswith(("models:/", "runs:/")):
         from ganforge.registry import resolve_model_uri
 
-        checkpoint = str(resolve_model_uri(cfg.model))  # a cached ckpt-<step> whose meta names its run
-    elif "://" in cfg.model:
-        raise GanforgeError(f"model URI {cfg.model!r} cannot be resolved here: pass a checkpoint directory "
+        checkpoint = str(resolve_model_uri(cfg.checkpoint))  # a cached ckpt-<step> whose meta names its run
+    elif "://" in cfg.checkpoint:
+        raise GanforgeError(f"model URI {cfg.checkpoint!r} cannot be resolved here: pass a checkpoint directory "
                             "(ckpt-<step> or a run's --output), models:/NAME@ALIAS, models:/NAME/VERSION or "
                             "runs:/RUN_ID")
     from ganforge.inference import generate, generator_weights, load_generator
 
     # resolved once: the same weights are loaded and recorded
-    source = generator_weights(checkpoint, cfg.weights, where=None if checkpoint == cfg.model else cfg.model)
+    source = generator_weights(checkpoint, cfg.weights, where=None if checkpoint == cfg.checkpoint else cfg.checkpoint)
     _, spec, meta = load_generator(source.checkpoint, source.weights)
     images = generate(str(source.checkpoint), n=cfg.n, seed=cfg.seed, weights=source.weights,
                       device=pick_device(cfg.device))
     images = ((images + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
     # generate() cycles the classes over the images; the same cycle labels them here.
     labels = torch.arange(cfg.n) % spec.num_classes if spec.conditional else None
-    info = {"kind": "model", "model": cfg.model, "model_spec": spec.model_dump(mode="json"),
+    info = {"kind": "model", "model": cfg.checkpoint, "model_spec": spec.model_dump(mode="json"),
             "training_run_id": meta.get("run_id") or meta.get("mlflow_run_id"), **source.record()}
     return Judged(images, labels, info)
 

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
 
 if TYPE_CHECKING:
     from ganforge.tracking import RunContext
@@ -32,7 +32,9 @@ class AuditConfig(ImagesSource):
     """``ganforge audit``: nearest-neighbour memorisation check against the training split."""
 
     n: int = Field(1000, ge=2, description="Number of generated images audited.")
-    space: str = Field("pixels", description="Where distances are measured: pixels or a backbone name.")
+    # the feature space is --backbone, as in evaluate; `space=` is its name before 0.2, kept for one release
+    backbone: str = Field("pixels", validation_alias=AliasChoices("backbone", "space"),
+                          description="Where distances are measured: pixels or a backbone name.")
     metric: Literal["l2", "l1"] = Field("l2", description="Distance: l2 or l1 (the book's check uses l1).")
     heldout_split: str | None = Field(None, description="Held-out real split for the baseline (never the training "
                                       "split). None: test, else val, else a leave-one-out baseline within train.")
@@ -93,23 +95,23 @@ def audit(cfg: AuditConfig, context: RunContext | None = None):
                             f"{', '.join(counts)}); pass --heldout-split test or val, or leave it out")
     held = cfg.heldout_split or next((s for s in ("test", "val") if s in counts), None)
     kind, n_base, alpha = plan_baseline(counts[TRAIN_SPLIT], counts[held] if held else None, th)
-    if cfg.invariance == "shift" and cfg.space != "pixels":
-        raise GanforgeError(f"--invariance shift compares pixels; with --space {cfg.space} use --invariance mirror "
-                            "or none")
-    if cfg.space == "pixels":
+    if cfg.invariance == "shift" and cfg.backbone != "pixels":
+        raise GanforgeError(f"--invariance shift compares pixels; with --backbone {cfg.backbone} use --invariance "
+                            "mirror or none")
+    if cfg.backbone == "pixels":
         h, w = manifest["image"]["height"], manifest["image"]["width"]
         margin = cfg.max_shift + (math.ceil(2 * cfg.blur) if cfg.blur > 0 else 0)
         if cfg.invariance == "shift" and min(h, w) <= 2 * margin:
             raise GanforgeError(f"dataset images of {w}x{h} px are too small for --max-shift {cfg.max_shift} with "
                                 f"--blur {cfg.blur:g} (a {margin} px border is left out); lower them")
-    if cfg.model is not None:
+    if cfg.checkpoint is not None:
         check_generated_count(cfg.n, n_base, alpha, th)
     device = pick_device(cfg.device)
-    space = "pixels" if cfg.space == "pixels" else get_extractor(cfg.space, cfg.backbone_weights, device,
+    space = "pixels" if cfg.backbone == "pixels" else get_extractor(cfg.backbone, cfg.backbone_weights, device,
                                                                    expected_sha256=cfg.backbone_sha256)
     judged = judged_images(cfg, manifest)
     check_generated_count(len(judged.images), n_base, alpha, th)
-    if cfg.space == "pixels":
+    if cfg.backbone == "pixels":
         check_same_size(judged.images, manifest, cfg.dataset, "pixels")
     space_name = "pixels" if isinstance(space, str) else space.name
     space_sha = get_extractor("pixels").sha256 if isinstance(space, str) else space.sha256

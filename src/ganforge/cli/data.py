@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ganforge.cli.common import user_errors
 from ganforge.cli.options import Options, command
-from ganforge.config import IngestConfig
+from ganforge.data.config import IngestConfig
 
 INGEST = Options(IngestConfig, "ingest", arguments=("source",), short={"output": "-o", "input": "-i"})
 

@@ -18,8 +18,8 @@ from ganforge.judged import PROVENANCE
 
 # Renamed in 0.2: --model named a checkpoint here but a model family in `train`; the feature space was
 # --space in audit but --backbone in evaluate. The old names work for one release, with a warning.
-EVALUATE = Options(EvalConfig, "evaluate")
-AUDIT = Options(AuditConfig, "audit")
+EVALUATE = Options(EvalConfig, "evaluate", aliases={"checkpoint": "--model"})
+AUDIT = Options(AuditConfig, "audit", aliases={"checkpoint": "--model", "backbone": "--space"})
 
 
 def evaluate_command(**flags) -> None:

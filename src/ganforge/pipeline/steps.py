@@ -92,7 +92,7 @@ def evaluate_step(dataset: str, model_dir: str, out_dir: str, *, n: int, seed: i
     from ganforge.evaluate import EvalConfig, evaluate
     from ganforge.metrics import metric_key
 
-    cfg = EvalConfig(model=model_dir, dataset=dataset, n=n, seed=seed, backbone=backbone,
+    cfg = EvalConfig(checkpoint=model_dir, dataset=dataset, n=n, seed=seed, backbone=backbone,
                      backbone_weights=decode("backbone_weights", backbone_weights), experiment=experiment,
                      output=out_dir)
     record = evaluate(cfg, context=RunContext(parent_run_id, pipeline_run_id))
@@ -110,7 +110,7 @@ def audit_step(dataset: str, model_dir: str, out_dir: str, html_path: str, *, n:
     to ``html_path``. Returns the ``AuditReport``."""
     from ganforge.audit.run import AuditConfig, audit
 
-    cfg = AuditConfig(model=model_dir, dataset=dataset, n=n, seed=seed, experiment=experiment, output=out_dir)
+    cfg = AuditConfig(checkpoint=model_dir, dataset=dataset, n=n, seed=seed, experiment=experiment, output=out_dir)
     report = audit(cfg, context=RunContext(parent_run_id, pipeline_run_id))
     Path(html_path).write_text(audit_html(report, Path(out_dir) / "audit_sheet.png"))
     return report
