@@ -107,7 +107,7 @@ def test_d_loss_detaches_the_fakes_and_reports_the_documented_stats():
     loss, stats = objective("bce").d_loss(D, fake.detach() * 0.5, fake, None)
     loss.backward()
     assert all(p.grad is None for p in G.parameters())
-    assert set(stats) == {"loss_d", "d_real", "d_fake"}
+    assert set(stats) == {"loss_d", "d_real", "d_fake", "d_acc"}
     assert 0 < stats["d_real"] < 1  # bce reports probabilities
     _, gp_stats = objective("wgan-gp").d_loss(D, fake.detach(), fake, None)
     assert set(gp_stats) == {"loss_d", "d_real", "d_fake", "gp"}

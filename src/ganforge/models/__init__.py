@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from ganforge.errors import GanforgeError
-from ganforge.models import dcgan, mlp, vae
+from ganforge.models import ae, dcgan, mlp, vae
 
 UPSAMPLE_MODES = ("transposed", "resize-conv")
 
@@ -25,7 +25,7 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: Literal["mlp", "dcgan", "wgan-gp", "vae"] = Field(description="Model family (the --model flag).")
+    model: Literal["mlp", "dcgan", "wgan-gp", "vae", "ae"] = Field(description="Model family (the --model flag).")
     image_size: int = Field(description="Side of the square images, in pixels.")
     channels: int = Field(description="Image channels: 1 (grey) or 3 (RGB).")
     num_classes: int = Field(0, description="Classes in the dataset (manifest); needed when conditional.")
@@ -40,6 +40,50 @@ class ModelSpec(BaseModel):
     embed_dim: int = Field(50, description="Size of the label embedding concatenated to z in the generator.")
     projection: bool = Field(
         False, description="Condition the discriminator by a projection head instead of a label channel."
+    )
+    aux_classifier: bool = Field(
+        False, description="AC-GAN: the discriminator predicts the class instead of seeing the label."
+    )
+    # Layer tables. None everywhere gives each family's own network (what checkpoints written before
+    # these fields hold); the seed presets spell their networks out with them.
+    g_channels: tuple[int, ...] | None = Field(
+        None, description="Generator widths: the projected base map, then each hidden layer. None: from width."
+    )
+    d_channels: tuple[int, ...] | None = Field(
+        None, description="Discriminator/encoder widths, one per hidden layer. None: from width."
+    )
+    g_strides: tuple[int, ...] | None = Field(
+        None, description="Upsampling factor (1 or 2) of each generator conv, the output conv included. None: 2s."
+    )
+    d_strides: tuple[int, ...] | None = Field(None, description="Stride (1 or 2) of each discriminator conv. None: 2s.")
+    kernel_size: int | None = Field(None, description="Conv kernel side. None: 4 (3 for resize-conv).")
+    channel_cap: int = Field(8, description="Derived widths stop growing at channel_cap * width.")
+    g_activation: str | None = Field(None, description="Generator hidden activation. None: the family's.")
+    d_activation: str | None = Field(None, description="Discriminator hidden activation. None: the family's.")
+    leaky_slope: float = Field(0.2, description="Negative slope of leaky_relu.")
+    bn_momentum: float | None = Field(None, description="Batch-norm momentum (PyTorch convention). None: 0.1.")
+    g_dropout: float = Field(0.0, description="Dropout after each generator hidden layer.")
+    d_dropout: float | None = Field(None, description="Discriminator dropout. None: the family's (mlp 0.3, else 0).")
+    d_dropout_at: Literal["blocks", "head"] = Field(
+        "blocks", description="Discriminator dropout after every hidden layer, or once before the head."
+    )
+    g_norm: Literal["batch", "none"] = Field("batch", description="Normalisation of the generator's hidden layers.")
+    g_norm_layers: tuple[int, ...] | None = Field(
+        None, description="mlp: 1-based hidden layers with batch norm. None: all but the first."
+    )
+    g_base: Literal["channel", "feature", "linear"] = Field(
+        "channel", description="After the generator's projection: batch norm per channel then the activation "
+        "(PyTorch DCGAN), per feature before reshaping (Keras), or nothing (the book's decoders).",
+    )
+    d_norm: Literal["batch", "layer", "none"] | None = Field(
+        None, description="Discriminator/encoder normalisation. None: the family's (batch; layer for wgan-gp)."
+    )
+    g_bias: bool | None = Field(
+        None, description="Generator biases. True: every layer (Keras); False: none, output included; None: no "
+        "bias before a batch norm.",
+    )
+    d_bias: bool | None = Field(
+        None, description="Discriminator/encoder biases, head included for False; as g_bias.",
     )
 
     @field_validator("model", mode="before")
@@ -98,6 +142,7 @@ MODELS: dict[str, ModelFamily] = {
     "dcgan": ModelFamily(dcgan.build_generator, dcgan.build_discriminator, None, dcgan.SIZES),
     "wgan-gp": ModelFamily(dcgan.build_generator, dcgan.build_critic, None, dcgan.SIZES),
     "vae": ModelFamily(vae.build_decoder, None, vae.build_encoder, dcgan.SIZES),
+    "ae": ModelFamily(ae.build_decoder, None, ae.build_encoder, dcgan.SIZES),
 }
 
 
@@ -138,6 +183,60 @@ def check_buildable(spec: ModelSpec) -> None:
         )
     if spec.projection and not spec.conditional:
         raise GanforgeError("projection=True needs conditional=True (it is a way to condition on labels)")
+    if spec.aux_classifier and (not spec.conditional or spec.projection):
+        raise GanforgeError("aux_classifier=True needs conditional=True and no projection (AC-GAN conditions "
+                            "G only; D predicts the class)")
+    _check_tables(spec)
+
+
+def _check_tables(spec: ModelSpec) -> None:
+    """The layer-table fields: known names, ranges, and strides that build this image size."""
+    from ganforge.models.layers import ACTIVATIONS
+
+    for name in ("g_activation", "d_activation"):
+        v = getattr(spec, name)
+        if v is not None and v not in ACTIVATIONS:
+            raise GanforgeError(f"unknown {name} {v!r}; choose one of {', '.join(ACTIVATIONS)}")
+    for name in ("g_dropout", "d_dropout"):
+        v = getattr(spec, name)
+        if v is not None and not 0.0 <= v < 1.0:
+            raise GanforgeError(f"{name} must be in [0, 1), got {v}")
+    if spec.bn_momentum is not None and not 0.0 <= spec.bn_momentum <= 1.0:
+        raise GanforgeError(f"bn_momentum must be in [0, 1] (PyTorch convention), got {spec.bn_momentum}")
+    for name in ("g_channels", "d_channels", "g_strides", "d_strides", "g_norm_layers"):
+        if getattr(spec, name) is not None and (not getattr(spec, name) or min(getattr(spec, name)) < 1):
+            raise GanforgeError(f"{name} must list positive integers, got {getattr(spec, name)}")
+    if spec.kernel_size is not None and spec.kernel_size < 1 or spec.channel_cap < 1:
+        raise GanforgeError(f"kernel_size and channel_cap must be at least 1, got {spec.kernel_size}, "
+                            f"{spec.channel_cap}")
+    if spec.model == "mlp":
+        n = len(spec.g_channels or (0, 0, 0))
+        if spec.g_norm_layers and max(spec.g_norm_layers) > n:
+            raise GanforgeError(f"g_norm_layers names layer {max(spec.g_norm_layers)} of a {n}-layer generator")
+        return
+    for name in ("g_strides", "d_strides"):
+        if any(s not in (1, 2) for s in getattr(spec, name) or ()):
+            raise GanforgeError(f"{name} must be 1s and 2s, got {','.join(map(str, getattr(spec, name)))}")
+    for chans, strides, who in ((spec.g_channels, spec.g_strides, "g"), (spec.d_channels, spec.d_strides, "d")):
+        if chans and strides and len(chans) != len(strides):
+            raise GanforgeError(f"{who}_channels and {who}_strides must have the same length, got "
+                                f"{len(chans)} and {len(strides)}")
+    if spec.g_channels or spec.g_strides:
+        factor = 1
+        for s in spec.g_strides or (2,) * len(spec.g_channels):
+            factor *= s
+        if spec.image_size % factor:
+            raise GanforgeError(
+                f"the generator upsamples x{factor} from its base map, which does not divide the "
+                f"{spec.image_size} px images (it builds {factor * 4} px from 4x4, or any multiple of {factor}); "
+                "use a network for this size or re-ingest with --image-size"
+            )
+    if spec.d_channels or spec.d_strides:
+        side = spec.image_size
+        for s in spec.d_strides or (2,) * len(spec.d_channels):
+            side = (side - 1) // s + 1
+        if side < 1 or len(spec.d_strides or spec.d_channels) > spec.image_size.bit_length():
+            raise GanforgeError(f"the discriminator's strides shrink {spec.image_size} px images below 1 px")
 
 
 def build_generator(spec: ModelSpec) -> nn.Module:

@@ -11,7 +11,29 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-NEGATIVE_SLOPE = 0.2  # LeakyReLU slope of every reference implementation (DCGAN paper, Keras, PyTorch)
+NEGATIVE_SLOPE = 0.2  # LeakyReLU slope of the DCGAN paper and the PyTorch examples (Keras' default is 0.3)
+ACTIVATIONS = ("relu", "leaky_relu", "tanh")  # the hidden-layer activations a spec may name
+BN_MOMENTUM = 0.1  # PyTorch's default; Keras' momentum m is PyTorch's 1 - m (Keras 0.8 = PyTorch 0.2)
+
+
+def activation(name: str, slope: float = NEGATIVE_SLOPE) -> nn.Module:
+    """The hidden-layer activation ``name`` (one of ``ACTIVATIONS``); ``slope`` is LeakyReLU's."""
+    if name == "relu":
+        return nn.ReLU()
+    if name == "leaky_relu":
+        return nn.LeakyReLU(slope)
+    if name == "tanh":
+        return nn.Tanh()
+    raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
+
+
+def batch_norm(channels: int, momentum: float | None, dims: int = 2) -> nn.Module:
+    """BatchNorm over ``channels`` (2d maps or 1d vectors) with PyTorch's momentum convention.
+
+    Keras' epsilon (1e-3) is not copied: PyTorch's 1e-5 only matters for near-constant channels.
+    """
+    cls = nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d
+    return cls(channels, momentum=BN_MOMENTUM if momentum is None else momentum)
 
 
 def check_labels(labels: torch.Tensor | None, n: int) -> torch.Tensor:
@@ -116,6 +138,8 @@ class Discriminator(nn.Module):
         num_classes: int = 0,
         image_size: int = 0,
         projection: bool = False,
+        aux_classifier: bool = False,
+        head_bias: bool = True,
     ) -> None:
         """Wrap ``body``, which maps images to features (N, feature_dim).
 
@@ -125,26 +149,33 @@ class Discriminator(nn.Module):
             num_classes: Number of classes; 0 makes the discriminator unconditional.
             image_size: Side of the image (needed for the label plane).
             projection: Condition through a projection head instead of a label plane.
+            aux_classifier: AC-GAN (Odena et al., 2017): the body sees the image alone and a second
+                head predicts its class; the label is then never an input.
+            head_bias: Give the real/fake head a bias (the woodblock seed's final conv has none).
         """
         super().__init__()
         self.num_classes = num_classes
-        self.label_plane = LabelPlane(num_classes, image_size) if num_classes and not projection else None
+        plane = num_classes and not projection and not aux_classifier
+        self.label_plane = LabelPlane(num_classes, image_size) if plane else None
         self.body = body
-        self.head = nn.Linear(feature_dim, 1)
+        self.head = nn.Linear(feature_dim, 1, bias=head_bias)
         self.projection = nn.Embedding(num_classes, feature_dim) if num_classes and projection else None
+        self.classifier = nn.Linear(feature_dim, num_classes) if num_classes and aux_classifier else None
 
     def forward(
-        self, x: torch.Tensor, labels: torch.Tensor | None = None, features: bool = False
+        self, x: torch.Tensor, labels: torch.Tensor | None = None, features: bool = False, classes: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Score images.
 
         Args:
             x: Images, (N, C, H, W) in [-1, 1].
-            labels: Class ids, (N,) long; required when conditional, ignored otherwise.
+            labels: Class ids, (N,) long; required when conditioned by a label plane or projection.
             features: Also return the penultimate features (for feature matching).
+            classes: Return the auxiliary classifier's class logits (N, K) instead of the features.
 
         Returns:
-            Logits (N,), or (logits (N,), features (N, F)) when ``features`` is true.
+            Logits (N,); (logits, features (N, F)) when ``features`` is true; (logits, class logits)
+            when ``classes`` is true.
         """
         if self.label_plane is not None:
             x = self.label_plane(x, labels)
@@ -152,6 +183,10 @@ class Discriminator(nn.Module):
         logits = self.head(h).squeeze(1)
         if self.projection is not None:
             logits = logits + (self.projection(check_labels(labels, x.shape[0])) * h).sum(dim=1)
+        if classes:
+            if self.classifier is None:
+                raise ValueError("this discriminator has no auxiliary classifier")
+            return logits, self.classifier(h)
         return (logits, h) if features else logits
 
 

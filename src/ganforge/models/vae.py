@@ -31,7 +31,7 @@ class Encoder(nn.Module):
         super().__init__()
         self.label_plane = LabelPlane(spec.num_classes, spec.image_size) if spec.conditional else None
         in_channels = spec.channels + int(spec.conditional)
-        self.body, features = dcgan.conv_stack(in_channels, spec.width, spec.image_size, "batch")
+        self.body, features = dcgan.conv_stack(in_channels, spec, "batch")
         self.mu = nn.Linear(features, spec.latent_dim)
         self.logvar = nn.Linear(features, spec.latent_dim)
         for part in (self.body, self.mu, self.logvar):

@@ -159,7 +159,9 @@ class AugmentedDiscriminator(nn.Module):
         self.policy = ",".join(parse_policy(policy))
 
     def forward(
-        self, x: Tensor, labels: Tensor | None = None, features: bool = False
+        self, x: Tensor, labels: Tensor | None = None, features: bool = False, classes: bool = False
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Augment ``x`` (N, C, H, W), then score it as the wrapped discriminator does."""
+        if classes:  # only AC-GAN asks; keep the plain call for discriminators without the keyword
+            return self.net(diff_augment(x, self.policy), labels, classes=True)
         return self.net(diff_augment(x, self.policy), labels, features=features)

@@ -17,12 +17,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ganforge.errors import GanforgeError
 
-MODEL_NAMES = ("mlp", "dcgan", "wgan-gp", "vae")  # mirrors ganforge.models.MODELS (checked in tests)
+MODEL_NAMES = ("mlp", "dcgan", "wgan-gp", "vae", "ae")  # mirrors ganforge.models.MODELS (checked in tests)
 LOSS_NAMES = ("bce", "hinge", "wgan-gp", "wgan-clip")
+OPTIMIZER_NAMES = ("adam", "rmsprop")
+SCHEDULE_NAMES = ("none", "step", "cosine")
+ACTIVATION_NAMES = ("relu", "leaky_relu", "tanh")  # mirrors ganforge.models.layers.ACTIVATIONS (checked in tests)
 AUGMENT_NAMES = ("color", "translation", "cutout")  # mirrors ganforge.training.augment.AUGMENTS (checked in tests)
 MAX_SEED = 2**63 - 2  # torch seeds are 64-bit; the FID probe seeds with seed + 1
 # Upper bounds of integer fields where a larger value is certainly a typo (any other: 2**31 - 1).
-INT_LIMITS = {"width": 4096, "latent_dim": 65536, "n_critic": 1000, "threads": 1024, "nproc": 1024}
+INT_LIMITS = {"width": 4096, "latent_dim": 65536, "n_critic": 1000, "threads": 1024, "nproc": 1024,
+              "embed_dim": 65536, "channel_cap": 1024, "kernel_size": 15, "n_samples": 1024}
 
 # Fields that may change between a run and its resume without changing what is trained: where things
 # go, how often they are written, how long to run and on what hardware. Everything else must match.
@@ -30,7 +34,7 @@ RESUME_FREE = frozenset(
     {
         "epochs", "steps", "output", "experiment", "checkpoint_every", "keep_checkpoints", "sample_every",
         "log_every", "compile", "on_nan", "resume", "nproc", "device", "track", "overwrite", "preset", "dataset",
-        "fid_every", "fid_n", "fid_backbone",
+        "fid_every", "fid_n", "fid_backbone", "fid_backbone_weights", "fid_backbone_sha256", "sample_every_epochs",
         "threads",
     }
 )  # fmt: skip
@@ -65,10 +69,17 @@ class TrainConfig(BaseModel):
         None, description="Generator updates to run in total. None: derived from --epochs."
     )
     batch_size: int = Field(64, description="Global batch size in images (split evenly across --nproc ranks).")
-    lr_g: float = Field(2e-4, description="Adam learning rate of the generator (or VAE encoder+decoder).")
-    lr_d: float = Field(2e-4, description="Adam learning rate of the discriminator/critic (TTUR if != lr-g).")
+    lr_g: float = Field(2e-4, description="Learning rate of the generator (or AE/VAE encoder+decoder).")
+    lr_d: float = Field(2e-4, description="Learning rate of the discriminator/critic (TTUR if != lr-g).")
+    optimizer: str = Field("adam", description=f"Optimiser of both players: {', '.join(OPTIMIZER_NAMES)}.")
     beta1: float = Field(0.5, description="Adam beta1 (0.5 is the DCGAN paper's value; 0 for WGAN-GP).")
-    beta2: float = Field(0.999, description="Adam beta2.")
+    beta2: float = Field(0.999, description="Adam beta2; RMSprop's smoothing constant alpha is beta2 too.")
+    lr_schedule: str = Field(
+        "none", description=f"Learning-rate schedule: {', '.join(SCHEDULE_NAMES)} (step: times --lr-gamma every "
+        "--lr-step epochs; cosine: down to 0 over the run).",
+    )
+    lr_step: int = Field(1, description="Epochs between the step schedule's decays.")
+    lr_gamma: float = Field(0.5, description="Factor of each step-schedule decay.")
     latent_dim: int = Field(100, description="Size of the latent vector z.")
     seed: int = Field(0, description="Seed for initialisation, data order, latents and the fixed sample batch.")
     device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")
@@ -103,6 +114,64 @@ class TrainConfig(BaseModel):
         "transposed", description="Generator upsampling: transposed conv, or resize-conv (no checkerboard)."
     )
     width: int = Field(64, description="Base channel count (ngf/ndf) of the networks.")
+    channel_cap: int = Field(8, description="Widths derived from --width stop growing at this multiple of it.")
+    embed_dim: int = Field(50, description="Size of the label embedding concatenated to z (conditional).")
+    projection: bool = Field(False, description="Condition D by a projection head instead of a label plane.")
+    aux_classifier: bool = Field(
+        False, description="AC-GAN: D predicts the class (cross-entropy added to both losses) instead of seeing it."
+    )
+    g_activation: str | None = Field(
+        None, description=f"Generator hidden activation: {', '.join(ACTIVATION_NAMES)}. None: the family's."
+    )
+    d_activation: str | None = Field(
+        None, description=f"Discriminator hidden activation: {', '.join(ACTIVATION_NAMES)}. None: the family's."
+    )
+    leaky_slope: float = Field(0.2, description="Negative slope of leaky_relu (Keras' default is 0.3).")
+    bn_momentum: float | None = Field(
+        None, description="Batch-norm momentum, PyTorch convention (Keras momentum m is 1 - m here: Keras 0.8 = "
+        "0.2). None: 0.1.",
+    )
+    g_dropout: float = Field(0.0, description="Dropout after each generator hidden layer, in [0, 1).")
+    d_dropout: float | None = Field(
+        None, description="Discriminator dropout, in [0, 1). None: the family's (mlp 0.3, else 0)."
+    )
+    d_dropout_at: Literal["blocks", "head"] = Field(
+        "blocks", description="Discriminator dropout after every hidden layer, or once before the head."
+    )
+    g_channels: str | None = Field(
+        None, description="Generator widths, comma-separated: the projected base map, then each hidden layer "
+        "(mlp: the hidden layers). None: from --width.",
+    )
+    d_channels: str | None = Field(
+        None, description="Discriminator/encoder widths, comma-separated, one per hidden layer. None: from --width."
+    )
+    g_strides: str | None = Field(
+        None, description="Upsampling factor (1 or 2) of each generator conv incl. the output one. None: all 2."
+    )
+    d_strides: str | None = Field(None, description="Stride (1 or 2) of each discriminator conv. None: all 2.")
+    kernel_size: int | None = Field(None, description="Conv kernel side. None: 4 (3 with resize-conv).")
+    g_norm: Literal["batch", "none"] = Field("batch", description="Normalisation of generator hidden layers.")
+    g_norm_layers: str | None = Field(
+        None, description="mlp: comma-separated 1-based generator layers with batch norm. None: all but the first."
+    )
+    g_base: Literal["channel", "feature", "linear"] = Field(
+        "channel", description="After G's projection: batch norm per channel (PyTorch DCGAN), per feature before "
+        "the reshape (Keras), or linear (no norm, no activation: the book's decoders).",
+    )
+    d_norm: Literal["batch", "layer", "none"] | None = Field(
+        None, description="Discriminator/encoder normalisation. None: the family's (batch; layer for wgan-gp)."
+    )
+    g_bias: bool | None = Field(
+        None, description="Generator biases: true: every layer (Keras' default); false: none, output included; "
+        "unset: none before a batch norm (DCGAN).",
+    )
+    d_bias: bool | None = Field(
+        None, description="Discriminator/encoder biases, as --g-bias (false also drops the head's).",
+    )
+    d_loss_sum: bool = Field(
+        False, description="Optimise the sum of D's real and fake terms (logged as loss_d_sum); loss_d is always "
+        "their mean. Off: optimise the mean.",
+    )
     fid_every: int | None = Field(
         None, description="Measure a small-sample FID every this many epochs (logged as train/fid_<n>_train). "
         "None: never."
@@ -111,9 +180,24 @@ class TrainConfig(BaseModel):
     fid_backbone: str = Field(
         "inception-tf", description="Feature backbone of --fid-every (inception-tf, pixels, ...; see evaluate)."
     )
+    fid_backbone_weights: str | None = Field(
+        None, description="Weights file of --fid-backbone, as evaluate's --backbone-weights (e.g. torchvision's "
+        "inception_v3_google-0cc3c7bd.pth for inception-torchvision). None: the backbone's packaged one.",
+    )
+    fid_backbone_sha256: str | None = Field(
+        None, description="SHA-256 --fid-backbone-weights must have, as evaluate's --backbone-sha256. None: the "
+        "backbone's known official file.",
+    )
     checkpoint_every: int = Field(500, description="Write ckpt-<step> every this many steps (and at the end).")
     keep_checkpoints: int = Field(3, description="Keep the newest this many checkpoints (older ones deleted).")
-    sample_every: int = Field(500, description="Log a sample grid of the fixed latents every this many steps.")
+    sample_every: int = Field(
+        500, description="Write a sample grid of the fixed latents every this many steps (samples/ in --output "
+        "and MLflow).",
+    )
+    sample_every_epochs: int | None = Field(
+        None, description="Write the sample grid every this many epochs instead of --sample-every steps."
+    )
+    n_samples: int = Field(64, description="Fixed latents in each sample grid.")
     log_every: int = Field(10, description="Log metrics every this many steps.")
     compile: bool = Field(False, description="torch.compile the networks (CUDA only; ignored on CPU).")
     on_nan: Literal["stop", "rollback"] = Field(
@@ -148,9 +232,50 @@ class TrainConfig(BaseModel):
     def _known_preset(cls, v: str | None) -> str | None:
         return known_preset(v)
 
+    @field_validator("optimizer", "lr_schedule", "g_activation", "d_activation")
+    @classmethod
+    def _known_name(cls, v: str | None, info) -> str | None:
+        names = {"optimizer": OPTIMIZER_NAMES, "lr_schedule": SCHEDULE_NAMES}.get(info.field_name, ACTIVATION_NAMES)
+        if v is not None and v not in names:
+            raise ValueError(f"unknown {info.field_name.replace('_', '-')} {v!r}; choose one of {', '.join(names)}")
+        return v
+
+    @field_validator("g_dropout", "d_dropout", "leaky_slope")
+    @classmethod
+    def _rate(cls, v: float | None) -> float | None:
+        if v is not None and not 0.0 <= v < 1.0:  # also refuses nan
+            raise ValueError(f"must be in [0, 1), e.g. 0.3; got {v}")
+        return v
+
+    @field_validator("bn_momentum")
+    @classmethod
+    def _momentum(cls, v: float | None) -> float | None:
+        if v is not None and not 0.0 <= v <= 1.0:
+            raise ValueError(f"must be in [0, 1] (PyTorch convention: Keras 0.8 is 0.2 here); got {v}")
+        return v
+
+    @field_validator("lr_gamma")
+    @classmethod
+    def _gamma(cls, v: float) -> float:
+        if not 0.0 < v <= 1.0:
+            raise ValueError(f"must be in (0, 1], e.g. 0.5; got {v}")
+        return v
+
+    @field_validator("g_channels", "d_channels", "g_strides", "d_strides", "g_norm_layers")
+    @classmethod
+    def _int_list(cls, v: str | int | None) -> str | None:
+        if v is None:
+            return v
+        text = str(v)  # a YAML file may give one number
+        parts = [p.strip() for p in text.split(",")]
+        if not all(p.isdigit() and int(p) >= 1 for p in parts) or len(parts) > 64:
+            raise ValueError(f"must be comma-separated positive integers, e.g. 256,128,64; got {text!r}")
+        return ",".join(str(int(p)) for p in parts)
+
     @field_validator(
         "batch_size", "latent_dim", "width", "checkpoint_every", "keep_checkpoints", "sample_every",
-        "log_every", "nproc", "epochs", "steps", "n_critic", "fid_every", "fid_n", "threads",
+        "log_every", "nproc", "epochs", "steps", "n_critic", "fid_every", "fid_n", "threads", "embed_dim",
+        "channel_cap", "kernel_size", "lr_step", "sample_every_epochs", "n_samples",
     )  # fmt: skip
     @classmethod
     def _positive(cls, v: int | None, info) -> int | None:

@@ -75,19 +75,40 @@ class Objective:
     name = ""
     default_n_critic = 1
 
-    def __init__(self, *, feature_matching: bool = False, n_critic: int | None = None) -> None:
+    # Two-term objectives (a real term and a fake term) report loss_d as their mean and can optimise
+    # their sum instead; the Wasserstein estimate is one difference, not two terms, so it cannot.
+    two_terms = True
+
+    def __init__(
+        self,
+        *,
+        feature_matching: bool = False,
+        n_critic: int | None = None,
+        d_loss_sum: bool = False,
+        aux_classifier: bool = False,
+    ) -> None:
         """Set the options shared by every objective.
 
         Args:
             feature_matching: Replace the generator's adversarial loss by feature matching.
             n_critic: Discriminator steps per generator step; None: the objective's default.
+            d_loss_sum: Optimise real + fake (the Galaxy10 and woodblock seeds) instead of their mean.
+            aux_classifier: AC-GAN: add the class cross-entropy on real and fake images to D's loss and
+                on fakes to G's (the discriminator must have been built with ``aux_classifier``).
         """
         self.feature_matching = feature_matching
         self.n_critic = n_critic if n_critic is not None else self.default_n_critic
+        self.d_loss_sum = d_loss_sum
+        self.aux_classifier = aux_classifier
+
+    def d_real_fake(self, real_logits: Tensor, fake_logits: Tensor) -> tuple[Tensor, Tensor]:
+        """The real and the fake term of a two-term discriminator loss."""
+        raise NotImplementedError
 
     def d_terms(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
-        """Discriminator loss from its outputs on real and fake images."""
-        raise NotImplementedError
+        """Discriminator loss from its outputs on real and fake images (the sum of the two terms)."""
+        real_term, fake_term = self.d_real_fake(real_logits, fake_logits)
+        return real_term + fake_term
 
     def g_term(self, fake_logits: Tensor) -> Tensor:
         """Generator adversarial loss from the discriminator's outputs on fakes."""
@@ -110,15 +131,37 @@ class Objective:
             (loss, stats) with stats keys ``loss_d``, ``d_real``, ``d_fake`` and one per penalty.
         """
         fake = fake.detach()
-        real_logits, fake_logits = D(real, labels), D(fake, labels)
-        loss = self.d_terms(real_logits, fake_logits)
+        extra: dict[str, Tensor] = {}
+        if self.aux_classifier:
+            (real_logits, real_cls), (fake_logits, fake_cls) = D(real, labels, classes=True), D(fake, labels, classes=True)
+            aux = F.cross_entropy(real_cls, labels) + F.cross_entropy(fake_cls, labels)
+            extra["loss_aux"] = aux
+            extra["d_class_acc"] = (real_cls.argmax(1) == labels).float().mean()
+        else:
+            real_logits, fake_logits = D(real, labels), D(fake, labels)
+        if self.two_terms:
+            real_term, fake_term = self.d_real_fake(real_logits, fake_logits)
+            loss = (real_term + fake_term) * (1.0 if self.d_loss_sum else 0.5)
+            extra["loss_d_mean"] = (real_term + fake_term) * 0.5
+            if self.d_loss_sum:
+                extra["loss_d_sum"] = real_term + fake_term
+            # a logit above 0 calls the image real, for bce and hinge alike (the Keras 'accuracy' metric)
+            extra["d_acc"] = torch.cat([(real_logits > 0).float(), (fake_logits <= 0).float()]).mean()
+        else:
+            loss = self.d_terms(real_logits, fake_logits)
+        if "loss_aux" in extra:
+            loss = loss + extra["loss_aux"]
         penalties = self.penalties(D, real, fake, labels)
         for weight, value in penalties.values():
             loss = loss + weight * value
+        # loss_d is the optimised loss for one-term objectives and the mean of real and fake for two-term
+        # ones, whichever of mean or sum is optimised (penalties and the aux term are reported on their own).
+        loss_d = extra.pop("loss_d_mean") if self.two_terms else loss
         return loss, _stats(
-            loss_d=loss,
+            loss_d=loss_d,
             d_real=self.score(real_logits).mean(),
             d_fake=self.score(fake_logits).mean(),
+            **extra,
             **{name: value for name, (_, value) in penalties.items()},
         )
 
@@ -142,12 +185,21 @@ class Objective:
         Returns:
             (loss, stats) with stats key ``loss_g``.
         """
+        extra: dict[str, Tensor] = {}
         if self.feature_matching:
             if real is None:
                 raise ValueError("feature matching needs the real batch: pass real=")
             loss = feature_matching_loss(D, real, fake, labels)
+            if self.aux_classifier:
+                extra["loss_aux_g"] = F.cross_entropy(D(fake, labels, classes=True)[1], labels)
+        elif self.aux_classifier:
+            logits, cls = D(fake, labels, classes=True)
+            loss = self.g_term(logits)
+            extra["loss_aux_g"] = F.cross_entropy(cls, labels)
         else:
             loss = self.g_term(D(fake, labels))
+        if extra:
+            return loss + extra["loss_aux_g"], _stats(loss_g=loss, **extra)
         return loss, _stats(loss_g=loss)
 
     def after_d_step(self, D: nn.Module) -> None:
@@ -175,13 +227,14 @@ class NonSaturatingBCE(Objective):
         self.label_smoothing = label_smoothing
         self.noisy_labels = noisy_labels
 
-    def d_terms(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
-        """Sum of BCE on real (target ~1) and fake (target ~0), as the PyTorch DCGAN example."""
+    def d_real_fake(self, real_logits: Tensor, fake_logits: Tensor) -> tuple[Tensor, Tensor]:
+        """BCE on real (target ~1) and on fake (target ~0)."""
         soft_real = self.label_smoothing or self.noisy_labels
         real_t = draw_targets(len(real_logits), real=True, soft=soft_real, device=real_logits.device)
         fake_t = draw_targets(len(fake_logits), real=False, soft=self.noisy_labels, device=fake_logits.device)
-        return F.binary_cross_entropy_with_logits(real_logits, real_t.to(real_logits.dtype)) + (
-            F.binary_cross_entropy_with_logits(fake_logits, fake_t.to(fake_logits.dtype))
+        return (
+            F.binary_cross_entropy_with_logits(real_logits, real_t.to(real_logits.dtype)),
+            F.binary_cross_entropy_with_logits(fake_logits, fake_t.to(fake_logits.dtype)),
         )
 
     def g_term(self, fake_logits: Tensor) -> Tensor:
@@ -198,15 +251,16 @@ class Hinge(Objective):
 
     name = "hinge"
 
-    def d_terms(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
-        """max(0, 1 - D(x)) + max(0, 1 + D(G(z)))."""
-        return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+    def d_real_fake(self, real_logits: Tensor, fake_logits: Tensor) -> tuple[Tensor, Tensor]:
+        """max(0, 1 - D(x)) and max(0, 1 + D(G(z)))."""
+        return F.relu(1.0 - real_logits).mean(), F.relu(1.0 + fake_logits).mean()
 
 
 class Wasserstein(Objective):
     """Critic loss of the WGANs; each subclass keeps the critic Lipschitz its own way."""
 
     default_n_critic = 5  # the critic should be near optimal before each generator step
+    two_terms = False
 
     def d_terms(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
         """Negative Wasserstein estimate: E[D(G(z))] - E[D(x)]."""
@@ -294,6 +348,8 @@ def build_objective(
     gp_weight: float = 10.0,
     clip: float = 0.01,
     n_critic: int | None = None,
+    d_loss_sum: bool = False,
+    aux_classifier: bool = False,
 ) -> Objective:
     """Build an objective by name, checking that the options fit it.
 
@@ -305,6 +361,8 @@ def build_objective(
         gp_weight: Gradient penalty weight (wgan-gp).
         clip: Weight clipping bound (wgan-clip).
         n_critic: Discriminator steps per generator step; None: 5 for the WGANs, 1 otherwise.
+        d_loss_sum: Optimise the sum of the real and fake terms instead of their mean (bce, hinge).
+        aux_classifier: Add AC-GAN's class cross-entropy to both losses.
 
     Returns:
         The objective.
@@ -318,6 +376,8 @@ def build_objective(
         raise GanforgeError(f"label_smoothing and noisy_labels apply only to loss 'bce', not {name!r}")
     if n_critic is not None and n_critic < 1:
         raise GanforgeError(f"n_critic must be at least 1, got {n_critic}")
+    if d_loss_sum and not OBJECTIVES[name].two_terms:
+        raise GanforgeError(f"d_loss_sum applies to losses with a real and a fake term (bce, hinge), not {name!r}")
     if gp_weight < 0 or clip <= 0:
         raise GanforgeError(f"gp_weight must be >= 0 and clip > 0, got {gp_weight} and {clip}")
     options: dict = {
@@ -325,7 +385,10 @@ def build_objective(
         "wgan-gp": {"gp_weight": gp_weight},
         "wgan-clip": {"clip": clip},
     }.get(name, {})
-    return OBJECTIVES[name](feature_matching=feature_matching, n_critic=n_critic, **options)
+    return OBJECTIVES[name](
+        feature_matching=feature_matching, n_critic=n_critic, d_loss_sum=d_loss_sum, aux_classifier=aux_classifier,
+        **options,
+    )
 
 
 def reparameterise(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -359,3 +422,20 @@ def vae_loss(
     kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / n
     loss = recon_loss + kl_weight * kl
     return loss, _stats(loss_vae=loss, loss_recon=recon_loss, loss_kl=kl)
+
+
+def ae_loss(decoder: nn.Module, encoder: nn.Module, real: Tensor, labels: Tensor | None) -> tuple[Tensor, dict]:
+    """Mean squared reconstruction error per pixel (the book's r_loss: ``K.mean(K.square(...))``).
+
+    Args:
+        decoder: The autoencoder's generator.
+        encoder: The autoencoder's encoder (one latent point per image).
+        real: Images (N, C, H, W) in [-1, 1] (a squared error 4x the book's on [0, 1]; same minimiser).
+        labels: Class ids (N,), or None.
+
+    Returns:
+        (loss, stats) with stats key ``loss_recon``.
+    """
+    recon = decoder(encoder(real, labels), labels)
+    loss = F.mse_loss(recon, real)
+    return loss, _stats(loss_recon=loss)

@@ -18,7 +18,6 @@ from ganforge.inference import Checkpoint, load_weights
 from ganforge.training.config import TrainConfig
 from ganforge.training.distributed import Runtime, sync_batchnorm
 
-N_FIXED = 64  # latents in the fixed sample grid (8 x 8)
 GPU_DATA_FRACTION = 0.25  # keep the dataset on the GPU when it takes at most this share of free memory
 
 
@@ -45,7 +44,7 @@ class Trainer:
     steps_per_epoch: int  # real batches per epoch (the last partial batch is dropped)
     total_steps: int
     n_critic: int
-    fixed_z: torch.Tensor  # (N_FIXED, latent_dim) on the CPU
+    fixed_z: torch.Tensor  # (n_samples, latent_dim) on the CPU
     fixed_labels: torch.Tensor | None
     g_fwd: Callable
     d_fwd: Callable | None
@@ -59,6 +58,7 @@ class Trainer:
     run_id: str | None = None  # the MLflow run (saved in checkpoints so that a resume continues it)
     resumed_from: dict | None = None  # the checkpoint this run started from: run_id, checkpoint, step
     fid_extractor: object | None = None  # --fid-every's backbone, built on first use
+    metric_rows: list = field(default_factory=list)  # every logged step's metrics, for metrics.csv
     _perm: tuple[int, torch.Tensor] | None = None
 
     @property
@@ -79,11 +79,12 @@ class Trainer:
         return self.ema.module
 
     def apply_lr(self) -> None:
-        """Set optimiser learning rates to the config's times ``lr_scale`` (rollbacks halve it)."""
+        """Set learning rates to the config's times ``lr_scale`` (rollbacks halve it) times the schedule's."""
+        f = lr_factor(self.config, self.step, self.total_steps, self.steps_per_epoch, self.n_critic)
         for opt, lr in ((self.opt_g, self.config.lr_g), (self.opt_d, self.config.lr_d)):
             if opt is not None:
                 for group in opt.param_groups:
-                    group["lr"] = lr * self.lr_scale
+                    group["lr"] = lr * self.lr_scale * f
 
     def batch(self, b: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """This rank's slice of global batch number ``b``: images in [-1, 1] and labels (or None).
@@ -140,11 +141,47 @@ def model_spec(config: TrainConfig, shape: tuple[int, int, int], num_classes: in
     c, h, w = shape
     if h != w:
         raise GanforgeError(f"images are {h}x{w}; ganforge trains on square images (re-ingest with --image-size)")
+    ints = {k: tuple(int(x) for x in v.split(",")) if v else None for k, v in (
+        ("g_channels", config.g_channels), ("d_channels", config.d_channels), ("g_strides", config.g_strides),
+        ("d_strides", config.d_strides), ("g_norm_layers", config.g_norm_layers))}  # fmt: skip
     return ModelSpec(
         model=config.model, image_size=h, channels=c, num_classes=num_classes,
         conditional=config.conditional, latent_dim=config.latent_dim, width=config.width,
-        upsample=config.upsample, spectral_norm=config.spectral_norm,
+        upsample=config.upsample, spectral_norm=config.spectral_norm, embed_dim=config.embed_dim,
+        projection=config.projection, aux_classifier=config.aux_classifier, channel_cap=config.channel_cap,
+        kernel_size=config.kernel_size, g_activation=config.g_activation, d_activation=config.d_activation,
+        leaky_slope=config.leaky_slope, bn_momentum=config.bn_momentum, g_dropout=config.g_dropout,
+        d_dropout=config.d_dropout, d_dropout_at=config.d_dropout_at, g_norm=config.g_norm, g_base=config.g_base,
+        d_norm=config.d_norm, g_bias=config.g_bias, d_bias=config.d_bias, **ints,
     )  # fmt: skip
+
+
+def lr_factor(config: TrainConfig, step: int, total_steps: int, steps_per_epoch: int, n_critic: int) -> float:
+    """The schedule's multiplier of the learning rates for generator update number ``step`` (from 0).
+
+    A pure function of the step, so a resumed run follows the same schedule. ``step`` decays by
+    ``lr_gamma`` every ``lr_step`` epochs (the book's step_decay_schedule, which Keras applies per
+    epoch); ``cosine`` anneals from 1 to 0 over the run (Loshchilov & Hutter, 2017, without restarts).
+    """
+    import math
+
+    if config.lr_schedule == "step":
+        epoch = step * n_critic // steps_per_epoch
+        return config.lr_gamma ** (epoch // config.lr_step)
+    if config.lr_schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    return 1.0
+
+
+def make_optimizer(config: TrainConfig, params, lr: float) -> torch.optim.Optimizer:
+    """``config.optimizer`` over ``params``: Adam with (beta1, beta2), or RMSprop with alpha = beta2.
+
+    Keras' RMSprop has rho 0.9 and no momentum; its epsilon (1e-7) differs from PyTorch's 1e-8 by
+    a negligible amount next to gradient magnitudes.
+    """
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, alpha=config.beta2)
+    return torch.optim.Adam(params, lr=lr, betas=(config.beta1, config.beta2))
 
 
 def _networks(config: TrainConfig, data, rt: Runtime):
@@ -188,17 +225,16 @@ def build_trainer(config: TrainConfig, rt: Runtime, data=None) -> Trainer:
     if cuda:  # NHWC convolutions are faster with tensor cores; weights follow the inputs
         G, D, E = (m.to(memory_format=torch.channels_last) if m is not None else None for m in (G, D, E))
     objective, opt_d, d_fwd = None, None, None
-    betas = (config.beta1, config.beta2)
     if D is not None:
         objective = build_objective(
             config.objective, label_smoothing=config.label_smoothing, noisy_labels=config.noisy_labels,
             feature_matching=config.feature_matching, gp_weight=config.gp_weight, clip=config.clip,
-            n_critic=config.n_critic,
+            n_critic=config.n_critic, d_loss_sum=config.d_loss_sum, aux_classifier=config.aux_classifier,
         )  # fmt: skip
-        opt_d = torch.optim.Adam(D.parameters(), lr=config.lr_d, betas=betas)
+        opt_d = make_optimizer(config, D.parameters(), config.lr_d)
         d_fwd = AugmentedDiscriminator(D, config.diffaugment) if config.diffaugment else D
     g_params = list(G.parameters()) + (list(E.parameters()) if E is not None else [])
-    opt_g = torch.optim.Adam(g_params, lr=config.lr_g, betas=betas)
+    opt_g = make_optimizer(config, g_params, config.lr_g)
     g_fwd = G
     if config.compile and cuda:
         g_fwd, d_fwd = torch.compile(G), (torch.compile(d_fwd) if d_fwd is not None else None)
@@ -211,8 +247,8 @@ def build_trainer(config: TrainConfig, rt: Runtime, data=None) -> Trainer:
         )
     total = config.steps if config.steps is not None else max(1, config.epochs * spe // n_critic)
     gz = torch.Generator().manual_seed(_mix(config.seed, 3))
-    fixed_z = torch.randn(N_FIXED, config.latent_dim, generator=gz)
-    fixed_labels = torch.arange(N_FIXED) % spec.num_classes if config.conditional else None
+    fixed_z = torch.randn(config.n_samples, config.latent_dim, generator=gz)
+    fixed_labels = torch.arange(config.n_samples) % spec.num_classes if config.conditional else None
     images, labels = _place_data(data, rt)
     torch.manual_seed(_mix(config.seed, rt.rank, 4))  # objective/augment noise: own stream per rank
     return Trainer(
