@@ -24,6 +24,15 @@ from ganforge.training import checkpoint as ckpt
 from ganforge.training import distributed as ddp
 from ganforge.training.config import TrainConfig
 from ganforge.training.progress import Progress
+from ganforge.training.run_files import (
+    GRIDS_DIR,
+    clear_outputs,
+    grid_columns,
+    read_metrics_csv,
+    save_png,
+    write_loss_plot,
+    write_metrics_csv,
+)
 from ganforge.training.state import Trainer, build_trainer, restore, step_generator, trainer_state
 from ganforge.training.visuals import grid_image, interpolation_strip, sample
 
@@ -100,9 +109,7 @@ def run_training(config: TrainConfig, data=None, tracker=None, context: RunConte
         elif ckpt.list_checkpoints(config.output):
             _fresh_output(config, delete=rt.is_main)
         if config.fid_every and rt.is_main:  # a missing backbone fails now, not an epoch into training
-            from ganforge.metrics.features import get_extractor
-
-            t.fid_extractor = get_extractor(config.fid_backbone, device=t.images.device)
+            t.fid_extractor = _fid_extractor(config, t.images.device)
         if rt.is_main and tracker is None:
             tracker = _open_tracker(t, lineage, context)
         if tracker is None:
@@ -140,6 +147,8 @@ def _fresh_output(config: TrainConfig, delete: bool) -> None:
 
     for p in ckpt.list_checkpoints(config.output) if delete else []:
         shutil.rmtree(p, ignore_errors=True)
+    if delete:
+        clear_outputs(config.output)
 
 
 def _open_tracker(t: Trainer, lineage: dict | None, context: RunContext | None):
@@ -178,12 +187,16 @@ def _run(t: Trainer, tracker) -> TrainResult:
     c, rt = t.config, t.rt
     progress = Progress(t.total_steps, t.step, rt.is_main)
     step_fn = _vae_step if t.E is not None else _gan_step
+    if t.rt.is_main and t.step and not t.metric_rows:  # a resume: keep the rows logged up to the checkpoint
+        t.metric_rows = [r for r in read_metrics_csv(c.output) if r["step"] <= t.step]
     status, last_ckpt, metrics = "FAILED", None, {}
     t0 = window_t0 = time.perf_counter()
     start_step = window_step = t.step
     try:
         with _stop_on_signals(t):
             while t.step < t.total_steps:
+                if c.lr_schedule != "none":
+                    t.apply_lr()
                 want_log = (t.step + 1) % c.log_every == 0 or t.step + 1 == t.total_steps
                 stats = step_fn(t, want_log)
                 stats = ddp.average_values({**stats, "stop": float(t.stop_signal is not None)}, rt)
@@ -198,8 +211,8 @@ def _run(t: Trainer, tracker) -> TrainResult:
                     window_t0, window_step = now, t.step
                 if c.fid_every and _epoch(t, t.step) // c.fid_every > _epoch(t, t.step - 1) // c.fid_every:
                     _fid_probe(t, tracker)
-                if t.step % c.sample_every == 0 and rt.is_main and getattr(tracker, "active", True):
-                    tracker.log_image(grid_image(sample(t.sampler(), t.fixed_z, t.fixed_labels)), "samples", t.step)
+                if rt.is_main:
+                    _maybe_sample(t, tracker)
                 if stats["stop"] > 0:
                     last_ckpt = _checkpoint(t)
                     progress.message(f"stopped by signal at step {t.step}; checkpoint {last_ckpt}")
@@ -223,6 +236,24 @@ def _run(t: Trainer, tracker) -> TrainResult:
     )  # fmt: skip
 
 
+def _maybe_sample(t: Trainer, tracker) -> None:
+    """The fixed-latent grid every --sample-every steps or --sample-every-epochs epochs: on disk and tracked."""
+    c = t.config
+    if c.sample_every_epochs:
+        epoch = _epoch(t, t.step)
+        if epoch // c.sample_every_epochs <= _epoch(t, t.step - 1) // c.sample_every_epochs:
+            return
+        name = f"epoch-{epoch:04d}.png"
+    elif t.step % c.sample_every:
+        return
+    else:
+        name = f"step-{t.step:07d}.png"
+    grid = grid_image(sample(t.sampler(), t.fixed_z, t.fixed_labels), grid_columns(len(t.fixed_z)))
+    save_png(Path(c.output) / GRIDS_DIR / name, grid)
+    if getattr(tracker, "active", True):
+        tracker.log_image(grid, "samples", t.step)
+
+
 def _epoch(t: Trainer, step: int) -> int:
     """Completed epochs after ``step`` generator updates (each consumes n_critic real batches)."""
     return step * t.n_critic // t.steps_per_epoch
@@ -237,13 +268,12 @@ def _fid_probe(t: Trainer, tracker) -> None:
     if not t.rt.is_main:
         return
     from ganforge.metrics import metric_key
-    from ganforge.metrics.features import get_extractor
     from ganforge.metrics.fid import fid_from_features
     from ganforge.metrics.real_features import real_features
 
     c = t.config
     if t.fid_extractor is None:
-        t.fid_extractor = get_extractor(c.fid_backbone, device=t.images.device)
+        t.fid_extractor = _fid_extractor(c, t.images.device)
     ext = t.fid_extractor
     real, _, _ = real_features(t.data_uri, "train", ext, c.fid_n, 64)
     g = torch.Generator().manual_seed(c.seed + 1)
@@ -252,6 +282,13 @@ def _fid_probe(t: Trainer, tracker) -> None:
     fake = ((sample(t.sampler(), z, labels) + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
     value = fid_from_features(real, ext.extract(fake, 64))
     tracker.log_metrics({f"train/{metric_key('fid', len(real), 'train')}": value}, t.step)
+
+
+def _fid_extractor(c: TrainConfig, device):
+    """--fid-every's backbone, from the same weights file and hash check as evaluate's --backbone-weights."""
+    from ganforge.metrics.features import get_extractor
+
+    return get_extractor(c.fid_backbone, c.fid_backbone_weights, device, expected_sha256=c.fid_backbone_sha256)
 
 
 def _autocast(t: Trainer):
@@ -306,17 +343,20 @@ def _gan_step(t: Trainer, want_norms: bool) -> dict[str, float]:
 
 
 def _vae_step(t: Trainer, want_norms: bool) -> dict[str, float]:
-    """One VAE update (encoder and decoder share the generator's optimiser)."""
-    from ganforge.training.losses import vae_loss
+    """One VAE or AE update (encoder and decoder share the generator's optimiser)."""
+    from ganforge.training.losses import ae_loss, vae_loss
 
     real, labels = t.batch(t.step)
     with _autocast(t):
-        loss, s = vae_loss(t.g_fwd, t.E, real, labels, t.config.kl_weight)
+        if t.config.model == "ae":
+            loss, s = ae_loss(t.g_fwd, t.E, real, labels)
+        else:
+            loss, s = vae_loss(t.g_fwd, t.E, real, labels, t.config.kl_weight)
     t.opt_g.zero_grad(set_to_none=True)
     loss.backward()
     params = list(t.G.parameters()) + list(t.E.parameters())
     ddp.average_gradients(params, t.rt)
-    stats = {"loss_g": s["loss_vae"], "loss_recon": s["loss_recon"], "loss_kl": s["loss_kl"]}
+    stats = {"loss_g": s.get("loss_vae", s["loss_recon"]), **{k: v for k, v in s.items() if k != "loss_vae"}}
     if want_norms:
         stats["grad_norm_g"] = _grad_norm(params)
     t.opt_g.step()
@@ -335,6 +375,7 @@ def _log(t: Trainer, tracker, progress: Progress, stats: dict[str, float], ips: 
     for key in ("loss_g", "loss_d"):
         if key in stats:
             t.history.setdefault(f"train/{key}", []).append((t.step, stats[key]))
+    t.metric_rows.append({"step": t.step, **metrics})
     if t.rt.is_main:
         tracker.log_metrics(metrics, t.step)
         progress.update(t.step, stats, ips)
@@ -345,6 +386,7 @@ def _checkpoint(t: Trainer):
     """Write ``ckpt-<step>`` on rank 0; every rank returns its path."""
     path = ckpt.checkpoint_name(t.step)
     if t.rt.is_main:
+        write_metrics_csv(t.config.output, t.metric_rows)  # with the checkpoint, so a resume finds its rows
         weights, state, meta = trainer_state(t)
         return ckpt.save_checkpoint(t.config.output, t.step, weights, state, meta, t.config.keep_checkpoints)
     return f"{t.config.output}/{path}"
@@ -378,16 +420,13 @@ def _diverged(t: Trainer, stats: dict[str, float], progress: Progress):
 
 
 def _final_artifacts(t: Trainer, tracker, last_ckpt) -> None:
-    """Interpolation strip, loss curves and the final checkpoint, locally and in the run."""
-    from PIL import Image
-
+    """Interpolation strip, loss curves, metrics and the final checkpoint, locally and in the run."""
     out = Path(t.config.output) / "samples"
-    out.mkdir(parents=True, exist_ok=True)
-    strip = interpolation_strip(t.sampler(), t.fixed_z, t.fixed_labels)
-    Image.fromarray(strip.squeeze(-1) if strip.shape[-1] == 1 else strip).save(out / "interpolation.png")
-    grid = grid_image(sample(t.sampler(), t.fixed_z, t.fixed_labels))
-    Image.fromarray(grid.squeeze(-1) if grid.shape[-1] == 1 else grid).save(out / "final.png")
-    tracker.log_artifacts(out, "samples")
+    save_png(out / "interpolation.png", interpolation_strip(t.sampler(), t.fixed_z, t.fixed_labels))
+    save_png(out / "final.png", grid_image(sample(t.sampler(), t.fixed_z, t.fixed_labels), grid_columns(len(t.fixed_z))))
+    tracker.log_artifacts(out, "samples")  # the periodic grids (grids/) are in the run already (log_image)
     tracker.log_loss_curves(t.history)
+    write_metrics_csv(t.config.output, t.metric_rows)
+    write_loss_plot(t.config.output, t.history)
     if last_ckpt is not None:
         tracker.log_artifacts(last_ckpt, "checkpoint")
