@@ -383,10 +383,167 @@ class TrainConfig(BaseModel):
 
 @dataclass(frozen=True)
 class Preset:
-    """A named set of overrides and the reason its values differ from the defaults."""
+    """A named set of overrides and the reason its values differ from the defaults.
+
+    ``image_size``: the side its layer tables are written for (the seed presets); a dataset of another
+    size is refused while those tables are in force, since the networks would not be the seed's.
+    """
 
     why: str
     overrides: dict = field(default_factory=dict)
+    image_size: int | None = None
+
+
+# The seed presets: one per experiment of ../shared/seeds, layer for layer. Keras defaults that the
+# seeds rely on without printing them: LeakyReLU alpha 0.3, BatchNormalization momentum 0.99 (PyTorch
+# 0.01) and epsilon 1e-3, use_bias=True, glorot-uniform initialisation, Adam betas (0.9, 0.999),
+# RMSprop rho 0.9. What ganforge does not copy is said in each "why": glorot initialisation (all families
+# use DCGAN's N(0, 0.02)), Keras' BN epsilon, and a sigmoid output on [0, 1] images (ganforge's images
+# are [-1, 1] with tanh: sigmoid(x) = (1 + tanh(x / 2)) / 2, the same family and parameter count).
+_GALAXY10 = {
+    "model": "dcgan", "latent_dim": 128, "g_channels": "256,256,128,64,32", "g_base": "feature",
+    "g_activation": "leaky_relu", "d_channels": "32,64,128,256", "d_activation": "leaky_relu", "leaky_slope": 0.3,
+    "bn_momentum": 0.01, "g_bias": True, "d_dropout": 0.5, "d_dropout_at": "head", "noisy_labels": True,
+    "d_loss_sum": True, "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.05, "beta2": 0.999, "batch_size": 256,
+    "epochs": 300, "sample_every_epochs": 1, "n_samples": 24,
+}  # fmt: skip
+_GALAXY10_WHY = (
+    "Galaxy10 DECals at 128 px, as seed 000 prints it: latent 128; G Dense(4x4x256) with batch norm over its "
+    "4096 outputs, then 4x4 stride-2 transposed convs 256-128-64-32-3, LeakyReLU (Keras' 0.3) and batch norm "
+    "(Keras momentum 0.99 = 0.01 here) after each but the tanh output; its use_bias='False' is a non-empty "
+    "string, which Keras reads as true, so G keeps its biases. D: 4x4 stride-2 convs 32-64-128-256, batch norm "
+    "after all but the first (those three without bias, as written), dropout 0.5 after Flatten, Dense(1) "
+    "logit. Soft labels on both sides (real in [0.9, 1], fake in [0, 0.1]) and D's loss the sum of the two, "
+    "optimised and logged as loss_d_sum. Adam 2e-4 with beta1 0.05: the seed's code prints 0.05 while citing "
+    "the DCGAN paper's 0.5; this preset runs what the code ran (pass --beta1 0.5 for the paper's). 300 epochs; "
+    "24 fixed latents drawn every epoch (4 x 6, the Snapshot callback). The batch size is not in the seed "
+    "(training_data is built off the page): 256 is the TensorFlow DCGAN tutorial's, which it says it adapts. "
+    "Not copied: Keras' glorot initialisation and BN epsilon."
+)
+SEED_PRESETS: dict[str, Preset] = {
+    "seed000-galaxy10-dcgan": Preset(_GALAXY10_WHY, _GALAXY10, 128),
+    "seed000-galaxy10-cgan": Preset(
+        "Seed 000's conditional GAN: the class embedded in 64 numbers (Embedding(10, 64)) concatenated to the "
+        "128-d latent (192 into G's Dense), and a learned 128x128 label plane per class concatenated to D's image "
+        "as a fourth channel (Embedding(10, 128*128)); the rest as seed000-galaxy10-dcgan. " + _GALAXY10_WHY,
+        {**_GALAXY10, "conditional": True, "embed_dim": 64},
+        128,
+    ),
+    "seed001-ae": Preset(
+        "Generative Deep Learning ch. 3's MNIST autoencoder, as seed 001 prints it: encoder 3x3 convs 32-64-64-64 "
+        "with strides 1-2-2-1, 'same' padding, LeakyReLU (Keras' 0.3), no batch norm or dropout (the MNIST model "
+        "sets neither), Dense to a 2-d latent; decoder Dense(3136) reshaped to 7x7x64 with no activation, then "
+        "3x3 transposed convs 64-64-32-1 with strides 1-2-2-1 and LeakyReLU, sigmoid out (tanh here, on [-1, 1] "
+        "images); every layer with a bias. Loss: mean squared error per pixel. The seed gives no training numbers; "
+        "Adam 5e-4 (Keras betas 0.9, 0.999), batch 32 and 200 epochs are the book's notebook's.",
+        {"model": "ae", "latent_dim": 2, "d_channels": "32,64,64,64", "d_strides": "1,2,2,1", "kernel_size": 3,
+         "d_activation": "leaky_relu", "d_norm": "none", "d_dropout": 0.0, "g_channels": "64,64,64,32",
+         "g_strides": "1,2,2,1", "g_activation": "leaky_relu", "g_norm": "none", "g_base": "linear", "leaky_slope": 0.3,
+         "g_bias": True, "d_bias": True, "lr_g": 5e-4, "beta1": 0.9, "beta2": 0.999, "batch_size": 32, "epochs": 200},
+        28,
+    ),
+    "seed001-vae": Preset(
+        "Generative Deep Learning ch. 3's MNIST VAE, as seed 001 prints it: the autoencoder's layers (3x3 convs "
+        "32-64-64-64, strides 1-2-2-1, 2-d latent, mirrored decoder), with Dense mu and log_var heads. Its loss is "
+        "r_loss_factor 1000 x mean squared error per pixel on [0, 1] plus KL summed over the latent; ganforge's VAE "
+        "loss is the squared error summed over the pixels of [-1, 1] images (4 x 784 times the per-pixel mean on "
+        "[0, 1]) plus kl_weight x KL, so kl_weight 4 x 784 / 1000 = 3.136 weighs the two terms as the book does. "
+        "Adam 5e-4, batch 32, 200 epochs: the book's notebook (the seed gives no numbers).",
+        {"model": "vae", "latent_dim": 2, "d_channels": "32,64,64,64", "d_strides": "1,2,2,1", "kernel_size": 3,
+         "d_activation": "leaky_relu", "d_norm": "none", "g_channels": "64,64,64,32", "g_strides": "1,2,2,1",
+         "g_activation": "leaky_relu", "g_norm": "none", "g_base": "linear", "leaky_slope": 0.3, "g_bias": True,
+         "d_bias": True, "kl_weight": 3.136, "lr_g": 5e-4, "beta1": 0.9, "beta2": 0.999, "batch_size": 32,
+         "epochs": 200},
+        28,
+    ),
+    "seed001-gan": Preset(
+        "Generative Deep Learning ch. 4's first GAN (28 px grey), with the structure seed 001 prints: a 100-d "
+        "latent into Dense(3136) with batch norm and ReLU, reshaped to 7x7x64; four convs, the first two after "
+        "UpSampling2D, batch norm (Keras momentum 0.9 = 0.1 here) and ReLU on all but the tanh output. D: convs "
+        "with dropout after each, no batch norm, Dense(1); D's loss 0.5 (real + fake) and its accuracy logged; "
+        "weights N(0, 0.02); D learns faster than G; RMSprop. The seed does not print the numbers it was called "
+        "with; these are the book's notebook's: G convs 5x5 128-64-64-1, upsampling 2-2-1-1; D 5x5 convs "
+        "64-64-128-128, strides 2-2-2-1, ReLU, dropout 0.4; RMSprop D 8e-4, G 4e-4 (rho 0.9); batch 64; 6000 "
+        "steps. Grids of 25 every 100 steps (the seed states no cadence).",
+        {"model": "dcgan", "latent_dim": 100, "g_channels": "64,128,64,64", "g_strides": "2,2,1,1", "kernel_size": 5,
+         "upsample": "resize-conv", "g_base": "feature", "g_activation": "relu", "bn_momentum": 0.1, "g_bias": True,
+         "d_channels": "64,64,128,128", "d_strides": "2,2,2,1", "d_norm": "none", "d_activation": "relu",
+         "d_dropout": 0.4, "d_bias": True, "optimizer": "rmsprop", "beta2": 0.9, "lr_d": 8e-4, "lr_g": 4e-4,
+         "batch_size": 64, "steps": 6000, "sample_every": 100, "n_samples": 25},
+        28,
+    ),
+    "seed001-wgan": Preset(
+        "Generative Deep Learning ch. 4's WGAN (32 px RGB): Wasserstein loss, the critic's weights clipped to "
+        "[-0.01, 0.01] after each batch, 5 critic steps per generator step, RMSprop, a critic with no sigmoid and no "
+        "batch norm, as seed 001 describes. Layer numbers are the book's notebook's (the seed prints none): G "
+        "Dense(4x4x128) with batch norm (Keras 0.8 = 0.2 here), 5x5 convs 128-64-32-3 after upsampling 2-2-2-1, "
+        "LeakyReLU 0.2; critic 5x5 convs 32-64-128-128, strides 2-2-2-1, LeakyReLU 0.2; RMSprop 5e-5 for both; "
+        "batch 128; 6000 generator steps.",
+        {"model": "dcgan", "loss": "wgan-clip", "clip": 0.01, "n_critic": 5, "latent_dim": 100,
+         "g_channels": "128,128,64,32", "g_strides": "2,2,2,1", "kernel_size": 5, "upsample": "resize-conv",
+         "g_base": "feature", "g_activation": "leaky_relu", "bn_momentum": 0.2, "g_bias": True,
+         "d_channels": "32,64,128,128", "d_strides": "2,2,2,1", "d_norm": "none", "d_activation": "leaky_relu",
+         "d_bias": True, "optimizer": "rmsprop", "beta2": 0.9, "lr_d": 5e-5, "lr_g": 5e-5, "batch_size": 128,
+         "steps": 6000, "sample_every": 100, "n_samples": 25},
+        32,
+    ),
+    "seed001-wgan-gp": Preset(
+        "Generative Deep Learning ch. 4's WGAN-GP (64 px RGB faces): gradient penalty (weight 10) instead of "
+        "clipping, no batch norm in the critic, 5 critic steps, as seed 001 describes. Layer numbers are the "
+        "book's notebook's (the seed prints none): G Dense(4x4x512) with batch norm (Keras 0.9 = 0.1 here), 5x5 "
+        "stride-2 transposed convs 256-128-64-3, LeakyReLU 0.2; critic 5x5 stride-2 convs 64-128-256-512, "
+        "LeakyReLU 0.2; Adam 2e-4 with beta1 0.5 for both; batch 64; 6000 generator steps.",
+        {"model": "wgan-gp", "loss": "wgan-gp", "gp_weight": 10.0, "n_critic": 5, "latent_dim": 100,
+         "g_channels": "512,256,128,64", "kernel_size": 5, "g_base": "feature", "g_activation": "leaky_relu",
+         "bn_momentum": 0.1, "g_bias": True, "d_channels": "64,128,256,512", "d_norm": "none",
+         "d_activation": "leaky_relu", "d_bias": True, "lr_d": 2e-4, "lr_g": 2e-4, "beta1": 0.5, "beta2": 0.999,
+         "batch_size": 64, "steps": 6000, "sample_every": 100, "n_samples": 25},
+        64,
+    ),
+    "seed002-folder-dcgan-128": Preset(
+        "Seed 002's 128 px DCGAN on a folder of woodblock prints: latent 128; G a 4x4 transposed conv from 1x1 "
+        "(here the equal Linear(128, 16*1024)) then 4x4 stride-2 transposed convs 1024-512-256-128-64-3, batch "
+        "norm and ReLU after all but the output, no bias anywhere; D 4x4 stride-2 convs 64-128-256-512-1024, "
+        "LeakyReLU 0.2, batch norm after all but the first, no bias, and a final 4x4 conv to one logit (the equal "
+        "bias-free Linear). Adam 2e-4, betas (0.5, 0.999), batch 128, 25 epochs, hard labels 1/0 (one-sided "
+        "smoothing is shown only as a later trick); D's two backward calls accumulate the gradient of the sum, "
+        "optimised and logged as loss_d_sum; 64 fixed latents drawn every 1000 steps. Its sigmoid output on [0, "
+        "1] is ganforge's tanh on [-1, 1]. Not copied: its 8-step linear interpolation (ganforge's strip uses "
+        "slerp).",
+        {"model": "dcgan", "latent_dim": 128, "g_channels": "1024,512,256,128,64", "d_channels": "64,128,256,512,1024",
+         "g_bias": False, "d_bias": False, "d_loss_sum": True, "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5,
+         "beta2": 0.999, "batch_size": 128, "epochs": 25, "sample_every": 1000, "n_samples": 64},
+        128,
+    ),
+    "seed003-mnist-mlp": Preset(
+        "Seed 003's dense Keras GAN on MNIST: latent 128; G Dense 256-512-1024 with LeakyReLU 0.2, one batch norm "
+        "(Keras momentum 0.8 = 0.2 here) on the 1024 layer, Dense(784) tanh; D Dense 512-256 with LeakyReLU 0.2, no "
+        "dropout, Dense(1) sigmoid (a logit here). Adam 2e-4, beta1 0.5; batch 128; D trained on one batch of 128 "
+        "real + 128 fake, so its loss is the mean (loss_d) and its accuracy is logged; 20,000 iterations; 25 "
+        "samples (5 x 5) every 100, losses every 25. Not copied: the seed applies batch norm after the 1024 "
+        "layer's activation (here before it; the same parameters) and draws each batch at random with "
+        "replacement (here shuffled epochs).",
+        {"model": "mlp", "latent_dim": 128, "g_channels": "256,512,1024", "g_norm_layers": "3", "bn_momentum": 0.2,
+         "g_activation": "leaky_relu", "d_channels": "512,256", "d_activation": "leaky_relu", "d_dropout": 0.0,
+         "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 128, "steps": 20000,
+         "sample_every": 100, "n_samples": 25, "log_every": 25},
+        28,
+    ),
+    "seed004-kmnist-mlp": Preset(
+        "Seed 004's PyTorch KMNIST GAN: latent 100; G Linear 128-256-512 each with BatchNorm1d (PyTorch momentum "
+        "0.1) and LeakyReLU 0.2, Linear(784) tanh; D Linear 512-256 with LeakyReLU 0.2, no dropout, one sigmoid "
+        "output (a logit here); Adam 2e-4, betas (0.5, 0.999); batch 64; D loss (real + fake) / 2; FID every "
+        "epoch with torchvision's InceptionV3 (pass its weights file with --fid-backbone-weights). Not copied: "
+        "its first layer applies LeakyReLU before the batch norm (here after; same parameters); torcheval's FID "
+        "accumulated every training batch of every epoch without reset, here 10,000 generated and real images "
+        "per epoch. The seed does not say how many epochs: 50.",
+        {"model": "mlp", "latent_dim": 100, "g_channels": "128,256,512", "g_norm_layers": "1,2,3",
+         "g_activation": "leaky_relu", "d_channels": "512,256", "d_activation": "leaky_relu", "d_dropout": 0.0,
+         "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 64, "epochs": 50, "fid_every": 1,
+         "fid_n": 10000, "fid_backbone": "inception-torchvision"},
+        28,
+    ),
+}  # fmt: skip
 
 
 PRESETS: dict[str, Preset] = {
@@ -481,6 +638,28 @@ PRESETS: dict[str, Preset] = {
          "log_every": 10, "threads": 1},
     ),
 }  # fmt: skip
+PRESETS.update(SEED_PRESETS)
+
+# Fields that make up a seed preset's network: while all of them are the preset's own, the networks are
+# the seed's, and only the seed's image size builds them faithfully.
+TABLE_FIELDS = ("g_channels", "d_channels", "g_strides", "d_strides", "kernel_size")
+
+
+def check_preset_size(config: TrainConfig, image_size: int) -> None:
+    """Refuse a dataset whose side differs from the one a seed preset's layer tables are written for.
+
+    Raises:
+        GanforgeError: one line naming the preset, both sizes and the fix.
+    """
+    preset = PRESETS.get(config.preset or "")
+    if preset is None or preset.image_size in (None, image_size):
+        return
+    if all(getattr(config, k) == preset.overrides.get(k) for k in TABLE_FIELDS):
+        raise GanforgeError(
+            f"preset {config.preset} builds the seed's {preset.image_size} px networks; the dataset has "
+            f"{image_size} px images: re-ingest it with --image-size {preset.image_size}, or pick a preset for "
+            f"{image_size} px"
+        )
 
 
 def load_config_file(path: str | Path) -> dict:

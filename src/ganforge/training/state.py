@@ -141,6 +141,9 @@ def model_spec(config: TrainConfig, shape: tuple[int, int, int], num_classes: in
     c, h, w = shape
     if h != w:
         raise GanforgeError(f"images are {h}x{w}; ganforge trains on square images (re-ingest with --image-size)")
+    from ganforge.training.config import check_preset_size
+
+    check_preset_size(config, h)
     ints = {k: tuple(int(x) for x in v.split(",")) if v else None for k, v in (
         ("g_channels", config.g_channels), ("d_channels", config.d_channels), ("g_strides", config.g_strides),
         ("d_strides", config.d_strides), ("g_norm_layers", config.g_norm_layers))}  # fmt: skip
