@@ -10,10 +10,10 @@ import sys
 
 import typer
 
-from ganforge.cli import data, eval, pipeline, registry, train
+from ganforge.cli import data, eval, latent, pipeline, registry, train
 from ganforge.cli.common import OneLineErrors
 
-GROUPS = (data, train, eval, registry, pipeline)  # the order of `ganforge --help`
+GROUPS = (data, train, latent, eval, registry, pipeline)  # the order of `ganforge --help`
 
 app = typer.Typer(
     cls=OneLineErrors,

@@ -1,0 +1,112 @@
+"""``ganforge encode`` and ``ganforge reconstruct``: an ae or vae checkpoint's latent space (ganforge.latent)."""
+
+from __future__ import annotations
+
+import typer
+from pydantic import BaseModel, ConfigDict, Field
+
+from ganforge.cli.common import user_errors
+from ganforge.cli.options import Options, command
+
+
+class _Source(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    checkpoint: str = Field(description="A ckpt-<step> directory or a run's --output, of an ae or vae run.")
+    dataset: str = Field(description="Dataset URI (`ganforge ingest`) whose images are encoded.")
+    split: str = Field("train", description="Split of --dataset to read.")
+    weights: str | None = Field(None, description="Decoder weights: ema or raw. Default: ema when present.")
+    device: str = Field("cpu", description="cpu, cuda, cuda:N or auto (CUDA when present).")
+
+
+class EncodeOptions(_Source):
+    """``ganforge encode``: latents of a dataset split."""
+
+    limit: int | None = Field(None, ge=1, description="Encode the first this many images. None: all.")
+    out: str = Field(description="An .npz file: z (N, latent_dim), labels (N,), class_names.")
+
+
+class ReconstructOptions(_Source):
+    """``ganforge reconstruct``: originals above their reconstructions, or an attribute added in steps."""
+
+    n: int = Field(8, ge=1, le=1024, description="Images to show (the first n of --split).")
+    attribute: str | None = Field(
+        None, description="A class (name or id): add alpha times its attribute vector (mean latent of the class "
+        "minus that of the rest of --split) to each image's latent. None: plain reconstructions.",
+    )
+    alphas: tuple[float, ...] = Field((-2.0, -1.0, 0.0, 1.0, 2.0), description="Multiples of the attribute vector.")
+    out: str = Field(description="The grid image to write (.png).")
+
+
+ENCODE = Options(EncodeOptions, "encode")
+RECONSTRUCT = Options(ReconstructOptions, "reconstruct")
+
+
+def _check_out(out: str, suffix: str) -> None:
+    from pathlib import Path
+
+    from ganforge.errors import GanforgeError
+    from ganforge.outputs import check_output_dir
+
+    if Path(out).suffix.lower() != suffix:
+        raise GanforgeError(f"--out {out} must end in {suffix}")
+    check_output_dir(Path(out).parent or ".", "--out")
+
+
+def encode_command(**flags) -> None:
+    """Encode a dataset split with an ae or vae checkpoint into an .npz of latents and labels."""
+    import io
+    from pathlib import Path
+
+    import numpy as np
+
+    from ganforge.inference import select_device
+    from ganforge.latent import encode, load_autoencoder, load_images
+    from ganforge.outputs import write_bytes_atomic
+
+    opts = ENCODE.build(flags)
+    _check_out(opts.out, ".npz")
+    ae = load_autoencoder(opts.checkpoint, opts.weights, select_device(opts.device))
+    images, labels, names = load_images(ae, opts.dataset, opts.split, opts.limit)
+    z = encode(ae, images, labels)
+    buf = io.BytesIO()
+    np.savez(buf, z=z.numpy().astype(np.float32), labels=labels.numpy(), class_names=np.array(names))
+    write_bytes_atomic(Path(opts.out), buf.getvalue())
+    typer.echo(f"wrote {len(z)} latents of size {z.shape[1]} to {opts.out}")
+
+
+def reconstruct_command(**flags) -> None:
+    """Reconstruct images with an ae or vae checkpoint, or move them along a class's attribute vector."""
+    from pathlib import Path
+
+    import torch
+
+    from ganforge import latent as lt
+    from ganforge.inference import select_device
+    from ganforge.training.run_files import save_png
+    from ganforge.training.visuals import grid_image
+
+    opts = RECONSTRUCT.build(flags)
+    _check_out(opts.out, ".png")
+    ae = lt.load_autoencoder(opts.checkpoint, opts.weights, select_device(opts.device))
+    images, labels, names = lt.load_images(ae, opts.dataset, opts.split)
+    shown, shown_labels = images[: opts.n], labels[: opts.n]
+    if opts.attribute is None:
+        grid = torch.cat([lt.to_unit(shown), lt.reconstruct(ae, shown, shown_labels)])
+        save_png(Path(opts.out), grid_image(grid, nrow=len(shown)))
+        typer.echo(f"wrote {len(shown)} images and their reconstructions to {opts.out}")
+        return
+    c = lt.class_id(opts.attribute, names)
+    vector = lt.attribute_vector(lt.encode(ae, images, labels), labels == c)
+    moved = lt.decode(ae, lt.shift(lt.encode(ae, shown, shown_labels), vector, list(opts.alphas)),
+                   shown_labels.repeat_interleave(len(opts.alphas)))  # fmt: skip
+    rows = torch.cat([lt.to_unit(shown).unsqueeze(1), moved.view(len(shown), len(opts.alphas), *moved.shape[1:])], 1)
+    save_png(Path(opts.out), grid_image(rows.flatten(0, 1), nrow=1 + len(opts.alphas)))
+    typer.echo(f"wrote {len(shown)} rows (original, then alpha {', '.join(map(str, opts.alphas))} x the "
+               f"'{names[c]}' vector) to {opts.out}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``encode`` and ``reconstruct``."""
+    app.command("encode")(user_errors(command(encode_command, ENCODE)))
+    app.command("reconstruct")(user_errors(command(reconstruct_command, RECONSTRUCT)))
