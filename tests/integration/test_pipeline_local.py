@@ -7,6 +7,8 @@ its time is the start-up of one Python process per task.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
@@ -18,6 +20,17 @@ from ganforge.pipeline.runner import local_params, run_local
 pytestmark = pytest.mark.integration
 
 TINY = {"image_size": 16, "steps": 20, "n": 64, "audit_n": 24, "max_fid": 1000.0}  # 20 steps: a loose gate
+STEPS = ("ingest", "start-run", "train", "evaluate", "audit", "gate", "register", "finish-run")
+STEP_LINE = re.compile(r"^\d\d:\d\d:\d\d (?P<step>[\w-]+) +(?P<status>\w+)\b *(?P<rest>.*)$")
+
+
+def _step_lines(output: str) -> dict[tuple[str, str], str]:
+    """``(step, status) -> the rest of the line`` of the console's step lines."""
+    found = {}
+    for line in output.splitlines():
+        if m := STEP_LINE.match(line):
+            found[(m.group("step"), m.group("status"))] = m.group("rest")
+    return found
 
 
 @pytest.fixture
@@ -45,7 +58,25 @@ def test_local_run_registers_candidate(tracked):
             "--model-name", model_name, *[x for k, v in TINY.items() for x in (f"--{k.replace('_', '-')}", str(v))]]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output[-3000:]
+    # one screen: a start and an end line per step, then the summary; kfp.local's own logs are in the file
+    assert len(res.output.splitlines()) <= 40, res.output
+    assert "Executing task" not in res.output and "Streamed logs" not in res.output
+    steps = _step_lines(res.output)
+    for step in STEPS:
+        assert (step, "start") in steps and (step, "ok") in steps, (step, res.output)
+    assert re.match(r"0:\d\d:\d\d  digits16: 1,797 images, fingerprint [0-9a-f]{12} ", steps["ingest", "ok"])
+    assert re.search(r"step 20, loss_d \d+\.\d{3}, loss_g \d+\.\d{3}$", steps["train", "ok"])
+    assert re.search(r"FID \d+\.\d\d, KID -?\d\.\d{4} \(64 images\)$", steps["evaluate", "ok"])
+    assert steps["audit", "ok"].endswith("verdict pass")
+    assert steps["gate", "ok"].endswith("register: passed: FID and audit within limits")
+    assert steps["register", "ok"].endswith(f"{model_name}/1 (alias candidate)")
     lines = {ln.split(":")[0].strip(): ln for ln in res.output.splitlines() if ":" in ln}
+    log = root / lines["executor logs"].split(":", 1)[1].strip()
+    assert log.parent == root / "logs" and log.is_file()
+    text = log.read_text()
+    for step in STEPS:
+        assert f"Executing task '{step}'" in text and f"Task '{step}' finished with status SUCCESS" in text, step
+    assert "step 20/20 loss_d=" in text  # the training task's own output, streamed by kfp.local
     assert "FINISHED" in next(ln for ln in res.output.splitlines() if ln.startswith("pipeline run "))
     assert f"{model_name}/1 (alias candidate)" in lines["registered"]
     assert "mlflow ui --backend-store-uri" in lines["open the MLflow UI"]
@@ -69,6 +100,10 @@ def test_local_run_registers_candidate(tracked):
     assert runs["train"].data.params["dataset"] == dataset and runs["train"].data.params["steps"] == "20"
     assert "train/loss_d" in runs["train"].data.metrics
     assert runs["evaluate"].data.metrics["eval/fid_64_train"] == pytest.approx(parent.data.metrics["eval/fid"])
+    # the runs table's columns: FID, KID and the audit verdict under the same names whatever n was
+    assert runs["evaluate"].data.metrics["eval/kid_mean_64_train"] == pytest.approx(parent.data.metrics["eval/kid"])
+    assert parent.data.tags["audit_verdict"] == "pass"
+    assert client.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     assert runs["audit"].data.metrics["audit/passed"] == 1.0
 
     version = client.get_model_version_by_alias(model_name, "candidate")
@@ -78,11 +113,15 @@ def test_local_run_registers_candidate(tracked):
     assert version.tags["dataset_fingerprint"] == runs["train"].data.tags["dataset_fingerprint"]
 
 
-def test_impossible_gate_registers_nothing(tracked):
+def test_impossible_gate_registers_nothing(tracked, capsys):
     root, experiment, model_name, dataset = tracked
     params = local_params(root, dataset=dataset, experiment=experiment, model_name=model_name,
                           **{**TINY, "max_fid": 1e-9})
     result = run_local(params, root)
+    steps = _step_lines(capsys.readouterr().err)
+    assert re.search(r"do not register: not registered: FID \S+ is above max_fid 1e-09", steps["gate", "ok"])
+    assert steps["register", "skipped"] == "gate-passed: condition evaluated to False"
+    assert ("register", "start") not in steps and ("finish-run", "ok") in steps
     assert result.status == "FINISHED" and result.registered is None
     assert result.outcome.startswith("not registered: FID") and "above max_fid 1e-09" in result.outcome
     parent = MlflowClient().get_run(result.parent_run_id)
@@ -91,13 +130,23 @@ def test_impossible_gate_registers_nothing(tracked):
     assert _versions(model_name) == []
 
 
-def test_failing_step_marks_parent_failed(tracked):
+def test_failing_step_marks_parent_failed(tracked, capsys):
     root, experiment, model_name, dataset = tracked
     # evaluate needs weights for this backbone: it fails after training, inside the exit handler
     params = local_params(root, dataset=dataset, experiment=experiment, model_name=model_name,
                           backbone="inception-torchvision", **TINY)
-    with pytest.raises(GanforgeError, match="failed: .*parent MLflow run .* is marked FAILED and nothing was registered"):
-        run_local(params, root)
+    with pytest.raises(GanforgeError, match="failed: .*parent MLflow run .* is marked FAILED and nothing was registered"
+                       ) as failure:
+        run_local(params, root, verbose=True)
+    # the message names the failed step, its last output line and the log file
+    log = next((root / "logs").glob("kfp-*.log"))
+    assert re.search(r"; evaluate: .*backbone.*; executor logs: " + re.escape(str(log)) + "$", str(failure.value))
+    err = capsys.readouterr().err
+    steps = _step_lines(err)
+    assert ("evaluate", "FAILED") in steps and "backbone" in steps["evaluate", "FAILED"]
+    assert "upstream" in steps["gate", "skipped"] and ("finish-run", "ok") in steps
+    assert "Executing task" in err  # --verbose: kfp.local's logs reach the console as well as the file
+    assert "Task 'evaluate' finished with status FAILURE" in log.read_text()
     client = MlflowClient()
     exp = client.get_experiment_by_name(experiment)
     parents = client.search_runs([exp.experiment_id], "tags.`ganforge.step` = 'pipeline'")
