@@ -18,16 +18,17 @@ if TYPE_CHECKING:
 
 from ganforge.errors import GanforgeError
 from ganforge.judged import ImagesSource, check_same_size, judged_images, pick_device, preflight, publish
+from ganforge.metrics import METRICS
+from ganforge.metrics.features import EXTRACTORS
 
 
 class EvalConfig(ImagesSource):
     """``ganforge evaluate``: FID, KID and precision/recall/density/coverage."""
 
-    metrics: tuple[str, ...] = Field(("fid", "kid", "prdc"), description="Metrics to compute (registry names).")
+    metrics: tuple[str, ...] = Field(tuple(METRICS), description=f"Metrics to compute: any of {', '.join(METRICS)}.")
     split: str = Field("train", description="Real split the generated images are compared with.")
     n_real: int | None = Field(None, ge=2, description="Real images used (seeded subset). None: the whole split.")
-    backbone: str = Field("inception-tf", description="Feature backbone: inception-tf, inception-torchvision, "
-                          "pixels or custom.")
+    backbone: str = Field("inception-tf", description=f"Feature backbone: one of {', '.join(EXTRACTORS)}.")
 
 
 def evaluate(cfg: EvalConfig, context: RunContext | None = None) -> dict:
@@ -36,7 +37,7 @@ def evaluate(cfg: EvalConfig, context: RunContext | None = None) -> dict:
     ``context``: the pipeline run the MLflow run nests under (None: a run of its own).
     """
     from ganforge.data import read_manifest
-    from ganforge.metrics import METRICS, compute_metrics, metric_key
+    from ganforge.metrics import compute_metrics, metric_key
     from ganforge.metrics.features import get_extractor
     from ganforge.metrics.real_features import real_features
 

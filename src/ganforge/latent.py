@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from ganforge.errors import GanforgeError
+from ganforge.models import MODELS
 
-AUTOENCODERS = ("ae", "vae")  # the families with an encoder
+AUTOENCODERS = tuple(name for name, family in MODELS.items() if family.encoder is not None)  # read from the registry
 
 
 @dataclass

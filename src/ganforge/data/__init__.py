@@ -6,6 +6,14 @@ writes datasets (kept in its own module: a package attribute named ``ingest`` wo
 the submodule of that name as soon as it is imported).
 """
 
-from ganforge.data.loader import ImageData, ParquetImageDataset, load, read_manifest
-
 __all__ = ["ImageData", "ParquetImageDataset", "load", "read_manifest"]
+
+
+def __getattr__(name: str):
+    # lazily: the loader imports torch, and light modules (the pipeline's parameters) read
+    # ganforge.data.sources' names without it
+    if name in __all__:
+        from ganforge.data import loader
+
+        return getattr(loader, name)
+    raise AttributeError(f"module 'ganforge.data' has no attribute {name!r}")

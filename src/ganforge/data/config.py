@@ -1,7 +1,8 @@
-"""Configuration models: one pydantic model per concern, field names = CLI flags = KFP parameters.
+"""``IngestConfig``: how a source becomes a dataset; field names = ``ganforge ingest`` flags = KFP parameters.
 
 Each field's description gives its unit and what ``None`` means; the CLI's help text is built from
-the same descriptions so that code, CLI and docs say one thing.
+the same descriptions so that code, CLI and docs say one thing. The source names are the registry's
+(``ganforge.data.sources.SOURCES``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-SourceName = Literal["mnist", "fashion-mnist", "kmnist", "galaxy10", "folder", "digits"]
+from ganforge.data.sources import SOURCE_NAMES
+
+SourceName = Literal[SOURCE_NAMES]  # the registry's names, whatever they are
 
 
 class IngestConfig(BaseModel):

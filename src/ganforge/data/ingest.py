@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ganforge import __version__
-from ganforge.config import IngestConfig
 from ganforge.data import images as img
+from ganforge.data.config import IngestConfig
 from ganforge.data.parquet import (
     MANIFEST,
     SCHEMA,

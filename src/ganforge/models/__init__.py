@@ -25,7 +25,7 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: Literal["mlp", "dcgan", "wgan-gp", "vae", "ae"] = Field(description="Model family (the --model flag).")
+    model: str = Field(description="Model family (the --model flag): a name in MODELS.")
     image_size: int = Field(description="Side of the square images, in pixels.")
     channels: int = Field(description="Image channels: 1 (grey) or 3 (RGB).")
     num_classes: int = Field(0, description="Classes in the dataset (manifest); needed when conditional.")

@@ -18,15 +18,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ganforge.data.sources import SOURCE_NAMES
 from ganforge.errors import GanforgeError
+from ganforge.metrics.features import EXTRACTORS
+from ganforge.training.config import MODEL_NAMES
 
 DEFAULT_IMAGE = "ganforge:latest"
 IMAGE_ENV = "GANFORGE_IMAGE"  # the one setting that names the project image
 
-SOURCE_NAMES = ("digits", "mnist", "fashion-mnist", "kmnist", "galaxy10", "folder")
-# ganforge.metrics.features.EXTRACTORS less custom, whose input contract no pipeline parameter carries
-# (a test keeps them in step)
-PIPELINE_BACKBONES = ("pixels", "inception-tf", "inception-torchvision")
+# the backbone registry less custom, whose input contract no pipeline parameter carries
+PIPELINE_BACKBONES = tuple(name for name in EXTRACTORS if name != "custom")
 
 
 # Marks a field that is also a ``TrainConfig`` field: the pipeline hands it to the train task, whose
@@ -52,7 +53,7 @@ class PipelineParams(BaseModel):
     image_size: int = Field(32, ge=8, le=1024, description="Square image side in pixels at ingest.")
     limit: int | None = Field(None, ge=1, description="At most this many images per split. None: all.")
     preset: str | None = Field("digits-tiny", description="Training preset. None: model/epochs/steps alone.", json_schema_extra=TRAIN_FLAG)
-    model: str | None = Field(None, description="Model family (mlp, dcgan, wgan-gp, vae). None: the preset's.", json_schema_extra=TRAIN_FLAG)
+    model: str | None = Field(None, description=f"Model family: one of {', '.join(MODEL_NAMES)}. None: the preset's.", json_schema_extra=TRAIN_FLAG)
     epochs: int | None = Field(None, ge=1, description="Training epochs. None: the preset's (or --steps).", json_schema_extra=TRAIN_FLAG)
     steps: int | None = Field(None, ge=1, description="Generator updates. None: the preset's (or --epochs).", json_schema_extra=TRAIN_FLAG)
     seed: int = Field(0, ge=0, description="Seed of training, evaluation and audit latents.", json_schema_extra=TRAIN_FLAG)

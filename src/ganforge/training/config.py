@@ -16,13 +16,19 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ganforge.errors import GanforgeError
+from ganforge.models import MODELS
+from ganforge.models.layers import ACTIVATIONS
+from ganforge.training.augment import AUGMENTS
+from ganforge.training.losses import OBJECTIVES
 
-MODEL_NAMES = ("mlp", "dcgan", "wgan-gp", "vae", "ae")  # mirrors ganforge.models.MODELS (checked in tests)
-LOSS_NAMES = ("bce", "hinge", "wgan-gp", "wgan-clip")
+# Each list of names is read from its registry (declared once): a new model family, objective,
+# activation or augmentation is one registry line, and these flags' help and checks follow.
+MODEL_NAMES = tuple(MODELS)
+LOSS_NAMES = tuple(OBJECTIVES)
 OPTIMIZER_NAMES = ("adam", "rmsprop")
 SCHEDULE_NAMES = ("none", "step", "cosine")
-ACTIVATION_NAMES = ("relu", "leaky_relu", "tanh")  # mirrors ganforge.models.layers.ACTIVATIONS (checked in tests)
-AUGMENT_NAMES = ("color", "translation", "cutout")  # mirrors ganforge.training.augment.AUGMENTS (checked in tests)
+ACTIVATION_NAMES = ACTIVATIONS
+AUGMENT_NAMES = tuple(AUGMENTS)
 MAX_SEED = 2**63 - 2  # torch seeds are 64-bit; the FID probe seeds with seed + 1
 # Upper bounds of integer fields where a larger value is certainly a typo (any other: 2**31 - 1).
 INT_LIMITS = {"width": 4096, "latent_dim": 65536, "n_critic": 1000, "threads": 1024, "nproc": 1024,
@@ -42,8 +48,8 @@ RESUME_FREE = frozenset(
 
 def known_model(v: str | None) -> str | None:
     """``v`` if it names a model family (or is None); shared by every config that takes --model."""
-    if v is not None and v not in MODEL_NAMES:
-        raise ValueError(f"unknown model {v!r}; choose one of {', '.join(MODEL_NAMES)}")
+    if v is not None and v not in MODELS:  # the registry itself: a family added to it is known at once
+        raise ValueError(f"unknown model {v!r}; choose one of {', '.join(MODELS)}")
     return v
 
 
