@@ -11,6 +11,7 @@ in the working directory); URIs are shown with any credentials masked. A run's p
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -240,28 +241,41 @@ def git_commit() -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
-# MLflow 3.x's UI opens an experiment on this tag's view: the runs table for model training, rather than
-# the GenAI overview (traces, latency) it infers for an experiment that has none of ganforge's metrics yet.
+# MLflow 3.x's UI tells a model-training experiment (runs table) from a GenAI one (traces, latency) by this
+# tag; 3.17 still opens every experiment on its GenAI overview unless the URL asks for the Model training
+# view, which ``runs_table_url`` does.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# A view of the runs table shared through the experiment's tags (what the UI's "share" writes), opened by
+# ``runs_table_url``: FID, KID and the audit verdict as columns, under the names every run logs them by.
+RUNS_VIEW = "ganforge"
+RUNS_VIEW_COLUMNS = ("attributes.`Models`", "metrics.`eval/fid`", "metrics.`eval/kid`", "tags.`audit_verdict`")
+EXPERIMENT_TAGS = {**EXPERIMENT_KIND,
+                   f"mlflow.sharedViewState.{RUNS_VIEW}": json.dumps({"selectedColumns": list(RUNS_VIEW_COLUMNS)})}
 
 
 def experiment_id(client, name: str) -> str:
-    """The id of experiment ``name``, created (tagged ``EXPERIMENT_KIND``) when missing; an experiment
-    without a kind tag gets it, one tagged another kind by its owner keeps its own."""
+    """The id of experiment ``name``, created (tagged ``EXPERIMENT_TAGS``) when missing; an experiment
+    without these tags gets them, one tagged another kind by its owner keeps its own."""
     from mlflow.exceptions import MlflowException
 
     exp = client.get_experiment_by_name(name)
     if exp is None:
         try:
-            return client.create_experiment(name, tags=EXPERIMENT_KIND)
+            return client.create_experiment(name, tags=EXPERIMENT_TAGS)
         except MlflowException:  # created meanwhile by a concurrent step (evaluate || audit)
             exp = client.get_experiment_by_name(name)
             if exp is None:
                 raise
-    for key, value in EXPERIMENT_KIND.items():
+    for key, value in EXPERIMENT_TAGS.items():
         if key not in exp.tags:
             client.set_experiment_tag(exp.experiment_id, key, value)
     return exp.experiment_id
+
+
+def runs_table_url(ui: str, exp_id: str) -> str:
+    """The MLflow UI at ``ui`` (``http://host:port``) opened on experiment ``exp_id``'s runs table, in the
+    Model training view, with ``RUNS_VIEW``'s columns."""
+    return f"{ui.rstrip('/')}/#/experiments/{exp_id}/runs?workflowType=machine_learning&viewStateShareKey={RUNS_VIEW}"
 
 
 class MlflowTracker:

@@ -4,8 +4,10 @@ A real ``mlflow server`` (the session fixture) gets a finished demo-like run thr
 train a few steps, evaluate with the ``pixels`` backbone, audit, register (alias ``candidate``). Chromium
 (Debian's ``chromium`` package, driven by Playwright; Playwright never downloads a browser here) then opens
 the evaluate run page, the training run's sample-grid artifact and the registered model page, and the test
-asserts that the FID metric, the grid image and the ``candidate`` alias are shown. Screenshots land in
-``tests/artifacts/ui/`` (git-ignored): look at them after a run.
+asserts that the FID metric, the grid image and the ``candidate`` alias are shown. A tiny ``ganforge pipeline
+run --local`` against the same server gives the experiment page: the runs-table link the command prints opens
+the Model training view (not MLflow 3's GenAI overview) with FID, KID and the audit verdict as columns.
+Screenshots land in ``tests/artifacts/ui/`` (git-ignored): look at them after a run.
 
 Runs in ``make test`` when Chromium and Playwright are installed (``.ci/run`` installs Chromium in CI);
 ``pytest -m browser`` runs it alone. Every request the page makes outside the server is blocked.
@@ -32,9 +34,9 @@ SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "ui"
 N = 128  # generated images scored: the metric is eval/fid_128_train
 
 
-def _ganforge(*args: str, env: dict) -> str:
+def _ganforge(*args: str, env: dict, timeout: float = 300) -> str:
     res = subprocess.run([sys.executable, "-m", "ganforge", *args], capture_output=True, text=True, env=env,
-                         timeout=300)
+                         timeout=timeout)
     if res.returncode != 0:
         raise AssertionError(f"ganforge {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
     return res.stdout
@@ -77,14 +79,34 @@ def demo_run(mlflow_server, digits16, tmp_path_factory):
             "fid": ev["metrics"][f"fid_{N}_train"], "model": model, "grid": grid}
 
 
-@pytest.fixture
-def page(browser, demo_run):
+@pytest.fixture(scope="module")
+def pipeline_run(mlflow_server, tmp_path_factory):
+    """``ganforge pipeline run --local`` (tiny) tracked on the server; returns its runs-table link and parent run."""
+    import mlflow
+
+    tmp = tmp_path_factory.mktemp("ui-pipeline")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
+    tag = uuid.uuid4().hex[:8]
+    out = _ganforge("pipeline", "run", "--local", "--dir", str(tmp), "--experiment", f"ui-pipeline-{tag}",
+                    "--model-name", f"ui-pipeline-{tag}", "--image-size", "16", "--limit", "128", "--steps", "20",
+                    "--n", "64", "--audit-n", "24", "--max-fid", "1000", env=env, timeout=1000)
+    parent = re.search(r"^MLflow run: +([0-9a-f]{32}) ", out, re.M).group(1)
+    return {"url": mlflow_server, "runs_table": re.search(r"^runs table: +(\S+)$", out, re.M).group(1),
+            "parent": mlflow.MlflowClient(mlflow_server).get_run(parent)}
+
+
+def _page(browser, base: str):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     pg = context.new_page()
-    base = demo_run["url"]
     # Only the server, and the blob:/data: URLs its pages make, may be fetched: nothing leaves the machine.
     pg.route("**/*", lambda route: route.continue_() if route.request.url.startswith((base, "blob:", "data:"))
              else route.abort())
+    return context, pg
+
+
+@pytest.fixture
+def page(browser, demo_run):
+    context, pg = _page(browser, demo_run["url"])
     yield pg
     context.close()
 
@@ -128,3 +150,26 @@ def test_model_page_shows_candidate_alias(page, demo_run):
     body = page.inner_text("body")
     assert alias.bounding_box()["width"] > 0
     assert f"eval/fid_{N}_train" in body  # the version's tags carry the score it was registered with
+
+
+@pytest.mark.timeout(1500)  # the pipeline run itself takes minutes on a busy CPU
+def test_experiment_opens_on_runs_table(browser, pipeline_run):
+    parent = pipeline_run["parent"]
+    url = pipeline_run["runs_table"]
+    assert url.startswith(f"{pipeline_run['url']}/#/experiments/{parent.info.experiment_id}/runs?")
+    context, page = _page(browser, pipeline_run["url"])
+    try:
+        page.goto(url)
+        page.get_by_text(parent.info.run_name, exact=True).first.wait_for(timeout=60_000)
+        for column in ("eval/fid", "eval/kid", "audit_verdict"):  # the columns of ganforge's shared view
+            page.get_by_text(column, exact=True).first.wait_for(timeout=30_000)
+        _shot(page, "experiment-runs-table")
+        body = page.inner_text("body")
+    finally:
+        context.close()
+    assert "Run Name" in body and "matching run" in body  # the runs table
+    # not the GenAI overview MLflow 3 opens by default (traces, latency, token usage: all empty here)
+    assert "Token Usage" not in body and "No data available for the selected time range" not in body
+    row = body[body.index(parent.info.run_name):]
+    row = row.split("matching run")[0]
+    assert parent.data.tags["audit_verdict"] in row and str(parent.data.metrics["eval/fid"])[:5] in row

@@ -81,6 +81,7 @@ def run_command(**flags) -> None:
     typer.echo(f"sample grid:      {result.grid or 'none'}")
     typer.echo(f"executor logs:    {result.log}")
     typer.echo(f"open the MLflow UI: mlflow ui --backend-store-uri {result.tracking_uri}")
+    typer.echo(f"runs table:       {result.runs_url}")
 
 
 def submit_command(**flags) -> None:

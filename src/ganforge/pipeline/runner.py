@@ -93,6 +93,7 @@ class LocalRun:
     tracking_uri: str
     seconds: float
     log: Path | None = None  # KFP's executor logs of the run
+    runs_url: str = ""  # the experiment's runs table in the MLflow UI
 
 
 def local_params(root: Path, **overrides) -> PipelineParams:
@@ -138,7 +139,7 @@ def run_local(params: PipelineParams, root: str | Path, verbose: bool = False) -
     from ganforge.outputs import check_output_dir
     from ganforge.pipeline.steps import train_dir
     from ganforge.pipeline.tasklog import capture
-    from ganforge.tracking import check_reachable
+    from ganforge.tracking import check_reachable, redact, runs_table_url
 
     root = check_output_dir(Path(root).resolve(), "--dir")
     if not os.environ.get("MLFLOW_TRACKING_URI"):
@@ -171,9 +172,11 @@ def run_local(params: PipelineParams, root: str | Path, verbose: bool = False) -
         raise GanforgeError(f"pipeline run {pipeline_run_id} failed: {why}; parent MLflow "
                             f"run {parent.info.run_id} is marked FAILED and nothing was registered; {where}")
     grid = train_dir(params.work_dir, pipeline_run_id) / "samples" / "final.png"
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    ui = redact(uri) if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"  # `mlflow ui`'s
     return LocalRun(pipeline_run_id, parent.info.run_id, status, outcome, tags.get("ganforge.registered_model"),
-                    grid if grid.is_file() else None, os.environ["MLFLOW_TRACKING_URI"], time.time() - t0,
-                    log_path)
+                    grid if grid.is_file() else None, uri, time.time() - t0, log_path,
+                    runs_table_url(ui, parent.info.experiment_id))
 
 
 def _latest_parent(experiment: str, since: float):
