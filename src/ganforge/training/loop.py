@@ -93,6 +93,8 @@ def train(config: TrainConfig, data=None, tracker=None, context: RunContext | No
 
 def run_training(config: TrainConfig, data=None, tracker=None, context: RunContext | None = None) -> TrainResult:
     """Train in this process (one rank of a torchrun job, or the only process)."""
+    from ganforge.training.preflight import write_resolved_config
+
     rt = ddp.setup(config.device, config.threads)
     try:
         if rt.is_main:
@@ -110,8 +112,10 @@ def run_training(config: TrainConfig, data=None, tracker=None, context: RunConte
             _fresh_output(config, delete=rt.is_main)
         if config.fid_every and rt.is_main:  # a missing backbone fails now, not an epoch into training
             t.fid_extractor = _fid_extractor(config, t.images.device)
+        config_file = write_resolved_config(config) if rt.is_main else None  # before step 0, tracked or not
         if rt.is_main and tracker is None:
             tracker = _open_tracker(t, lineage, context)
+            tracker.log_artifacts(config_file)  # the run ganforge opens records what it trains with
         if tracker is None:
             from ganforge.tracking import NullTracker
 

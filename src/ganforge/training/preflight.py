@@ -1,4 +1,5 @@
 """Every check a training run can fail on, done before any work; ``train --dry-run`` runs the same ones.
+``write_resolved_config`` then records the config beside the run before its first step.
 
 A mistake that would surface at step 0 (networks, objective, batch size), at the first checkpoint
 (an unwritable ``--output``), when the MLflow run opens (an unusable store) or on resume (a checkpoint
@@ -18,6 +19,7 @@ from ganforge.outputs import check_output_dir
 from ganforge.training import checkpoint as ckpt
 from ganforge.training.config import TrainConfig
 
+RESOLVED_CONFIG = "resolved_config.json"  # in the run's --output, beside its checkpoints
 MAX_PARAMETERS = 2**30  # G, D and encoder together: 4 GiB of fp32 weights, ~16 GiB with Adam and EMA
 
 
@@ -86,34 +88,23 @@ def _data_facts(config: TrainConfig, data) -> DataFacts:
 
 
 def _check_model(config: TrainConfig, facts: DataFacts) -> None:
-    """The networks, objective and augmentation build for this data (networks on the meta device)."""
+    """The networks, objective, optimisers and augmentation build for this data (on the meta device)."""
     import torch
 
     from ganforge.models import MODELS, check_buildable
-    from ganforge.training.state import model_spec
+    from ganforge.training.state import model_spec, training_parts
 
     spec = model_spec(config, (facts.channels, facts.height, facts.width), len(facts.class_names))
     check_buildable(spec)
     with torch.device("meta"):  # shapes only: no memory, no initialisation
-        nets = [m for m in MODELS[config.model](spec) if m is not None]
-    size = sum(p.numel() for m in nets for p in m.parameters())
-    if size > MAX_PARAMETERS:
-        raise GanforgeError(
-            f"--width {config.width} and --latent-dim {config.latent_dim} build networks of {size:,} parameters "
-            f"at {facts.height} px, more than {MAX_PARAMETERS:,}; lower --width or --latent-dim"
-        )
-    if config.model != "vae":
-        from ganforge.training.losses import build_objective
-
-        build_objective(
-            config.objective, label_smoothing=config.label_smoothing, noisy_labels=config.noisy_labels,
-            feature_matching=config.feature_matching, gp_weight=config.gp_weight, clip=config.clip,
-            n_critic=config.n_critic,
-        )  # fmt: skip
-    if config.diffaugment:
-        from ganforge.training.augment import parse_policy
-
-        parse_policy(config.diffaugment)
+        G, D, E = MODELS[config.model](spec)
+        size = sum(p.numel() for m in (G, D, E) if m is not None for p in m.parameters())
+        if size > MAX_PARAMETERS:
+            raise GanforgeError(
+                f"--width {config.width} and --latent-dim {config.latent_dim} build networks of {size:,} "
+                f"parameters at {facts.height} px, more than {MAX_PARAMETERS:,}; lower --width or --latent-dim"
+            )
+        training_parts(config, G, D, E)  # objective, optimisers, augmentation: as the run builds them
 
 
 def _check_batches(config: TrainConfig, facts: DataFacts) -> None:
@@ -142,4 +133,20 @@ def check_resume(config: TrainConfig, fingerprint: str) -> Path:
             f"cannot resume from {path}: unreadable meta.json ({type(exc).__name__}); pass another checkpoint"
         ) from None
     ckpt.check_resumable(path, meta, config, fingerprint)
+    return path
+
+
+def write_resolved_config(config: TrainConfig) -> Path:
+    """Write ``<output>/resolved_config.json``, the config the run trains with, before its first step.
+
+    Every field after defaults, ``--config``, ``--preset`` and flags were applied (the dataset URI with
+    credentials masked, as in the MLflow params); written under a temp name and renamed, and rewritten by
+    a resumed run with its own values. Returns its path.
+    """
+    from ganforge.outputs import write_text_atomic
+    from ganforge.tracking import redact
+
+    path = Path(config.output) / RESOLVED_CONFIG
+    resolved = {**config.model_dump(mode="json"), "dataset": redact(config.dataset)}
+    write_text_atomic(path, json.dumps(resolved, indent=2, sort_keys=True) + "\n")
     return path

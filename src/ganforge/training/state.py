@@ -207,15 +207,38 @@ def _place_data(data, rt: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels
 
 
+def training_parts(config: TrainConfig, G: nn.Module, D: nn.Module | None, E: nn.Module | None):
+    """``(objective, opt_g, opt_d, d_fwd)`` of ``config`` around built networks (D None: no objective).
+
+    The one place they are made: ``build_trainer`` calls it, and so does ``preflight`` on meta-device
+    networks, so ``train --dry-run`` fails wherever the run would.
+
+    Raises:
+        GanforgeError: objective options that do not apply to the loss or are out of range.
+    """
+    from ganforge.training.augment import AugmentedDiscriminator
+    from ganforge.training.losses import build_objective
+
+    objective, opt_d, d_fwd = None, None, None
+    if D is not None:
+        objective = build_objective(
+            config.objective, label_smoothing=config.label_smoothing, noisy_labels=config.noisy_labels,
+            feature_matching=config.feature_matching, gp_weight=config.gp_weight, clip=config.clip,
+            n_critic=config.n_critic, d_loss_sum=config.d_loss_sum, aux_classifier=config.aux_classifier,
+        )  # fmt: skip
+        opt_d = make_optimizer(config, D.parameters(), config.lr_d)
+        d_fwd = AugmentedDiscriminator(D, config.diffaugment) if config.diffaugment else D
+    g_params = list(G.parameters()) + (list(E.parameters()) if E is not None else [])
+    return objective, make_optimizer(config, g_params, config.lr_g), opt_d, d_fwd
+
+
 def build_trainer(config: TrainConfig, rt: Runtime, data=None) -> Trainer:
     """Load the data (unless given), build networks, objective, optimisers and EMA for ``config``.
 
     Raises:
         GanforgeError: unbuildable size, dataset too small for the batch, unknown objective options.
     """
-    from ganforge.training.augment import AugmentedDiscriminator
     from ganforge.training.ema import EMA
-    from ganforge.training.losses import build_objective
 
     if config.batch_size % rt.world:
         raise GanforgeError(f"--batch-size {config.batch_size} must be divisible by the {rt.world} ranks")
@@ -227,17 +250,7 @@ def build_trainer(config: TrainConfig, rt: Runtime, data=None) -> Trainer:
     cuda = rt.device.type == "cuda"
     if cuda:  # NHWC convolutions are faster with tensor cores; weights follow the inputs
         G, D, E = (m.to(memory_format=torch.channels_last) if m is not None else None for m in (G, D, E))
-    objective, opt_d, d_fwd = None, None, None
-    if D is not None:
-        objective = build_objective(
-            config.objective, label_smoothing=config.label_smoothing, noisy_labels=config.noisy_labels,
-            feature_matching=config.feature_matching, gp_weight=config.gp_weight, clip=config.clip,
-            n_critic=config.n_critic, d_loss_sum=config.d_loss_sum, aux_classifier=config.aux_classifier,
-        )  # fmt: skip
-        opt_d = make_optimizer(config, D.parameters(), config.lr_d)
-        d_fwd = AugmentedDiscriminator(D, config.diffaugment) if config.diffaugment else D
-    g_params = list(G.parameters()) + (list(E.parameters()) if E is not None else [])
-    opt_g = make_optimizer(config, g_params, config.lr_g)
+    objective, opt_g, opt_d, d_fwd = training_parts(config, G, D, E)
     g_fwd = G
     if config.compile and cuda:
         g_fwd, d_fwd = torch.compile(G), (torch.compile(d_fwd) if d_fwd is not None else None)
