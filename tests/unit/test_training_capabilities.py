@@ -258,3 +258,5 @@ def test_per_epoch_fid_with_torchvision_inception_from_a_weights_file(digits16, 
     fid = [(s, m["train/fid_8_train"]) for s, m in rec.metrics if "train/fid_8_train" in m]
     assert [s for s, _ in fid] == [8]  # 8 batches of 16 per epoch: a value at the end of epoch 1, none at step 9
     assert all(math.isfinite(v) and v > 0 for _, v in fid)
+    rows = list(csv.DictReader((tmp_path / "o" / "metrics.csv").open()))
+    assert [float(r["train/fid_8_train"]) for r in rows if r["train/fid_8_train"]] == pytest.approx([fid[0][1]])

@@ -285,7 +285,9 @@ def _fid_probe(t: Trainer, tracker) -> None:
     labels = torch.arange(len(real)) % t.spec.num_classes if t.spec.conditional else None
     fake = ((sample(t.sampler(), z, labels) + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
     value = fid_from_features(real, ext.extract(fake, 64))
-    tracker.log_metrics({f"train/{metric_key('fid', len(real), 'train')}": value}, t.step)
+    metric = {f"train/{metric_key('fid', len(real), 'train')}": value}
+    tracker.log_metrics(metric, t.step)
+    t.metric_rows.append({"step": t.step, **metric})  # its own row: metrics.csv has every logged number
 
 
 def _fid_extractor(c: TrainConfig, device):
