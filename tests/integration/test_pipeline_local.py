@@ -88,6 +88,7 @@ def test_local_run_registers_candidate(tracked):
     parent = client.get_run(parent_id)
     kfp_run = parent.data.tags["ganforge.pipeline_run_id"]
     assert parent.info.status == "FINISHED"
+    assert f"/#/experiments/{parent.info.experiment_id}/runs?workflowType=machine_learning&" in lines["runs table"]
     assert parent.data.tags["ganforge.pipeline_version"] and parent.data.tags["ganforge.gate"].startswith("passed")
     assert parent.data.tags["ganforge.registered_model"] == f"{model_name}/1"
     assert parent.data.metrics["gate/passed"] == 1.0 and parent.data.metrics["eval/fid"] > 0
