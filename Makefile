@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= outputs/demo
+DEMO_FLAGS ?=
 
 .PHONY: venv demo golden test test-slow bench lint clean
 
@@ -16,9 +17,10 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # The main job on the embedded default: the whole KFP pipeline through kfp.local on offline digits,
-# local storage, sqlite MLflow (ingest -> train -> evaluate || audit -> gate -> register).
+# local storage, sqlite MLflow (ingest -> train -> evaluate || audit -> gate -> register). One line per
+# step; KFP's executor logs go to $(DEMO_DIR)/logs/ (DEMO_FLAGS=--verbose prints them too).
 demo: $(STAMP)
-	$(BIN)/ganforge pipeline run --local --dir $(DEMO_DIR)
+	$(BIN)/ganforge pipeline run --local --dir $(DEMO_DIR) $(DEMO_FLAGS)
 
 # Regenerate the golden compiled pipeline (tests/golden/gan_pipeline.yaml) after a deliberate change.
 golden: $(STAMP)
