@@ -102,7 +102,7 @@ def test_steps_read_unset_values_through_decode(tmp_path, monkeypatch):
     data = ingest("digits", str(tmp_path / "data"), image_size=16, limit=64).uri
     seen = {}
 
-    def fake_train(config):
+    def fake_train(config, context=None):
         seen["config"] = config
         ckpt = Path(config.output) / "ckpt-000001"
         ckpt.mkdir(parents=True)
@@ -159,7 +159,7 @@ def test_exposing_a_training_flag_is_two_edits(tmp_path, monkeypatch):
 
     seen = {}
 
-    def fake_train(config):
+    def fake_train(config, context=None):
         seen["config"] = config
         ckpt = Path(config.output) / "ckpt-000001"
         ckpt.mkdir(parents=True)
