@@ -85,7 +85,7 @@ def plant(kind: str, src, g):
 KINDS = ("exact", "noisy", "mirrored", "shifted")
 
 
-def detection(name, train, heldout, pool, sets, set_size, th, cache, log):
+def detection(name, train, heldout, pool, sets, set_size, th, cache, log, rate=0):
     """Planted-copy sets and disjoint honest sets against one training set; prints and returns rows."""
     import torch
 
@@ -93,7 +93,8 @@ def detection(name, train, heldout, pool, sets, set_size, th, cache, log):
 
     g = torch.Generator().manual_seed(1)
     n_plant = max(1, set_size // 100)
-    rows = {}
+    rows = {"blur": th.resolved(*train.shape[-2:]).blur}
+    log(f"{name}: {tuple(train.shape)} train images, blur {rows['blur']:g}")
     t0 = time.perf_counter()
     first = None
     for kind in KINDS:
@@ -108,6 +109,13 @@ def detection(name, train, heldout, pool, sets, set_size, th, cache, log):
                           expected=round(r.expected_flagged, 2), p=float(f"{r.flag_test_p_value:.3g}"),
                           brute_force=r.brute_force_queries)
         log(f"{name} planted {kind}: {rows[kind]}")
+    for kind in KINDS if rate else ():  # a larger sample of each kind: the per-image detection rate
+        pick = torch.randperm(len(train), generator=g)[:rate]
+        gen = torch.cat([pool[: set_size - rate], plant(kind, train[pick], g)])
+        r = run_audit(gen, train, heldout, thresholds=th, baseline_cache=cache)
+        caught = sum(f.generated_index >= set_size - rate for f in r.flagged)
+        rows[f"{kind}_rate"] = dict(flagged_planted=f"{caught}/{rate}", rate=caught / rate)
+        log(f"{name} {rate} planted {kind}: {caught}/{rate} flagged")
     passes, flags = 0, 0
     for s in range(sets):
         gen = pool[s * set_size : (s + 1) * set_size]
@@ -130,10 +138,11 @@ def exactness(train, queries, th, log):
     import torch
     from sklearn.neighbors import NearestNeighbors
 
-    from ganforge.audit.invariant import blur, central, nearest_train, refine, shift_offsets, shifted
+    from ganforge.audit.invariant import central, nearest_train, pixel_space, refine, shift_offsets, shifted
 
+    th = th.resolved(*train.shape[-2:])
     margin = th.max_shift + (int(np.ceil(2 * th.blur)) if th.blur > 0 else 0)
-    tb, qb = blur(train, th.blur), blur(queries, th.blur)
+    tb, qb = pixel_space(train, th.levels, th.blur), pixel_space(queries, th.levels, th.blur)
     kw = dict(metric="l2", max_shift=th.max_shift, pad=margin - th.max_shift)
     m = nearest_train(qb, tb, invariance="shift", candidates=th.candidates, dims=th.projection_dims, progress=None, **kw)
     proven = m.exact.clone()
@@ -159,7 +168,7 @@ def exactness(train, queries, th, log):
                 proven=int(proven.sum()), same_index_before_refine=float(pre_same.mean()))
 
 
-def memory_worker(out: str, cache: str, threads: int) -> None:
+def memory_worker(out: str, cache: str, threads: int, settings: str) -> None:
     """1,000 generated vs 60,000 training images, one audit in this process; peak RSS from the start of it.
 
     ``rss_before_mb`` is torch (~500 MB resident on its own here), the imports and the data.
@@ -167,9 +176,10 @@ def memory_worker(out: str, cache: str, threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    from ganforge.audit.memorization import run_audit
+    from ganforge.audit.memorization import AuditThresholds, run_audit
     from ganforge.metrics.features import get_extractor
 
+    th = AuditThresholds.model_validate_json(settings)
     get_extractor("pixels")  # its imports (torchvision, ~170 MB of code) are not the audit's working memory
     train, test = fashion()
     gen = test[:1000]
@@ -177,7 +187,7 @@ def memory_worker(out: str, cache: str, threads: int) -> None:
         f.write("5")
     rss0 = _status_mb("VmRSS")
     t = time.perf_counter()
-    r = run_audit(gen, train, test, baseline_cache=cache)
+    r = run_audit(gen, train, test, thresholds=th, baseline_cache=cache)
     wall = time.perf_counter() - t
     Path(out).write_text(json.dumps({"wall_s": wall, "peak_rss_mb": _status_mb("VmHWM"), "rss_before_mb": rss0,
                                      "cached": r.baseline_cached, "brute_force": r.brute_force_queries}))
@@ -197,11 +207,19 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: the machine is shared)")
     p.add_argument("--check", type=int, default=60, help="queries checked against scikit-learn brute force")
     p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--skip-digits", action="store_true")
+    p.add_argument("--rate", type=int, default=100, help="planted copies of each kind in one more set of 1,000 "
+                   "(Fashion-MNIST): the per-image detection rate on a larger sample; 0 skips")
+    p.add_argument("--blur", default=None, help="audit --blur: a sigma or auto (default: the audit's)")
+    p.add_argument("--levels", type=float, default=None, help="audit --levels (default: the audit's)")
+    p.add_argument("--settings", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--work", default=None, help="folder for the cached baselines (reused between runs of the same "
+                   "settings; default: a new temporary folder)")
     p.add_argument("--memory-worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--cache", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.memory_worker:
-        memory_worker(a.memory_worker, a.cache, a.threads)
+        memory_worker(a.memory_worker, a.cache, a.threads, a.settings)
         return
     import torch
 
@@ -214,25 +232,31 @@ def main() -> None:
         print(msg, flush=True)
 
     log(f"torch threads: {a.threads} (set deliberately: the machine is shared)")
-    th = AuditThresholds()
+    th = AuditThresholds(**{k: v for k, v in (("blur", a.blur), ("levels", a.levels)) if v is not None})
     log(f"settings: {th.model_dump()}")
-    work = Path(tempfile.mkdtemp(prefix="ganforge-bench-audit-"))
+    work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="ganforge-bench-audit-"))
+    work.mkdir(parents=True, exist_ok=True)
     results = {}
 
     # digits: small, so a leave-one-out baseline (fewer than 999 held-out images)
     x = digits16()
+    if a.skip_digits:
+        x = x[:0]
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     train, pool = x[perm[:1400]], x[perm[1400:]]
-    results["digits"] = detection("digits", train, None, pool, 1, 300, th, work / "digits.npy", log)
+    if len(x):
+        results["digits"] = detection("digits", train, None, pool, 1, 300, th, work / "digits.npy", log)
 
     train60, test = fashion()
     train, pool = train60[:40000], train60[40000:]
-    results["fashion"] = detection("fashion", train, test, pool, a.sets, 1000, th, work / "fashion.npy", log)
+    results["fashion"] = detection("fashion", train, test, pool, a.sets, 1000, th, work / "fashion.npy", log,
+                                  rate=a.rate)
 
     g = torch.Generator().manual_seed(2)
     pick = torch.randperm(len(train), generator=g)[: a.check // 4]
     queries = torch.cat([pool[: a.check - len(pick)], plant("shifted", train[pick], g)])
-    results["exactness"] = exactness(train, queries, th, log)
+    if a.check:
+        results["exactness"] = exactness(train, queries, th, log)
 
     if not a.skip_memory:
         cache = work / "memory.npy"
@@ -240,7 +264,7 @@ def main() -> None:
             out = work / f"{run}.json"
             env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
             subprocess.run([sys.executable, __file__, "--memory-worker", str(out), "--cache", str(cache),
-                            "--threads", str(a.threads)], env=env, check=True)
+                            "--threads", str(a.threads), "--settings", th.model_dump_json()], env=env, check=True)
             results[f"{run}_audit_60k"] = json.loads(out.read_text())
             log(f"{run} audit, 1,000 generated vs 60,000 training images: {results[f'{run}_audit_60k']}")
         f, s = results["first_audit_60k"], results["second_audit_60k"]

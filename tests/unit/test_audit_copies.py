@@ -12,7 +12,7 @@ from sklearn.datasets import load_digits
 from typer.testing import CliRunner
 
 import ganforge.audit.memorization as memorization
-from ganforge.audit.invariant import blur, central, nearest_train, refine, shift_offsets, shifted
+from ganforge.audit.invariant import central, nearest_train, pixel_space, refine, shift_offsets, shifted
 from ganforge.audit.memorization import run_audit
 from ganforge.cli import app
 
@@ -100,12 +100,12 @@ def brute_force(queries, train, max_shift, margin):
     return d[np.arange(len(queries)), best], i[np.arange(len(queries)), best]
 
 
-@pytest.mark.parametrize("sigma", [0.0, 1.0])
-def test_nearest_images_agree_with_scikit_learn(digits, sigma):
+@pytest.mark.parametrize("levels, sigma", [(0.0, 0.0), (0.0, 1.0), (0.05, 1.5)])
+def test_nearest_images_agree_with_scikit_learn(digits, levels, sigma):
     train, honest = digits
     queries = torch.cat([honest[:40], zero_shift(train[:5], 1, 1), torch.flip(train[5:10], dims=[-1])])
-    tb, qb = blur(train, sigma), blur(queries, sigma)
-    pad = 2 if sigma else 0
+    tb, qb = pixel_space(train, levels, sigma), pixel_space(queries, levels, sigma)
+    pad = int(np.ceil(2 * sigma))
     m = nearest_train(qb, tb, invariance="shift", max_shift=2, pad=pad, progress=None)
     # the proven ones are exact as they stand; refine makes every one exact
     sk_d, sk_i = brute_force(qb, tb, 2, 2 + pad)
@@ -169,7 +169,10 @@ def pngs(folder, n, size=16, seed=0):
     ([], 24, 8, "8x8 px but dataset"),
     (["--invariance", "rotate"], 24, 16, "--invariance: Input should be 'none', 'mirror' or 'shift'"),
     (["--space", "inception-tf"], 24, 16, "--invariance shift compares pixels"),
-    (["--max-shift", "6"], 24, 16, "too small for --max-shift 6"),
+    (["--max-shift", "6", "--blur", "1"], 24, 16, "too small for --max-shift 6 with --blur 1"),
+    (["--max-shift", "8"], 24, 16, "too small for --max-shift 8 with --blur 0"),  # auto gives up blurring first
+    (["--blur", "9"], 24, 16, "blur 9 is outside [0, 8]"),
+    (["--blur", "fuzzy"], 24, 16, "--blur: Value error, blur 'fuzzy' is neither a sigma in pixels nor auto"),
 ])
 def test_bad_input_one_line_no_audit_run(digits16, tmp_path, monkeypatch, extra, n, size, match):
     from mlflow.tracking import MlflowClient
@@ -209,6 +212,7 @@ def test_small_dataset_audit_through_the_cli(digits16, tmp_path, monkeypatch):
     assert rec["baseline"] == "heldout" and rec["n_baseline"] == 128 and rec["alpha"] == pytest.approx(1 / 129)
     assert {f["generated_index"] for f in rec["flagged"]} >= {40, 41, 42} and "flagged: generated" in res.output
     assert not rec["baseline_cached"]
+    assert rec["thresholds"]["blur"] == 1.0  # --blur auto at 16 px, as used
     again = runner.invoke(app, args)
     assert again.exit_code == 1
     assert json.loads((tmp_path / "o" / "audit.json").read_text())["baseline_cached"]

@@ -42,7 +42,7 @@ from ganforge.metrics.knn import knn
 from ganforge.progress import progress_bar
 
 INVARIANCES = ("none", "mirror", "shift")
-VERSION = 1  # of the scoring below; part of the baseline cache key, so a change never reads old scores
+VERSION = 2  # of the scoring below; part of the baseline cache key, so a change never reads old scores
 
 
 @dataclass
@@ -87,26 +87,45 @@ def central(x: torch.Tensor, margin: int) -> torch.Tensor:
     return x[..., margin : h - margin, margin : w - margin]
 
 
-def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian blur (separable, radius ceil(2 sigma), zero padding) of (N, C, H, W) images, float32.
-
-    Noise added to a copy is independent from pixel to pixel and averages out, while the picture
-    survives: sigma = 1 shrinks white noise about 3.5 times. A linear filter commutes with shifts, so
-    windows of blurred copies still match exactly when the radius is at most the shift margin.
-    """
-    if sigma <= 0:
-        return x
+def _gauss(sigma: float) -> torch.Tensor:
     r = math.ceil(2 * sigma)
     t = torch.arange(-r, r + 1, dtype=torch.float32)
     g = torch.exp(-(t**2) / (2 * sigma**2))
-    g = g / g.sum()
-    c = x.shape[1]
-    out = torch.empty(x.shape, dtype=torch.float32)  # filled in place: no second full-size copy
+    return g / g.sum()
+
+
+def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur (separable, radius ceil(2 sigma), zero padding) of (N, C, H, W) images, float32."""
+    x = x.float()
+    if sigma <= 0:
+        return x
+    g, c = _gauss(sigma), x.shape[1]
+    r = (len(g) - 1) // 2
+    x = F.conv2d(F.pad(x, (r, r, 0, 0)), g.view(1, 1, 1, -1).expand(c, 1, 1, -1).contiguous(), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, r, r)), g.view(1, 1, -1, 1).expand(c, 1, -1, 1).contiguous(), groups=c)
+
+
+def pixel_space(x: torch.Tensor, levels: float = 0.0, sigma: float = 0.0) -> torch.Tensor:
+    """The audit's pixel space of uint8 (N, C, H, W) images: levels, then blur, rounded back to uint8.
+
+    - ``levels``: values within ``levels`` of the range's ends become black or white (the rest is
+      stretched linearly). Noise on a copy is clipped where the source is black or white, so there it
+      has a mean (a grey veil) that no blur removes; the dead zone removes it.
+    - ``sigma``: Gaussian blur. Noise independent from pixel to pixel averages out while the picture
+      survives (sigma = 1 shrinks white noise about 3.5 times). Both steps commute with shifts and the
+      mirror, so windows of a transformed copy still match its source exactly when the blur radius is
+      at most the shift margin.
+    - Rounding to uint8 keeps every distance an exact integer (float64 arithmetic) and the training set
+      at one byte per pixel; the rounding error (1/sqrt(12) of a level) is far below what blur leaves of noise.
+    """
+    if levels <= 0 and sigma <= 0:
+        return x
+    out = torch.empty(x.shape, dtype=torch.uint8)  # filled in place: no full-size float copy
     for s in range(0, len(x), 2048):  # chunks: the float temporaries stay small
         b = x[s : s + 2048].float()
-        b = F.conv2d(F.pad(b, (r, r, 0, 0)), g.view(1, 1, 1, -1).expand(c, 1, 1, -1).contiguous(), groups=c)
-        out[s : s + 2048] = F.conv2d(F.pad(b, (0, 0, r, r)), g.view(1, 1, -1, 1).expand(c, 1, -1, 1).contiguous(),
-                                     groups=c)
+        if levels > 0:
+            b = ((b - 255 * levels) / (1 - 2 * levels)).clamp_(0, 255)
+        out[s : s + 2048] = blur(b, sigma).round_().clamp_(0, 255).to(torch.uint8)
     return out
 
 

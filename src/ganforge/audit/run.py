@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 
 if TYPE_CHECKING:
     from ganforge.tracking import RunContext
@@ -49,7 +49,16 @@ class AuditConfig(ImagesSource):
     levels: float = Field(0.05, ge=0, lt=0.5, description="Dead zone at both ends of the pixel range (fraction): "
                           "values that close to black or white become black or white before the blur, so noise "
                           "clipped there leaves no veil; 0 keeps every value (pixels only).")
-    blur: float = Field(1.5, ge=0, le=8, description="Gaussian blur sigma (px) before pixel distances; 0: raw pixels.")
+    blur: float | Literal["auto"] = Field("auto", description="Gaussian blur sigma (px) before pixel distances; 0: "
+                                          "raw pixels; auto: the largest of 1.5, 1, 0.5, 0 leaving half the image "
+                                          "compared after the shift and blur border.")
+
+    @field_validator("blur", mode="before")
+    @classmethod
+    def _blur(cls, v):
+        from ganforge.audit.memorization import check_blur
+
+        return check_blur(v)
 
     @model_validator(mode="after")
     def _heldout_is_not_train(self):
@@ -84,8 +93,8 @@ def audit(cfg: AuditConfig, context: RunContext | None = None):
     from ganforge.metrics.features import get_extractor
 
     preflight(cfg)
-    th = audit_thresholds(cfg)
     manifest = read_manifest(cfg.dataset)
+    th = audit_thresholds(cfg).resolved(manifest["image"]["height"], manifest["image"]["width"])
     counts = manifest["counts"]["splits"]
     if TRAIN_SPLIT not in counts:
         raise GanforgeError(f"dataset {cfg.dataset} has no {TRAIN_SPLIT} split (it has {', '.join(counts)}); "
@@ -100,10 +109,10 @@ def audit(cfg: AuditConfig, context: RunContext | None = None):
                             "mirror or none")
     if cfg.backbone == "pixels":
         h, w = manifest["image"]["height"], manifest["image"]["width"]
-        margin = cfg.max_shift + (math.ceil(2 * cfg.blur) if cfg.blur > 0 else 0)
+        margin = cfg.max_shift + (math.ceil(2 * th.blur) if th.blur > 0 else 0)
         if cfg.invariance == "shift" and min(h, w) <= 2 * margin:
             raise GanforgeError(f"dataset images of {w}x{h} px are too small for --max-shift {cfg.max_shift} with "
-                                f"--blur {cfg.blur:g} (a {margin} px border is left out); lower them")
+                                f"--blur {th.blur:g} (a {margin} px border is left out); lower them")
     if cfg.checkpoint is not None:
         check_generated_count(cfg.n, n_base, alpha, th)
     device = pick_device(cfg.device)
@@ -139,6 +148,7 @@ def audit(cfg: AuditConfig, context: RunContext | None = None):
         tags = {"train_split": TRAIN_SPLIT, "audit_baseline": kind}
         if kind == "heldout":
             tags["heldout_split"] = held
-        publish(cfg, "audit", record, metrics, Path(work), verdict=report.verdict, tags=tags,
-                context=context)
+        # params record the sigma used (blur auto resolved), so the flags rerun the same audit
+        publish(cfg.model_copy(update={"blur": th.blur}), "audit", record, metrics, Path(work),
+                verdict=report.verdict, tags=tags, context=context)
     return report

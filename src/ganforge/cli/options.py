@@ -49,7 +49,9 @@ def base_type(annotation) -> type:
     if typing.get_origin(annotation) is typing.Literal:
         return type(typing.get_args(annotation)[0])
     if _is_optional(annotation):
-        return base_type(_args(annotation)[0])
+        args = _args(annotation)
+        # ``float | Literal['auto']``: typer takes the text and pydantic, which knows the union, parses it
+        return base_type(args[0]) if len(args) == 1 else str
     if typing.get_origin(annotation) is tuple:
         return str  # given comma-separated, split by ``Options.pick``
     return annotation
