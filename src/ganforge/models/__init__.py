@@ -85,6 +85,18 @@ class ModelSpec(BaseModel):
     d_bias: bool | None = Field(
         None, description="Discriminator/encoder biases, head included for False; as g_bias.",
     )
+    init: Literal["dcgan", "normal", "glorot", "torch"] | None = Field(
+        None, description="Weight initialisation (see layers.init_weights). None: the family's (mlp torch, else "
+        "dcgan).",
+    )
+    bn_eps: float | None = Field(None, description="Batch-norm epsilon. None: PyTorch's 1e-5 (Keras: 1e-3).")
+    g_norm_after: tuple[int, ...] | None = Field(
+        None, description="mlp: 1-based generator layers whose batch norm follows the activation. None: none."
+    )
+    output_activation: Literal["tanh", "sigmoid"] = Field(
+        "tanh", description="Decoder output: tanh, or (ae/vae) a sigmoid on [0, 1] mapped to [-1, 1], with the "
+        "encoder's input and the reconstruction loss on [0, 1].",
+    )
 
     @field_validator("model", mode="before")
     @classmethod
@@ -203,7 +215,13 @@ def _check_tables(spec: ModelSpec) -> None:
             raise GanforgeError(f"{name} must be in [0, 1), got {v}")
     if spec.bn_momentum is not None and not 0.0 <= spec.bn_momentum <= 1.0:
         raise GanforgeError(f"bn_momentum must be in [0, 1] (PyTorch convention), got {spec.bn_momentum}")
-    for name in ("g_channels", "d_channels", "g_strides", "d_strides", "g_norm_layers"):
+    if spec.bn_eps is not None and not 0.0 < spec.bn_eps <= 1.0:
+        raise GanforgeError(f"bn_eps must be in (0, 1], e.g. 1e-5 or Keras' 1e-3, got {spec.bn_eps}")
+    if spec.output_activation == "sigmoid" and MODELS[spec.model].encoder is None:
+        raise GanforgeError(f"output_activation sigmoid is for the ae and vae (the book's decoders), not {spec.model}")
+    if spec.g_norm_after and spec.model != "mlp":
+        raise GanforgeError(f"g_norm_after orders the mlp generator's batch norms; model {spec.model} has none to order")
+    for name in ("g_channels", "d_channels", "g_strides", "d_strides", "g_norm_layers", "g_norm_after"):
         if getattr(spec, name) is not None and (not getattr(spec, name) or min(getattr(spec, name)) < 1):
             raise GanforgeError(f"{name} must list positive integers, got {getattr(spec, name)}")
     if spec.kernel_size is not None and spec.kernel_size < 1 or spec.channel_cap < 1:
@@ -213,6 +231,11 @@ def _check_tables(spec: ModelSpec) -> None:
         n = len(spec.g_channels or (0, 0, 0))
         if spec.g_norm_layers and max(spec.g_norm_layers) > n:
             raise GanforgeError(f"g_norm_layers names layer {max(spec.g_norm_layers)} of a {n}-layer generator")
+        normed = set(spec.g_norm_layers or range(2, n + 1)) if spec.g_norm == "batch" else set()
+        if spec.g_norm_after and not set(spec.g_norm_after) <= normed:
+            bare = min(set(spec.g_norm_after) - normed)
+            raise GanforgeError(f"g_norm_after names layer {bare}, which has no batch norm (batch-normed layers: "
+                                f"{','.join(map(str, sorted(normed))) or 'none'}); add it to g_norm_layers")
         return
     for name in ("g_strides", "d_strides"):
         if any(s not in (1, 2) for s in getattr(spec, name) or ()):

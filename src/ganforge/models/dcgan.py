@@ -20,10 +20,13 @@ from torch import nn
 from ganforge.models.layers import (
     Discriminator,
     Generator,
+    Projection,
     activation,
     add_spectral_norm,
     batch_norm,
     dcgan_init,
+    init_weights,
+    output_activation,
 )
 
 if TYPE_CHECKING:
@@ -66,9 +69,9 @@ def d_layout(spec: ModelSpec) -> tuple[list[int], tuple[int, ...]]:
     return chans, spec.d_strides or (2,) * n
 
 
-def _norm(kind: Norm, channels: int, momentum: float | None = None) -> list[nn.Module]:
+def _norm(kind: Norm, channels: int, momentum: float | None = None, eps: float | None = None) -> list[nn.Module]:
     if kind == "batch":
-        return [batch_norm(channels, momentum)]
+        return [batch_norm(channels, momentum, eps=eps)]
     if kind == "layer":
         # GroupNorm with one group normalises each sample over (C, H, W): layer norm for conv maps.
         return [nn.GroupNorm(1, channels)]
@@ -114,26 +117,27 @@ def generator_body(spec: ModelSpec) -> nn.Sequential:
         layers.append(nn.Unflatten(1, (chans[0], base, base)))
     elif spec.g_base == "feature":  # Keras: BatchNormalization on the Dense output, then Reshape
         layers = [nn.Linear(in_features, proj, bias=hidden_bias if normed else spec.g_bias is not False)]
-        layers += [batch_norm(proj, spec.bn_momentum, dims=1)] if normed else []
+        layers += [batch_norm(proj, spec.bn_momentum, dims=1, eps=spec.bn_eps)] if normed else []
         layers += [activation(act, spec.leaky_slope), nn.Unflatten(1, (chans[0], base, base))]
     else:
         # A linear projection equals the tutorial's 4×4 transposed conv on a 1×1 input, and also builds 7×7.
         layers = [
-            nn.Linear(in_features, proj, bias=hidden_bias),
+            Projection(in_features, chans[0], base, bias=hidden_bias),
             nn.Unflatten(1, (chans[0], base, base)),
-            *_norm("batch" if normed else "none", chans[0], spec.bn_momentum),
+            *_norm("batch" if normed else "none", chans[0], spec.bn_momentum, spec.bn_eps),
             activation(act, spec.leaky_slope),
         ]
     layers += _dropout(spec.g_dropout)
     for (cin, cout), s in zip(zip(chans, chans[1:]), strides):
         layers += [
             _upsample(cin, cout, spec.upsample, hidden_bias, k, s),
-            *_norm("batch" if normed else "none", cout, spec.bn_momentum),
+            *_norm("batch" if normed else "none", cout, spec.bn_momentum, spec.bn_eps),
             activation(act, spec.leaky_slope),
             *_dropout(spec.g_dropout),
         ]
     out_bias = spec.g_bias is not False
-    layers += [_upsample(chans[-1], spec.channels, spec.upsample, out_bias, k, strides[-1]), nn.Tanh()]
+    layers += [_upsample(chans[-1], spec.channels, spec.upsample, out_bias, k, strides[-1]),
+               output_activation(spec.output_activation)]
     return nn.Sequential(*layers)
 
 
@@ -157,7 +161,7 @@ def conv_stack(in_channels: int, spec: ModelSpec, norm: Norm) -> tuple[nn.Sequen
     cin, side = in_channels, spec.image_size
     for i, (cout, s) in enumerate(zip(chans, strides)):
         # The first block sees raw pixels: normalising them would discard the colour statistics D needs.
-        block_norm = _norm(norm, cout, spec.bn_momentum) if i > 0 else []
+        block_norm = _norm(norm, cout, spec.bn_momentum, spec.bn_eps) if i > 0 else []
         bias = spec.d_bias if spec.d_bias is not None else not block_norm
         layers += [
             nn.Conv2d(cin, cout, k, s, p, bias=bias),
@@ -184,7 +188,16 @@ def build_generator(spec: ModelSpec) -> Generator:
     net = Generator(
         generator_body(spec), spec.latent_dim, spec.num_classes if spec.conditional else 0, spec.embed_dim
     )
-    net.body.apply(dcgan_init)
+    return initialise(net, [net.body], spec.init or "dcgan")
+
+
+def initialise(net: nn.Module, parts: list[nn.Module | None], scheme: str) -> nn.Module:
+    """``init_weights`` on ``net``; DCGAN's only on ``parts`` (embeddings and label planes keep N(0, 1))."""
+    if scheme != "dcgan":
+        return init_weights(net, scheme)
+    for part in parts:
+        if part is not None:
+            part.apply(dcgan_init)
     return net
 
 
@@ -200,9 +213,7 @@ def _build(spec: ModelSpec, norm: Norm) -> Discriminator:
         aux_classifier=spec.aux_classifier,
         head_bias=spec.d_bias is not False,
     )
-    for part in (net.body, net.head, net.classifier):
-        if part is not None:
-            part.apply(dcgan_init)
+    initialise(net, [net.body, net.head, net.classifier], spec.init or "dcgan")
     return add_spectral_norm(net) if spec.spectral_norm else net
 
 

@@ -14,6 +14,11 @@ from torch.nn.utils.parametrizations import spectral_norm
 NEGATIVE_SLOPE = 0.2  # LeakyReLU slope of the DCGAN paper and the PyTorch examples (Keras' default is 0.3)
 ACTIVATIONS = ("relu", "leaky_relu", "tanh")  # the hidden-layer activations a spec may name
 BN_MOMENTUM = 0.1  # PyTorch's default; Keras' momentum m is PyTorch's 1 - m (Keras 0.8 = PyTorch 0.2)
+BN_EPS = 1e-5  # PyTorch's default; Keras' BatchNormalization uses 1e-3
+# Weight initialisations a spec may name (``init_weights``): the DCGAN paper's, Keras' RandomNormal(0, 0.02)
+# kernels (the book's GANs), Keras' defaults, and PyTorch's own (what a module has when it is built).
+INITS = ("dcgan", "normal", "glorot", "torch")
+OUTPUT_ACTIVATIONS = ("tanh", "sigmoid")  # of the generator/decoder; sigmoid: ae/vae working on [0, 1]
 
 
 def activation(name: str, slope: float = NEGATIVE_SLOPE) -> nn.Module:
@@ -27,13 +32,44 @@ def activation(name: str, slope: float = NEGATIVE_SLOPE) -> nn.Module:
     raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
 
 
-def batch_norm(channels: int, momentum: float | None, dims: int = 2) -> nn.Module:
+def batch_norm(channels: int, momentum: float | None, dims: int = 2, eps: float | None = None) -> nn.Module:
     """BatchNorm over ``channels`` (2d maps or 1d vectors) with PyTorch's momentum convention.
 
-    Keras' epsilon (1e-3) is not copied: PyTorch's 1e-5 only matters for near-constant channels.
+    ``eps`` None is PyTorch's 1e-5; the Keras seeds pass Keras' 1e-3 (it matters for near-constant channels).
     """
     cls = nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d
-    return cls(channels, momentum=BN_MOMENTUM if momentum is None else momentum)
+    return cls(channels, eps=BN_EPS if eps is None else eps, momentum=BN_MOMENTUM if momentum is None else momentum)
+
+
+class SignedSigmoid(nn.Module):
+    """``2 sigmoid(x) - 1``: a sigmoid output on [0, 1] handed on in ganforge's [-1, 1] image convention.
+
+    The ae/vae with ``output_activation="sigmoid"`` (the book's decoders) compute their loss on
+    ``(y + 1) / 2``, which is the sigmoid itself, so sampling, FID and the audit see [-1, 1] as for tanh.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, ...) logits to (N, ...) in [-1, 1]."""
+        return torch.sigmoid(x).mul(2.0).sub(1.0)
+
+
+def output_activation(name: str) -> nn.Module:
+    """The generator's last activation: tanh, or the sigmoid mapped to [-1, 1] (``SignedSigmoid``)."""
+    return SignedSigmoid() if name == "sigmoid" else nn.Tanh()
+
+
+class Projection(nn.Linear):
+    """The Linear that stands for a k x k transposed conv on a 1 x 1 input (PyTorch DCGAN's first layer).
+
+    Same shapes and parameter count; under ``init_weights(..., "torch")`` it is drawn as that conv
+    would be: PyTorch computes a transposed conv's fan-in from its *output* maps (C * k * k), so its
+    default bound is 1/sqrt(C k^2), not the Linear's 1/sqrt(latent).
+    """
+
+    def __init__(self, in_features: int, channels: int, side: int, bias: bool = True) -> None:
+        """A Linear from ``in_features`` to a (channels, side, side) map, flattened."""
+        super().__init__(in_features, channels * side * side, bias=bias)
+        self.conv_fan_in = channels * side * side
 
 
 def check_labels(labels: torch.Tensor | None, n: int) -> torch.Tensor:
@@ -188,6 +224,42 @@ class Discriminator(nn.Module):
                 raise ValueError("this discriminator has no auxiliary classifier")
             return logits, self.classifier(h)
         return (logits, h) if features else logits
+
+
+def init_weights(net: nn.Module, scheme: str) -> nn.Module:
+    """Initialise ``net`` in place by one of ``INITS`` and return it.
+
+    dcgan: conv/linear weights N(0, 0.02), zero biases, norm scales N(1, 0.02) and zero shifts (the DCGAN
+    paper); embeddings keep PyTorch's N(0, 1). normal: Keras' RandomNormal(0, 0.02) kernels (the book's
+    GANs) with Keras' other defaults. glorot: Keras' defaults: glorot-uniform weights, zero biases, norm
+    scales 1 and shifts 0, embeddings U(-0.05, 0.05). torch: PyTorch's defaults, as built (a
+    ``Projection`` drawn as the transposed conv it stands for).
+    """
+    if scheme == "dcgan":
+        net.apply(dcgan_init)
+        return net
+    if scheme not in INITS:
+        raise ValueError(f"unknown init {scheme!r}; choose one of {', '.join(INITS)}")
+    for m in net.modules():
+        if scheme == "torch":
+            if isinstance(m, Projection):
+                bound = m.conv_fan_in**-0.5  # kaiming_uniform(a=sqrt(5)) and the bias rule of ConvTranspose2d
+                nn.init.uniform_(m.weight, -bound, bound)
+                if m.bias is not None:
+                    nn.init.uniform_(m.bias, -bound, bound)
+        elif isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            if scheme == "glorot":
+                nn.init.xavier_uniform_(m.weight)
+            else:
+                nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm)) and m.affine:
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.uniform_(m.weight, -0.05, 0.05)
+    return net
 
 
 def dcgan_init(module: nn.Module) -> None:

@@ -3,8 +3,9 @@
 By default, generator: latent → 4w → 8w → 16w → C·H·W with LeakyReLU(0.2), batch norm on the two
 wide layers and tanh out (w = ``spec.width``; 64 gives the Keras example's 256/512/1024).
 Discriminator: the flattened image → 8w → 4w → 1 with LeakyReLU(0.2) and dropout 0.3, no batch norm,
-so it also serves as a WGAN critic. ``g_channels``/``d_channels``, ``g_norm_layers``, the activations
-and dropouts of the spec replace any of these (the seed presets do).
+so it also serves as a WGAN critic. ``g_channels``/``d_channels``, ``g_norm_layers``, ``g_norm_after``, the
+activations and dropouts of the spec replace any of these (the seed presets do). Weights keep PyTorch's
+default initialisation unless the spec's ``init`` names another.
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from ganforge.models.layers import Discriminator, Generator, activation, add_spectral_norm, batch_norm
+from ganforge.models.layers import (
+    Discriminator,
+    Generator,
+    activation,
+    add_spectral_norm,
+    batch_norm,
+    init_weights,
+)
 
 if TYPE_CHECKING:
     from ganforge.models import ModelSpec
@@ -35,6 +43,9 @@ def d_widths(spec: ModelSpec) -> list[int]:
 def build_generator(spec: ModelSpec) -> Generator:
     """Build the dense generator: Linear, [batch norm], activation per hidden layer, then tanh.
 
+    A layer in ``g_norm_after`` puts its batch norm after the activation instead (Keras'
+    ``Dense(activation=...)`` followed by ``BatchNormalization``; seed 004's first layer).
+
     Args:
         spec: The model spec (``model="mlp"``).
 
@@ -47,18 +58,20 @@ def build_generator(spec: ModelSpec) -> Generator:
     normed = set(spec.g_norm_layers or range(2, len(widths) + 1)) if spec.g_norm == "batch" else set()
     layers: list[nn.Module] = []
     cin = spec.latent_dim + embed
+    after = set(spec.g_norm_after or ())
     for i, w in enumerate(widths, start=1):
         layers.append(nn.Linear(cin, w, bias=spec.g_bias is not False))
-        if i in normed:
-            layers.append(batch_norm(w, spec.bn_momentum, dims=1))
-        layers.append(activation(spec.g_activation or "leaky_relu", spec.leaky_slope))
+        norm = [batch_norm(w, spec.bn_momentum, dims=1, eps=spec.bn_eps)] if i in normed else []
+        act = [activation(spec.g_activation or "leaky_relu", spec.leaky_slope)]
+        layers += act + norm if i in after else norm + act
         if spec.g_dropout:
             layers.append(nn.Dropout(spec.g_dropout))
         cin = w
     layers += [nn.Linear(cin, shape[0] * shape[1] * shape[2], bias=spec.g_bias is not False), nn.Tanh(),
                nn.Unflatten(1, shape)]  # fmt: skip
     num_classes = spec.num_classes if spec.conditional else 0
-    return Generator(nn.Sequential(*layers), spec.latent_dim, num_classes, spec.embed_dim)
+    net = Generator(nn.Sequential(*layers), spec.latent_dim, num_classes, spec.embed_dim)
+    return init_weights(net, spec.init or "torch")
 
 
 def build_discriminator(spec: ModelSpec) -> Discriminator:
@@ -91,4 +104,5 @@ def build_discriminator(spec: ModelSpec) -> Discriminator:
         aux_classifier=spec.aux_classifier,
         head_bias=spec.d_bias is not False,
     )
+    init_weights(net, spec.init or "torch")
     return add_spectral_norm(net) if spec.spectral_norm else net

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ganforge.models import dcgan
-from ganforge.models.layers import Generator, LabelPlane, check_labels, dcgan_init
+from ganforge.models.layers import Generator, LabelPlane, check_labels
 
 if TYPE_CHECKING:
     from ganforge.models import ModelSpec
@@ -30,12 +30,13 @@ class Encoder(nn.Module):
         """
         super().__init__()
         self.label_plane = LabelPlane(spec.num_classes, spec.image_size) if spec.conditional else None
+        # sigmoid: the book's network, which sees images on [0, 1] (its callers still pass [-1, 1])
+        self.unit_input = spec.output_activation == "sigmoid"
         in_channels = spec.channels + int(spec.conditional)
         self.body, features = dcgan.conv_stack(in_channels, spec, "batch")
         self.mu = nn.Linear(features, spec.latent_dim)
         self.logvar = nn.Linear(features, spec.latent_dim)
-        for part in (self.body, self.mu, self.logvar):
-            part.apply(dcgan_init)
+        dcgan.initialise(self, [self.body, self.mu, self.logvar], spec.init or "dcgan")
 
     def forward(
         self, x: torch.Tensor, labels: torch.Tensor | None = None
@@ -49,6 +50,8 @@ class Encoder(nn.Module):
         Returns:
             (mu, logvar), each (N, latent_dim).
         """
+        if self.unit_input:
+            x = (x + 1.0) / 2.0
         if self.label_plane is not None:
             x = self.label_plane(x, check_labels(labels, x.shape[0]))
         h = self.body(x)
