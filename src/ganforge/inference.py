@@ -292,9 +292,18 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
 
 
-def interpolation_latents(z: torch.Tensor, steps: int = 10) -> torch.Tensor:
-    """(steps, latent) latents from ``z[0]`` to ``z[1]``."""
-    return slerp(z[0], z[1], torch.linspace(0, 1, steps))
+INTERPOLATIONS = ("slerp", "linear")
+
+
+def interpolation_latents(z: torch.Tensor, steps: int = 10, mode: str = "slerp") -> torch.Tensor:
+    """(steps, latent) latents from ``z[0]`` to ``z[1]``, both included: along the sphere (``slerp``) or a
+    straight line (``linear``: seed 002's ``(1 - r) z0 + r z1`` at ``r = linspace(0, 1, steps)``)."""
+    t = torch.linspace(0, 1, steps)
+    if mode == "linear":
+        return torch.lerp(z[0], z[1], t.view(-1, 1))
+    if mode != "slerp":
+        raise ValueError(f"unknown interpolation {mode!r}; choose one of {', '.join(INTERPOLATIONS)}")
+    return slerp(z[0], z[1], t)
 
 
 def latents(seed: int, n: int, latent_dim: int) -> torch.Tensor:
@@ -332,7 +341,8 @@ def generate(
         n: number of images.
         labels: class ids or names, cycled over the images (conditional models; default: all classes).
         seed: seed of the latents.
-        interpolate: walk from one latent to another in ``n`` steps instead of drawing ``n``.
+        interpolate: walk from one latent to another in ``n`` steps instead of drawing ``n``, along the path
+            the checkpoint's run drew its strip with (its ``interpolation``; slerp if it records none).
         weights: ``ema``, ``raw``, or None: ``ema`` when the checkpoint has EMA weights, else ``raw``.
         device: where to run the generator.
 
@@ -348,7 +358,8 @@ def generate(
     check_weights(weights)
     generator, spec, meta = load_generator(checkpoint, weights, dev)
     z = latents(seed, n, spec.latent_dim)
-    z = interpolation_latents(z, n) if interpolate else z[:n]
+    mode = (meta.get("config") or {}).get("interpolation") or "slerp"
+    z = interpolation_latents(z, n, mode) if interpolate else z[:n]
     names = meta.get("class_names") or [str(i) for i in range(spec.num_classes)]
     if labels and not spec.conditional:
         raise GanforgeError("--labels given but the checkpoint's model is not conditional; drop --labels")

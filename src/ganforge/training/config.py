@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ganforge.errors import GanforgeError
 from ganforge.models import MODELS
-from ganforge.models.layers import ACTIVATIONS
+from ganforge.models.layers import ACTIVATIONS, BN_EPS
 from ganforge.training.augment import AUGMENTS
 from ganforge.training.losses import OBJECTIVES
 
@@ -41,7 +41,7 @@ RESUME_FREE = frozenset(
         "epochs", "steps", "output", "experiment", "checkpoint_every", "keep_checkpoints", "sample_every",
         "log_every", "compile", "on_nan", "resume", "nproc", "device", "track", "overwrite", "preset", "dataset",
         "fid_every", "fid_n", "fid_backbone", "fid_backbone_weights", "fid_backbone_sha256", "sample_every_epochs",
-        "threads",
+        "threads", "interpolation", "interpolation_steps",
     }
 )  # fmt: skip
 
@@ -174,6 +174,33 @@ class TrainConfig(BaseModel):
     d_bias: bool | None = Field(
         None, description="Discriminator/encoder biases, as --g-bias (false also drops the head's).",
     )
+    init: Literal["dcgan", "normal", "glorot", "torch"] | None = Field(
+        None, description="Weight initialisation: dcgan (weights N(0, 0.02), zero biases, batch-norm scales N(1, "
+        "0.02)), normal (Keras RandomNormal(0, 0.02) weights, zero biases, batch norm 1/0: the book's GANs), glorot "
+        "(Keras' defaults: glorot-uniform weights, zero biases, batch norm 1/0, embeddings U(-0.05, 0.05)) or torch "
+        "(PyTorch's defaults). None: the family's (mlp torch, else dcgan).",
+    )
+    bn_eps: float | None = Field(
+        None, description=f"Batch-norm epsilon, added to the variance. None: PyTorch's {BN_EPS:g} (Keras' is 1e-3).",
+    )
+    g_norm_after: str | None = Field(
+        None, description="mlp: comma-separated 1-based generator layers whose batch norm comes after the "
+        "activation (Keras' Dense(activation=...) then BatchNormalization). None: before it everywhere.",
+    )
+    output_activation: Literal["tanh", "sigmoid"] = Field(
+        "tanh", description="ae/vae decoder output: tanh on [-1, 1], or sigmoid on [0, 1] as the book's decoders "
+        "(the encoder sees [0, 1] and the reconstruction loss is taken there; samples stay [-1, 1] images).",
+    )
+    sampling: Literal["epoch", "replacement"] = Field(
+        "epoch", description="How real batches are drawn: epoch (a shuffled pass, every image once per epoch) or "
+        "replacement (each batch uniformly at random with replacement, as np.random.randint; an epoch is then "
+        "N // batch-size batches).",
+    )
+    interpolation: Literal["slerp", "linear"] = Field(
+        "slerp", description="Latent path of the interpolation strip (and of generate --interpolate): slerp along "
+        "the sphere, or a straight line.",
+    )
+    interpolation_steps: int = Field(10, description="Images in the run's interpolation strip, both ends included.")
     d_loss_sum: bool = Field(
         False, description="Optimise the sum of D's real and fake terms (logged as loss_d_sum); loss_d is always "
         "their mean. Off: optimise the mean.",
@@ -260,6 +287,20 @@ class TrainConfig(BaseModel):
             raise ValueError(f"must be in [0, 1] (PyTorch convention: Keras 0.8 is 0.2 here); got {v}")
         return v
 
+    @field_validator("interpolation_steps")
+    @classmethod
+    def _strip(cls, v: int) -> int:
+        if not 2 <= v <= 1024:  # both ends at least; a strip is one row of images in memory
+            raise ValueError(f"must be from 2 to 1024 (the strip's images, both ends included), got {v}")
+        return v
+
+    @field_validator("bn_eps")
+    @classmethod
+    def _eps(cls, v: float | None) -> float | None:
+        if v is not None and not 0.0 < v <= 1.0:  # also refuses nan
+            raise ValueError(f"must be in (0, 1], e.g. 1e-5 (PyTorch) or 1e-3 (Keras); got {v}")
+        return v
+
     @field_validator("lr_gamma")
     @classmethod
     def _gamma(cls, v: float) -> float:
@@ -267,7 +308,7 @@ class TrainConfig(BaseModel):
             raise ValueError(f"must be in (0, 1], e.g. 0.5; got {v}")
         return v
 
-    @field_validator("g_channels", "d_channels", "g_strides", "d_strides", "g_norm_layers")
+    @field_validator("g_channels", "d_channels", "g_strides", "d_strides", "g_norm_layers", "g_norm_after")
     @classmethod
     def _int_list(cls, v: str | int | None) -> str | None:
         if v is None:
@@ -374,6 +415,13 @@ class TrainConfig(BaseModel):
             raise ValueError("give exactly one of --epochs or --steps")
         if self.batch_size % self.nproc:
             raise ValueError(f"--batch-size {self.batch_size} must be divisible by --nproc {self.nproc}")
+        autoencoders = [name for name, family in MODELS.items() if family.encoder is not None]
+        if self.output_activation == "sigmoid" and self.model not in autoencoders:
+            raise ValueError(f"--output-activation sigmoid is for --model {' or '.join(autoencoders)} (the book's "
+                             f"decoders on [0, 1]); {self.model} keeps tanh")
+        if self.g_norm_after is not None and self.model != "mlp":
+            raise ValueError(f"--g-norm-after orders the mlp generator's batch norms; --model {self.model} has no "
+                             "such layers (leave it out)")
         return self
 
     @property

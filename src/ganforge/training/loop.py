@@ -353,11 +353,12 @@ def _vae_step(t: Trainer, want_norms: bool) -> dict[str, float]:
     from ganforge.training.losses import ae_loss, vae_loss
 
     real, labels = t.batch(t.step)
+    unit = t.config.output_activation == "sigmoid"  # the book's loss, on [0, 1] images
     with _autocast(t):
         if t.config.model == "ae":
-            loss, s = ae_loss(t.g_fwd, t.E, real, labels)
+            loss, s = ae_loss(t.g_fwd, t.E, real, labels, unit=unit)
         else:
-            loss, s = vae_loss(t.g_fwd, t.E, real, labels, t.config.kl_weight)
+            loss, s = vae_loss(t.g_fwd, t.E, real, labels, t.config.kl_weight, unit=unit)
     t.opt_g.zero_grad(set_to_none=True)
     loss.backward()
     params = list(t.G.parameters()) + list(t.E.parameters())
@@ -428,7 +429,9 @@ def _diverged(t: Trainer, stats: dict[str, float], progress: Progress):
 def _final_artifacts(t: Trainer, tracker, last_ckpt) -> None:
     """Interpolation strip, loss curves, metrics and the final checkpoint, locally and in the run."""
     out = Path(t.config.output) / "samples"
-    save_png(out / "interpolation.png", interpolation_strip(t.sampler(), t.fixed_z, t.fixed_labels))
+    strip = interpolation_strip(t.sampler(), t.fixed_z, t.fixed_labels, t.config.interpolation_steps,
+                                t.config.interpolation)
+    save_png(out / "interpolation.png", strip)
     save_png(out / "final.png", grid_image(sample(t.sampler(), t.fixed_z, t.fixed_labels), grid_columns(len(t.fixed_z))))
     tracker.log_artifacts(out, "samples")  # the periodic grids (grids/) are in the run already (log_image)
     tracker.log_loss_curves(t.history)

@@ -397,7 +397,8 @@ def reparameterise(mu: Tensor, logvar: Tensor) -> Tensor:
 
 
 def vae_loss(
-    decoder: nn.Module, encoder: nn.Module, real: Tensor, labels: Tensor | None, kl_weight: float = 1.0
+    decoder: nn.Module, encoder: nn.Module, real: Tensor, labels: Tensor | None, kl_weight: float = 1.0,
+    unit: bool = False,
 ) -> tuple[Tensor, dict]:
     """Negative ELBO per image: squared-error reconstruction plus ``kl_weight`` times KL(q(z|x) || N(0, I)).
 
@@ -411,6 +412,7 @@ def vae_loss(
         real: Images (N, C, H, W) in [-1, 1].
         labels: Class ids (N,), or None.
         kl_weight: Weight of the KL term (beta).
+        unit: Take the squared error on [0, 1] (``(x + 1) / 2``: a sigmoid decoder's own output) instead.
 
     Returns:
         (loss, stats) with stats keys ``loss_vae``, ``loss_recon``, ``loss_kl``.
@@ -418,13 +420,20 @@ def vae_loss(
     n = real.shape[0]
     mu, logvar = encoder(real, labels)
     recon = decoder(reparameterise(mu, logvar), labels)
-    recon_loss = F.mse_loss(recon, real, reduction="sum") / n
+    recon_loss = F.mse_loss(*_on_unit(recon, real, unit), reduction="sum") / n
     kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / n
     loss = recon_loss + kl_weight * kl
     return loss, _stats(loss_vae=loss, loss_recon=recon_loss, loss_kl=kl)
 
 
-def ae_loss(decoder: nn.Module, encoder: nn.Module, real: Tensor, labels: Tensor | None) -> tuple[Tensor, dict]:
+def _on_unit(recon: Tensor, real: Tensor, unit: bool) -> tuple[Tensor, Tensor]:
+    """Both images mapped from [-1, 1] to [0, 1] when ``unit`` (the book's pixel scale), else as given."""
+    return ((recon + 1) / 2, (real + 1) / 2) if unit else (recon, real)
+
+
+def ae_loss(
+    decoder: nn.Module, encoder: nn.Module, real: Tensor, labels: Tensor | None, unit: bool = False
+) -> tuple[Tensor, dict]:
     """Mean squared reconstruction error per pixel (the book's r_loss: ``K.mean(K.square(...))``).
 
     Args:
@@ -432,10 +441,11 @@ def ae_loss(decoder: nn.Module, encoder: nn.Module, real: Tensor, labels: Tensor
         encoder: The autoencoder's encoder (one latent point per image).
         real: Images (N, C, H, W) in [-1, 1] (a squared error 4x the book's on [0, 1]; same minimiser).
         labels: Class ids (N,), or None.
+        unit: Take the error on [0, 1] as the book does (its sigmoid decoder's scale).
 
     Returns:
         (loss, stats) with stats key ``loss_recon``.
     """
     recon = decoder(encoder(real, labels), labels)
-    loss = F.mse_loss(recon, real)
+    loss = F.mse_loss(*_on_unit(recon, real, unit))
     return loss, _stats(loss_recon=loss)

@@ -89,16 +89,21 @@ class Trainer:
     def batch(self, b: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """This rank's slice of global batch number ``b``: images in [-1, 1] and labels (or None).
 
-        The epoch's order is a permutation seeded by ``(seed, epoch)``, so batch ``b`` is the same
-        whichever process asks and whenever.
+        The epoch's order is a permutation seeded by ``(seed, epoch)``; with ``sampling="replacement"`` the
+        batch's indices are drawn uniformly, with replacement, from a generator seeded by ``(seed, b)``.
+        Either way batch ``b`` is the same whichever process asks and whenever (resume stays exact).
         """
-        epoch, pos = divmod(b, self.steps_per_epoch)
-        if self._perm is None or self._perm[0] != epoch:
-            g = torch.Generator().manual_seed(_mix(self.config.seed, epoch, 1))
-            self._perm = (epoch, torch.randperm(self.images.shape[0], generator=g).to(self.images.device))
         bs = self.config.batch_size
         lo, hi = self.local_slice()
-        idx = self._perm[1][pos * bs : (pos + 1) * bs][lo:hi]
+        if self.config.sampling == "replacement":  # seed 003's X_train[np.random.randint(0, N, batch_size)]
+            g = torch.Generator().manual_seed(_mix(self.config.seed, b, 6))
+            idx = torch.randint(self.images.shape[0], (bs,), generator=g)[lo:hi].to(self.images.device)
+        else:
+            epoch, pos = divmod(b, self.steps_per_epoch)
+            if self._perm is None or self._perm[0] != epoch:
+                g = torch.Generator().manual_seed(_mix(self.config.seed, epoch, 1))
+                self._perm = (epoch, torch.randperm(self.images.shape[0], generator=g).to(self.images.device))
+            idx = self._perm[1][pos * bs : (pos + 1) * bs][lo:hi]
         real = self.images[idx].to(self.rt.device, non_blocking=True).float().div_(127.5).sub_(1.0)
         if self.channels_last:
             real = real.contiguous(memory_format=torch.channels_last)
@@ -146,7 +151,8 @@ def model_spec(config: TrainConfig, shape: tuple[int, int, int], num_classes: in
     check_preset_size(config, h)
     ints = {k: tuple(int(x) for x in v.split(",")) if v else None for k, v in (
         ("g_channels", config.g_channels), ("d_channels", config.d_channels), ("g_strides", config.g_strides),
-        ("d_strides", config.d_strides), ("g_norm_layers", config.g_norm_layers))}  # fmt: skip
+        ("d_strides", config.d_strides), ("g_norm_layers", config.g_norm_layers),
+        ("g_norm_after", config.g_norm_after))}  # fmt: skip
     return ModelSpec(
         model=config.model, image_size=h, channels=c, num_classes=num_classes,
         conditional=config.conditional, latent_dim=config.latent_dim, width=config.width,
@@ -155,7 +161,8 @@ def model_spec(config: TrainConfig, shape: tuple[int, int, int], num_classes: in
         kernel_size=config.kernel_size, g_activation=config.g_activation, d_activation=config.d_activation,
         leaky_slope=config.leaky_slope, bn_momentum=config.bn_momentum, g_dropout=config.g_dropout,
         d_dropout=config.d_dropout, d_dropout_at=config.d_dropout_at, g_norm=config.g_norm, g_base=config.g_base,
-        d_norm=config.d_norm, g_bias=config.g_bias, d_bias=config.d_bias, **ints,
+        d_norm=config.d_norm, g_bias=config.g_bias, d_bias=config.d_bias, init=config.init, bn_eps=config.bn_eps,
+        output_activation=config.output_activation, **ints,
     )  # fmt: skip
 
 

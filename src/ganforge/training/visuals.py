@@ -25,10 +25,10 @@ def grid_image(images: torch.Tensor, nrow: int | None = None, padding: int = 2) 
 
 
 def interpolation_strip(
-    generator: nn.Module, z: torch.Tensor, labels: torch.Tensor | None, steps: int = 10
+    generator: nn.Module, z: torch.Tensor, labels: torch.Tensor | None, steps: int = 10, mode: str = "slerp"
 ) -> np.ndarray:
-    """One row of ``steps`` images walking from latent ``z[0]`` to ``z[1]`` (label of ``z[0]``)."""
-    path = interpolation_latents(z, steps)
+    """One row of ``steps`` images walking from latent ``z[0]`` to ``z[1]`` (label of ``z[0]``) by ``mode``."""
+    path = interpolation_latents(z, steps, mode)
     lab = labels[:1].repeat(steps) if labels is not None else None
     return grid_image(sample(generator, path, lab), nrow=steps)
 
