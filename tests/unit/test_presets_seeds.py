@@ -90,7 +90,9 @@ G000C = [embed(10, 64), dense(192, 4096), *G000[1:]]
 D000C = [embed(10, 128 * 128), conv(4, 32, 4, 2), *D000[1:]]
 GALAXY = dict(latent_dim=128, batch_size=256, epochs=300, optimizer="adam", lr_g=2e-4, lr_d=2e-4, beta1=0.05,
               beta2=0.999, noisy_labels=True, label_smoothing=False, d_loss_sum=True, sample_every_epochs=1,
-              n_samples=24, loss=None)  # fmt: skip
+              n_samples=24, loss=None, init="glorot", bn_eps=1e-3)  # fmt: skip
+KERAS_AE = dict(init="glorot", bn_eps=1e-3, output_activation="sigmoid")  # the book's decoders: sigmoid on [0, 1]
+KERAS_GAN = dict(init="normal", bn_eps=1e-3)  # the book's GAN class: RandomNormal(mean=0., stddev=0.02) kernels
 
 # --- seed 001 (Generative Deep Learning ch. 3-4, Keras): the AE/VAE as printed; GAN/WGAN/WGAN-GP with the
 # book notebook's arguments to the printed classes (the seed prints the classes, not the call).
@@ -127,30 +129,35 @@ SEEDS = {
                                (nn.LeakyReLU, nn.LeakyReLU)),
     "seed000-galaxy10-cgan": ((3, 128), 10, {**GALAXY, "conditional": True, "embed_dim": 64},
                               {"g": G000C, "d": D000C}, ("keras", 0.99), 0.5, 0.3, (nn.LeakyReLU, nn.LeakyReLU)),
-    "seed001-ae": ((1, 28), 0, dict(latent_dim=2, batch_size=32, epochs=200, lr_g=5e-4, beta1=0.9, beta2=0.999),
+    "seed001-ae": ((1, 28), 0, dict(latent_dim=2, batch_size=32, epochs=200, lr_g=5e-4, beta1=0.9, beta2=0.999,
+                                                   **KERAS_AE),
                    {"e": [*ENC, dense(3136, 2)], "g": DEC}, None, None, 0.3, (nn.LeakyReLU, nn.LeakyReLU)),
-    "seed001-vae": ((1, 28), 0, dict(latent_dim=2, batch_size=32, epochs=200, lr_g=5e-4, kl_weight=3.136),
+    "seed001-vae": ((1, 28), 0, dict(latent_dim=2, batch_size=32, epochs=200, lr_g=5e-4, kl_weight=0.784,
+                                                    **KERAS_AE),
                     {"e": [*ENC, dense(3136, 2), dense(3136, 2)], "g": DEC}, None, None, 0.3,
                     (nn.LeakyReLU, nn.LeakyReLU)),
     "seed001-gan": ((1, 28), 0, dict(latent_dim=100, optimizer="rmsprop", lr_d=8e-4, lr_g=4e-4, beta2=0.9,
-                                     batch_size=64, steps=6000, d_loss_sum=False, loss=None),
+                                     batch_size=64, steps=6000, d_loss_sum=False, loss=None, **KERAS_GAN),
                     {"g": G001, "d": D001}, ("keras", 0.9), 0.4, None, (nn.ReLU, nn.ReLU)),
     "seed001-wgan": ((3, 32), 0, dict(latent_dim=100, loss="wgan-clip", clip=0.01, n_critic=5, optimizer="rmsprop",
-                                      lr_d=5e-5, lr_g=5e-5, beta2=0.9, batch_size=128, steps=6000),
+                                      lr_d=5e-5, lr_g=5e-5, beta2=0.9, batch_size=128, steps=6000, **KERAS_GAN),
                      {"g": G001W, "d": D001W}, ("keras", 0.8), None, 0.2, (nn.LeakyReLU, nn.LeakyReLU)),
     "seed001-wgan-gp": ((3, 64), 0, dict(latent_dim=100, loss="wgan-gp", gp_weight=10.0, n_critic=5, optimizer="adam",
-                                         lr_d=2e-4, lr_g=2e-4, beta1=0.5, batch_size=64, steps=6000),
+                                         lr_d=2e-4, lr_g=2e-4, beta1=0.5, batch_size=64, steps=6000,
+                                         **KERAS_GAN),
                         {"g": G001GP, "d": D001GP}, ("keras", 0.9), None, 0.2, (nn.LeakyReLU, nn.LeakyReLU)),
     "seed002-folder-dcgan-128": ((3, 128), 0, dict(latent_dim=128, batch_size=128, epochs=25, lr_g=2e-4, lr_d=2e-4,
                                                    beta1=0.5, beta2=0.999, d_loss_sum=True, label_smoothing=False,
-                                                   noisy_labels=False, sample_every=1000, n_samples=64),
+                                                   noisy_labels=False, sample_every=1000, n_samples=64,
+                                                   init="torch", interpolation="linear", interpolation_steps=8),
                                  {"g": G002, "d": D002}, ("torch", 0.1), None, 0.2, (nn.ReLU, nn.LeakyReLU)),
     "seed003-mnist-mlp": ((1, 28), 0, dict(latent_dim=128, batch_size=128, steps=20000, lr_g=2e-4, lr_d=2e-4,
-                                           beta1=0.5, d_loss_sum=False, sample_every=100, n_samples=25, log_every=25),
+                                           beta1=0.5, d_loss_sum=False, sample_every=100, n_samples=25, log_every=25,
+                                           g_norm_after="3", sampling="replacement", init="glorot", bn_eps=1e-3),
                           {"g": G003, "d": D003}, ("keras", 0.8), None, 0.2, (nn.LeakyReLU, nn.LeakyReLU)),
     "seed004-kmnist-mlp": ((1, 28), 0, dict(latent_dim=100, batch_size=64, lr_g=2e-4, lr_d=2e-4, beta1=0.5,
                                             beta2=0.999, d_loss_sum=False, fid_every=1,
-                                            fid_backbone="inception-torchvision"),
+                                            fid_backbone="inception-torchvision", g_norm_after="1", init="torch"),
                            {"g": G004, "d": D004}, ("torch", 0.1), None, 0.2, (nn.LeakyReLU, nn.LeakyReLU)),
 }  # fmt: skip
 
@@ -227,3 +234,67 @@ def test_a_seed_preset_refuses_a_dataset_of_another_size(name, size):
     # the user's own tables lift the refusal: then the networks are theirs, not the seed's
     own = resolve_config({"dataset": "unused", "preset": name, "g_channels": "64,32", "d_channels": "32,64"})
     model_spec(own, (1, size, size), 0)
+
+
+# The generator bodies' module order where it is the seed's point: seed 003 puts BatchNormalization after the
+# 1024 layer's LeakyReLU (Dense(activation=...) then BatchNormalization); seed 004's first layer is Linear,
+# LeakyReLU, BatchNorm1d and its others Linear, BatchNorm1d, LeakyReLU.
+L, A, B, OUT = nn.Linear, nn.LeakyReLU, nn.BatchNorm1d, (nn.Tanh, nn.Unflatten)
+ORDER = {"seed003-mnist-mlp": [L, A, L, A, L, A, B, L, *OUT], "seed004-kmnist-mlp": [L, A, B, L, B, A, L, B, A, L, *OUT]}
+
+
+@pytest.mark.parametrize("name", sorted(ORDER))
+def test_batch_norm_sits_where_the_seed_puts_it(name):
+    _, nets = build(name)
+    assert [type(m) for m in nets["g"].body] == ORDER[name]
+
+
+def _fans(m: nn.Module) -> tuple[int, int]:
+    w = m.weight
+    k = w[0][0].numel() if w.dim() > 2 else 1
+    if isinstance(m, nn.ConvTranspose2d):  # (in, out, k, k)
+        return w.shape[0] * k, w.shape[1] * k
+    return w.shape[1] * k, w.shape[0] * k
+
+
+@pytest.mark.parametrize("name", sorted(SEEDS))
+def test_preset_networks_are_initialised_and_normalised_as_the_seed(name):
+    """Keras seeds: glorot-uniform (or RandomNormal(0, 0.02) kernels), zero biases, batch norm 1/0, epsilon 1e-3;
+    PyTorch seeds without a weights_init: PyTorch's own bounds, epsilon 1e-5."""
+    numbers = SEEDS[name][2]
+    init, eps = numbers.get("init", "dcgan"), numbers.get("bn_eps", 1e-5)
+    _, nets = build(name)
+    for role in SEEDS[name][3]:
+        for m in nets[role].modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                assert m.eps == eps
+                if init != "dcgan":
+                    assert torch.all(m.weight == 1) and torch.all(m.bias == 0)
+            elif isinstance(m, nn.Embedding):
+                assert init != "glorot" or m.weight.abs().max() <= 0.05  # Keras' uniform(-0.05, 0.05)
+            elif isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+                fan_in, fan_out = _fans(m)
+                w = m.weight.detach()
+                if init == "glorot":
+                    limit = (6 / (fan_in + fan_out)) ** 0.5
+                    assert w.abs().max() <= limit and (w.numel() < 1000 or w.std() > 0.8 * limit / 3**0.5)
+                elif init == "normal" and w.numel() >= 1000:
+                    assert 0.018 < w.std() < 0.022
+                elif init == "torch":  # kaiming_uniform(a=sqrt(5)): 1/sqrt(fan-in), PyTorch's own (a transposed
+                    # conv's counts its output maps), the first transposed conv's for the Projection standing for it
+                    bound = getattr(m, "conv_fan_in", nn.init._calculate_fan_in_and_fan_out(w)[0]) ** -0.5
+                    assert w.abs().max() <= bound and (w.numel() < 1000 or w.abs().max() > 0.9 * bound)
+                if m.bias is not None and init in ("glorot", "normal"):
+                    assert torch.all(m.bias == 0)
+
+
+@pytest.mark.parametrize("name", ["seed001-ae", "seed001-vae"])
+def test_the_books_decoders_end_in_a_sigmoid_handed_on_as_minus_one_to_one(name):
+    from ganforge.models.layers import SignedSigmoid
+
+    _, nets = build(name)
+    assert isinstance(list(nets["g"].body)[-1], SignedSigmoid)
+    assert nets["e"].unit_input  # the encoder sees [0, 1] images, as the book's
+    with torch.no_grad():
+        x = nets["g"].eval()(torch.randn(4, 2) * 50, None)
+    assert x.min() >= -1 and x.max() <= 1

@@ -451,15 +451,16 @@ class Preset:
 # The seed presets: one per experiment of ../shared/seeds, layer for layer. Keras defaults that the
 # seeds rely on without printing them: LeakyReLU alpha 0.3, BatchNormalization momentum 0.99 (PyTorch
 # 0.01) and epsilon 1e-3, use_bias=True, glorot-uniform initialisation, Adam betas (0.9, 0.999),
-# RMSprop rho 0.9. What ganforge does not copy is said in each "why": glorot initialisation (all families
-# use DCGAN's N(0, 0.02)), Keras' BN epsilon, and a sigmoid output on [0, 1] images (ganforge's images
-# are [-1, 1] with tanh: sigmoid(x) = (1 + tanh(x / 2)) / 2, the same family and parameter count).
+# RMSprop rho 0.9. The Keras presets set --init (glorot, or normal where the seed passes RandomNormal(0, 0.02))
+# and --bn-eps 1e-3; the PyTorch ones --init torch where the seed keeps PyTorch's defaults. What a preset still
+# does not copy is said in its "why": a GAN's sigmoid output on [0, 1] (ganforge's GAN images are [-1, 1] with
+# tanh: sigmoid(x) = (1 + tanh(x / 2)) / 2, the same family and parameter count).
 _GALAXY10 = {
     "model": "dcgan", "latent_dim": 128, "g_channels": "256,256,128,64,32", "g_base": "feature",
     "g_activation": "leaky_relu", "d_channels": "32,64,128,256", "d_activation": "leaky_relu", "leaky_slope": 0.3,
     "bn_momentum": 0.01, "g_bias": True, "d_dropout": 0.5, "d_dropout_at": "head", "noisy_labels": True,
     "d_loss_sum": True, "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.05, "beta2": 0.999, "batch_size": 256,
-    "epochs": 300, "sample_every_epochs": 1, "n_samples": 24,
+    "epochs": 300, "sample_every_epochs": 1, "n_samples": 24, "init": "glorot", "bn_eps": 1e-3,
 }  # fmt: skip
 _GALAXY10_WHY = (
     "Galaxy10 DECals at 128 px, as seed 000 prints it: latent 128; G Dense(4x4x256) with batch norm over its "
@@ -472,7 +473,8 @@ _GALAXY10_WHY = (
     "the DCGAN paper's 0.5; this preset runs what the code ran (pass --beta1 0.5 for the paper's). 300 epochs; "
     "24 fixed latents drawn every epoch (4 x 6, the Snapshot callback). The batch size is not in the seed "
     "(training_data is built off the page): 256 is the TensorFlow DCGAN tutorial's, which it says it adapts. "
-    "Not copied: Keras' glorot initialisation and BN epsilon."
+    "Keras' defaults the seed relies on: glorot-uniform weights with zero biases, batch norm scale 1 and shift 0, "
+    "embeddings U(-0.05, 0.05) (--init glorot), batch-norm epsilon 1e-3 (--bn-eps)."
 )
 SEED_PRESETS: dict[str, Preset] = {
     "seed000-galaxy10-dcgan": Preset(_GALAXY10_WHY, _GALAXY10, 128),
@@ -487,27 +489,31 @@ SEED_PRESETS: dict[str, Preset] = {
         "Generative Deep Learning ch. 3's MNIST autoencoder, as seed 001 prints it: encoder 3x3 convs 32-64-64-64 "
         "with strides 1-2-2-1, 'same' padding, LeakyReLU (Keras' 0.3), no batch norm or dropout (the MNIST model "
         "sets neither), Dense to a 2-d latent; decoder Dense(3136) reshaped to 7x7x64 with no activation, then "
-        "3x3 transposed convs 64-64-32-1 with strides 1-2-2-1 and LeakyReLU, sigmoid out (tanh here, on [-1, 1] "
-        "images); every layer with a bias. Loss: mean squared error per pixel. The seed gives no training numbers; "
-        "Adam 5e-4 (Keras betas 0.9, 0.999), batch 32 and 200 epochs are the book's notebook's.",
+        "3x3 transposed convs 64-64-32-1 with strides 1-2-2-1 and LeakyReLU, sigmoid out on [0, 1] images (the "
+        "encoder sees [0, 1] too; samples are handed on as [-1, 1] images); every layer with a bias and Keras' "
+        "glorot-uniform initialisation. Loss: mean squared error per pixel on [0, 1]. The seed gives no training "
+        "numbers; Adam 5e-4 (Keras betas 0.9, 0.999), batch 32 and 200 epochs are the book's notebook's.",
         {"model": "ae", "latent_dim": 2, "d_channels": "32,64,64,64", "d_strides": "1,2,2,1", "kernel_size": 3,
          "d_activation": "leaky_relu", "d_norm": "none", "d_dropout": 0.0, "g_channels": "64,64,64,32",
          "g_strides": "1,2,2,1", "g_activation": "leaky_relu", "g_norm": "none", "g_base": "linear", "leaky_slope": 0.3,
-         "g_bias": True, "d_bias": True, "lr_g": 5e-4, "beta1": 0.9, "beta2": 0.999, "batch_size": 32, "epochs": 200},
+         "g_bias": True, "d_bias": True, "lr_g": 5e-4, "beta1": 0.9, "beta2": 0.999, "batch_size": 32, "epochs": 200,
+         "init": "glorot", "bn_eps": 1e-3, "output_activation": "sigmoid"},
         28,
     ),
     "seed001-vae": Preset(
         "Generative Deep Learning ch. 3's MNIST VAE, as seed 001 prints it: the autoencoder's layers (3x3 convs "
-        "32-64-64-64, strides 1-2-2-1, 2-d latent, mirrored decoder), with Dense mu and log_var heads. Its loss is "
-        "r_loss_factor 1000 x mean squared error per pixel on [0, 1] plus KL summed over the latent; ganforge's VAE "
-        "loss is the squared error summed over the pixels of [-1, 1] images (4 x 784 times the per-pixel mean on "
-        "[0, 1]) plus kl_weight x KL, so kl_weight 4 x 784 / 1000 = 3.136 weighs the two terms as the book does. "
-        "Adam 5e-4, batch 32, 200 epochs: the book's notebook (the seed gives no numbers).",
+        "32-64-64-64, strides 1-2-2-1, 2-d latent, mirrored decoder with a sigmoid on [0, 1]), with Dense mu and "
+        "log_var heads, glorot-uniform weights. Its loss is r_loss_factor 1000 x mean squared error per pixel on "
+        "[0, 1] plus KL summed over the latent; ganforge's VAE loss is the squared error summed over the 784 "
+        "pixels (on [0, 1] with the sigmoid output) plus kl_weight x KL, so kl_weight 784 / 1000 = 0.784 weighs the "
+        "two terms as the book does (the whole loss is 0.784 x the book's; Adam's steps do not depend on that "
+        "scale beyond its epsilon). Adam 5e-4, batch 32, 200 epochs: the book's notebook (the seed gives no "
+        "numbers).",
         {"model": "vae", "latent_dim": 2, "d_channels": "32,64,64,64", "d_strides": "1,2,2,1", "kernel_size": 3,
          "d_activation": "leaky_relu", "d_norm": "none", "g_channels": "64,64,64,32", "g_strides": "1,2,2,1",
          "g_activation": "leaky_relu", "g_norm": "none", "g_base": "linear", "leaky_slope": 0.3, "g_bias": True,
-         "d_bias": True, "kl_weight": 3.136, "lr_g": 5e-4, "beta1": 0.9, "beta2": 0.999, "batch_size": 32,
-         "epochs": 200},
+         "d_bias": True, "kl_weight": 0.784, "lr_g": 5e-4, "beta1": 0.9, "beta2": 0.999, "batch_size": 32,
+         "epochs": 200, "init": "glorot", "bn_eps": 1e-3, "output_activation": "sigmoid"},
         28,
     ),
     "seed001-gan": Preset(
@@ -515,7 +521,8 @@ SEED_PRESETS: dict[str, Preset] = {
         "latent into Dense(3136) with batch norm and ReLU, reshaped to 7x7x64; four convs, the first two after "
         "UpSampling2D, batch norm (Keras momentum 0.9 = 0.1 here) and ReLU on all but the tanh output. D: convs "
         "with dropout after each, no batch norm, Dense(1); D's loss 0.5 (real + fake) and its accuracy logged; "
-        "weights N(0, 0.02); D learns faster than G; RMSprop. The seed does not print the numbers it was called "
+        "kernels RandomNormal(0, 0.02) with Keras' zero biases and batch norm 1/0 (--init normal), batch-norm "
+        "epsilon 1e-3; D learns faster than G; RMSprop. The seed does not print the numbers it was called "
         "with; these are the book's notebook's: G convs 5x5 128-64-64-1, upsampling 2-2-1-1; D 5x5 convs "
         "64-64-128-128, strides 2-2-2-1, ReLU, dropout 0.4; RMSprop D 8e-4, G 4e-4 (rho 0.9); batch 64; 6000 "
         "steps. Grids of 25 every 100 steps (the seed states no cadence).",
@@ -523,7 +530,7 @@ SEED_PRESETS: dict[str, Preset] = {
          "upsample": "resize-conv", "g_base": "feature", "g_activation": "relu", "bn_momentum": 0.1, "g_bias": True,
          "d_channels": "64,64,128,128", "d_strides": "2,2,2,1", "d_norm": "none", "d_activation": "relu",
          "d_dropout": 0.4, "d_bias": True, "optimizer": "rmsprop", "beta2": 0.9, "lr_d": 8e-4, "lr_g": 4e-4,
-         "batch_size": 64, "steps": 6000, "sample_every": 100, "n_samples": 25},
+         "batch_size": 64, "steps": 6000, "sample_every": 100, "n_samples": 25, "init": "normal", "bn_eps": 1e-3},
         28,
     ),
     "seed001-wgan": Preset(
@@ -532,13 +539,14 @@ SEED_PRESETS: dict[str, Preset] = {
         "batch norm, as seed 001 describes. Layer numbers are the book's notebook's (the seed prints none): G "
         "Dense(4x4x128) with batch norm (Keras 0.8 = 0.2 here), 5x5 convs 128-64-32-3 after upsampling 2-2-2-1, "
         "LeakyReLU 0.2; critic 5x5 convs 32-64-128-128, strides 2-2-2-1, LeakyReLU 0.2; RMSprop 5e-5 for both; "
-        "batch 128; 6000 generator steps.",
+        "batch 128; 6000 generator steps. Kernels RandomNormal(0, 0.02) as the book's GAN class (--init normal), "
+        "Keras' batch-norm epsilon 1e-3.",
         {"model": "dcgan", "loss": "wgan-clip", "clip": 0.01, "n_critic": 5, "latent_dim": 100,
          "g_channels": "128,128,64,32", "g_strides": "2,2,2,1", "kernel_size": 5, "upsample": "resize-conv",
          "g_base": "feature", "g_activation": "leaky_relu", "bn_momentum": 0.2, "g_bias": True,
          "d_channels": "32,64,128,128", "d_strides": "2,2,2,1", "d_norm": "none", "d_activation": "leaky_relu",
          "d_bias": True, "optimizer": "rmsprop", "beta2": 0.9, "lr_d": 5e-5, "lr_g": 5e-5, "batch_size": 128,
-         "steps": 6000, "sample_every": 100, "n_samples": 25},
+         "steps": 6000, "sample_every": 100, "n_samples": 25, "init": "normal", "bn_eps": 1e-3},
         32,
     ),
     "seed001-wgan-gp": Preset(
@@ -546,12 +554,14 @@ SEED_PRESETS: dict[str, Preset] = {
         "clipping, no batch norm in the critic, 5 critic steps, as seed 001 describes. Layer numbers are the "
         "book's notebook's (the seed prints none): G Dense(4x4x512) with batch norm (Keras 0.9 = 0.1 here), 5x5 "
         "stride-2 transposed convs 256-128-64-3, LeakyReLU 0.2; critic 5x5 stride-2 convs 64-128-256-512, "
-        "LeakyReLU 0.2; Adam 2e-4 with beta1 0.5 for both; batch 64; 6000 generator steps.",
+        "LeakyReLU 0.2; Adam 2e-4 with beta1 0.5 for both; batch 64; 6000 generator steps. Its generator is "
+        "built 'in exactly the same way' as the WGAN's: kernels RandomNormal(0, 0.02) (--init normal), Keras' "
+        "batch-norm epsilon 1e-3.",
         {"model": "wgan-gp", "loss": "wgan-gp", "gp_weight": 10.0, "n_critic": 5, "latent_dim": 100,
          "g_channels": "512,256,128,64", "kernel_size": 5, "g_base": "feature", "g_activation": "leaky_relu",
          "bn_momentum": 0.1, "g_bias": True, "d_channels": "64,128,256,512", "d_norm": "none",
          "d_activation": "leaky_relu", "d_bias": True, "lr_d": 2e-4, "lr_g": 2e-4, "beta1": 0.5, "beta2": 0.999,
-         "batch_size": 64, "steps": 6000, "sample_every": 100, "n_samples": 25},
+         "batch_size": 64, "steps": 6000, "sample_every": 100, "n_samples": 25, "init": "normal", "bn_eps": 1e-3},
         64,
     ),
     "seed002-folder-dcgan-128": Preset(
@@ -561,12 +571,15 @@ SEED_PRESETS: dict[str, Preset] = {
         "LeakyReLU 0.2, batch norm after all but the first, no bias, and a final 4x4 conv to one logit (the equal "
         "bias-free Linear). Adam 2e-4, betas (0.5, 0.999), batch 128, 25 epochs, hard labels 1/0 (one-sided "
         "smoothing is shown only as a later trick); D's two backward calls accumulate the gradient of the sum, "
-        "optimised and logged as loss_d_sum; 64 fixed latents drawn every 1000 steps. Its sigmoid output on [0, "
-        "1] is ganforge's tanh on [-1, 1]. Not copied: its 8-step linear interpolation (ganforge's strip uses "
-        "slerp).",
+        "optimised and logged as loss_d_sum; 64 fixed latents drawn every 1000 steps; PyTorch's default "
+        "initialisation (no weights_init; the Linear that stands for the first transposed conv is drawn as that "
+        "conv); the interpolation strip a straight line in 8 steps (np.linspace(0, 1, 8), both ends included; the "
+        "seed's plot repeats z0 and z1 around them). Not copied: its sigmoid output on [0, 1], which is "
+        "ganforge's tanh on [-1, 1].",
         {"model": "dcgan", "latent_dim": 128, "g_channels": "1024,512,256,128,64", "d_channels": "64,128,256,512,1024",
          "g_bias": False, "d_bias": False, "d_loss_sum": True, "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5,
-         "beta2": 0.999, "batch_size": 128, "epochs": 25, "sample_every": 1000, "n_samples": 64},
+         "beta2": 0.999, "batch_size": 128, "epochs": 25, "sample_every": 1000, "n_samples": 64, "init": "torch",
+         "interpolation": "linear", "interpolation_steps": 8},
         128,
     ),
     "seed003-mnist-mlp": Preset(
@@ -574,27 +587,30 @@ SEED_PRESETS: dict[str, Preset] = {
         "(Keras momentum 0.8 = 0.2 here) on the 1024 layer, Dense(784) tanh; D Dense 512-256 with LeakyReLU 0.2, no "
         "dropout, Dense(1) sigmoid (a logit here). Adam 2e-4, beta1 0.5; batch 128; D trained on one batch of 128 "
         "real + 128 fake, so its loss is the mean (loss_d) and its accuracy is logged; 20,000 iterations; 25 "
-        "samples (5 x 5) every 100, losses every 25. Not copied: the seed applies batch norm after the 1024 "
-        "layer's activation (here before it; the same parameters) and draws each batch at random with "
-        "replacement (here shuffled epochs).",
+        "samples (5 x 5) every 100, losses every 25. As the seed: batch norm after the 1024 layer's activation "
+        "(Dense(activation=LeakyReLU) then BatchNormalization), each real batch drawn at random with replacement "
+        "(X_train[np.random.randint(0, N, 128)]), Keras' glorot-uniform weights with zero biases and batch-norm "
+        "epsilon 1e-3.",
         {"model": "mlp", "latent_dim": 128, "g_channels": "256,512,1024", "g_norm_layers": "3", "bn_momentum": 0.2,
          "g_activation": "leaky_relu", "d_channels": "512,256", "d_activation": "leaky_relu", "d_dropout": 0.0,
          "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 128, "steps": 20000,
-         "sample_every": 100, "n_samples": 25, "log_every": 25},
+         "sample_every": 100, "n_samples": 25, "log_every": 25, "g_norm_after": "3", "sampling": "replacement",
+         "init": "glorot", "bn_eps": 1e-3},
         28,
     ),
     "seed004-kmnist-mlp": Preset(
         "Seed 004's PyTorch KMNIST GAN: latent 100; G Linear 128-256-512 each with BatchNorm1d (PyTorch momentum "
         "0.1) and LeakyReLU 0.2, Linear(784) tanh; D Linear 512-256 with LeakyReLU 0.2, no dropout, one sigmoid "
         "output (a logit here); Adam 2e-4, betas (0.5, 0.999); batch 64; D loss (real + fake) / 2; FID every "
-        "epoch with torchvision's InceptionV3 (pass its weights file with --fid-backbone-weights). Not copied: "
-        "its first layer applies LeakyReLU before the batch norm (here after; same parameters); torcheval's FID "
-        "accumulated every training batch of every epoch without reset, here 10,000 generated and real images "
-        "per epoch. The seed does not say how many epochs: 50.",
+        "epoch with torchvision's InceptionV3 (pass its weights file with --fid-backbone-weights); its first layer "
+        "applies LeakyReLU before the batch norm, the other two after it; PyTorch's default initialisation. Not copied: "
+        "torcheval's FID accumulated every training batch of every epoch without reset (a bug: each epoch's "
+        "number mixes all earlier generators), here 10,000 generated and real images per epoch. The seed does not "
+        "say how many epochs: 50.",
         {"model": "mlp", "latent_dim": 100, "g_channels": "128,256,512", "g_norm_layers": "1,2,3",
          "g_activation": "leaky_relu", "d_channels": "512,256", "d_activation": "leaky_relu", "d_dropout": 0.0,
          "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 64, "epochs": 50, "fid_every": 1,
-         "fid_n": 10000, "fid_backbone": "inception-torchvision"},
+         "fid_n": 10000, "fid_backbone": "inception-torchvision", "g_norm_after": "1", "init": "torch"},
         28,
     ),
 }  # fmt: skip
