@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ganforge.errors import GanforgeError
 from ganforge.models import MODELS
-from ganforge.models.layers import ACTIVATIONS, BN_EPS
+from ganforge.models.layers import ACTIVATIONS
 from ganforge.training.augment import AUGMENTS
 from ganforge.training.losses import OBJECTIVES
 
@@ -181,7 +181,7 @@ class TrainConfig(BaseModel):
         "(PyTorch's defaults). None: the family's (mlp torch, else dcgan).",
     )
     bn_eps: float | None = Field(
-        None, description=f"Batch-norm epsilon, added to the variance. None: PyTorch's {BN_EPS:g} (Keras' is 1e-3).",
+        None, description="Batch-norm epsilon, added to the variance. None: PyTorch's 1e-5 (Keras' is 1e-3).",
     )
     g_norm_after: str | None = Field(
         None, description="mlp: comma-separated 1-based generator layers whose batch norm comes after the "
