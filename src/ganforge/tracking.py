@@ -207,6 +207,18 @@ def client(check: bool = True):
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+def log_image_to(run_id: str, image: np.ndarray, key: str, step: int) -> str | None:
+    """Log an image to an existing run; returns None, or the first line of MLflow's refusal (a missing
+    run) for a caller to whom the picture is not worth failing over."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client().log_image(run_id, image, key=key, step=step)
+    except MlflowException as e:
+        return str(e).splitlines()[0]
+    return None
+
+
 def create_run(c, experiment: str, run_name: str | None, params: dict, tags: dict[str, str]) -> str:
     """A new RUNNING run in ``experiment`` (created when missing) with ``params`` and ``tags``; its id."""
     from mlflow.entities import Param

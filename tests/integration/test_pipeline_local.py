@@ -104,6 +104,9 @@ def test_local_run_registers_candidate(tracked):
     # the runs table's columns: FID, KID and the audit verdict under the same names whatever n was
     assert runs["evaluate"].data.metrics["eval/kid_mean_64_train"] == pytest.approx(parent.data.metrics["eval/kid"])
     assert parent.data.tags["audit_verdict"] == "pass"
+    # the final sample grid is an image of the parent run (MLflow's chart view shows it beside the table)
+    images = [f.path for f in client.list_artifacts(parent_id, "images")]
+    assert any(p.startswith("images/samples") and p.endswith(".png") for p in images), images
     assert client.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     assert runs["audit"].data.metrics["audit/passed"] == 1.0
 

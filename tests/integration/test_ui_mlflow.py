@@ -173,3 +173,25 @@ def test_experiment_opens_on_runs_table(browser, pipeline_run):
     row = body[body.index(parent.info.run_name):]
     row = row.split("matching run")[0]
     assert parent.data.tags["audit_verdict"] in row and str(parent.data.metrics["eval/fid"])[:5] in row
+
+
+@pytest.mark.timeout(1500)
+def test_chart_view_shows_the_pipeline_runs_samples_beside_its_numbers(browser, pipeline_run):
+    """The runs table's Chart view: the parent run's FID chart and its final sample grid (image key samples)."""
+    parent = pipeline_run["parent"]
+    context, page = _page(browser, pipeline_run["url"])
+    try:
+        page.goto(pipeline_run["runs_table"] + "&compareRunsMode=CHART")
+        page.get_by_text("eval/fid", exact=True).first.wait_for(timeout=60_000)
+        # charts render when scrolled into view; the image card sits in the "Model metrics" section
+        page.get_by_text("Model metrics", exact=True).first.scroll_into_view_if_needed()
+        page.mouse.wheel(0, 600)
+        grid = page.locator(f"img[src*='images%2Fsamples'][src*='run_uuid={parent.info.run_id}']").first
+        grid.wait_for(timeout=60_000)
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=grid.element_handle(),
+                               timeout=60_000)
+        _shot(page, "experiment-chart-view")
+        body = page.inner_text("body")
+    finally:
+        context.close()
+    assert "samples" in body and parent.info.run_name in body

@@ -9,6 +9,9 @@ MLflow call goes through ``ganforge.tracking``.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from ganforge.tracking import PIPELINE_RUN_TAG
 
 KFP_SUCCESS = ("SUCCEEDED", "SUCCESS", "COMPLETE")  # KFP's final task states that mean "all steps ran"
@@ -33,6 +36,23 @@ def log_outcome(run_id: str, metrics: dict[str, float], tags: dict[str, str]) ->
         c.log_metric(run_id, k, float(v))
     for k, v in tags.items():
         c.set_tag(run_id, k, str(v)[:5000])
+
+
+SAMPLES_KEY = "samples"  # the parent run's image key: the chart view shows it beside the runs table's columns
+
+
+def log_samples(run_id: str, grid_png: Path, step: int) -> None:
+    """Put the final sample grid on the parent run (MLflow's image card, one per step logged)."""
+    import numpy as np
+    from PIL import Image
+
+    from ganforge.tracking import log_image_to
+
+    with Image.open(grid_png) as im:
+        image = np.asarray(im.convert("RGB"))
+    refused = log_image_to(run_id, image, SAMPLES_KEY, step)
+    if refused:  # a picture for humans: its loss must not fail a finished training
+        print(f"warning: the sample grid did not reach the parent run {run_id}: {refused}", file=sys.stderr)
 
 
 def find_parent(experiment: str, pipeline_run_id: str) -> str | None:

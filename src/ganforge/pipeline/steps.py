@@ -72,6 +72,11 @@ def train_step(dataset: str, work_dir: str, model_dir: str, *, gpus: int, experi
         raise GanforgeError(f"training stopped at step {result.step} without finishing; the task's retry resumes it")
     record = {k: v for k, v in dataclasses.asdict(result).items() if k != "output"}
     record["checkpoint"] = Path(result.checkpoint).name
+    grid = output / "samples" / "final.png"
+    if result.run_id and grid.is_file():  # tracked: the runs table's row gets the generator's samples too
+        from ganforge.pipeline.runs import log_samples
+
+        log_samples(parent_run_id, grid, result.step)
     write_text_atomic(done, json.dumps({"asked": asked, "result": record}, indent=2, sort_keys=True, default=float))
     _publish_checkpoint(Path(result.checkpoint), model_dir)
     return result
