@@ -138,10 +138,18 @@ def exactness(train, queries, th, log):
     import torch
     from sklearn.neighbors import NearestNeighbors
 
-    from ganforge.audit.invariant import central, nearest_train, pixel_space, refine, shift_offsets, shifted
+    from ganforge.audit.invariant import (
+        blur_radius,
+        central,
+        nearest_train,
+        pixel_space,
+        refine,
+        shift_offsets,
+        shifted,
+    )
 
     th = th.resolved(*train.shape[-2:])
-    margin = th.max_shift + (int(np.ceil(2 * th.blur)) if th.blur > 0 else 0)
+    margin = th.max_shift + blur_radius(th.blur)
     tb, qb = pixel_space(train, th.levels, th.blur), pixel_space(queries, th.levels, th.blur)
     kw = dict(metric="l2", max_shift=th.max_shift, pad=margin - th.max_shift)
     m = nearest_train(qb, tb, invariance="shift", candidates=th.candidates, dims=th.projection_dims, progress=None, **kw)

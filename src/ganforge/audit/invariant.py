@@ -87,8 +87,14 @@ def central(x: torch.Tensor, margin: int) -> torch.Tensor:
     return x[..., margin : h - margin, margin : w - margin]
 
 
+def blur_radius(sigma: float) -> int:
+    """Pixels a blur of ``sigma`` reaches on each side (its kernel's radius; 0 without blur): the border a
+    blurred image adds to the shift margin."""
+    return math.ceil(2 * sigma) if sigma > 0 else 0
+
+
 def _gauss(sigma: float) -> torch.Tensor:
-    r = math.ceil(2 * sigma)
+    r = blur_radius(sigma)
     t = torch.arange(-r, r + 1, dtype=torch.float32)
     g = torch.exp(-(t**2) / (2 * sigma**2))
     return g / g.sum()

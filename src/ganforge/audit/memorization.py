@@ -60,7 +60,7 @@ import torch
 from pydantic import BaseModel, Field, field_validator
 from scipy.stats import betabinom, rankdata
 
-from ganforge.audit.invariant import VERSION, nearest_train, pixel_space, refine
+from ganforge.audit.invariant import VERSION, blur_radius, nearest_train, pixel_space, refine
 from ganforge.errors import GanforgeError
 from ganforge.metrics.knn import knn
 from ganforge.outputs import save_npy_atomic
@@ -142,7 +142,7 @@ def resolved_blur(height: int, width: int, max_shift: int) -> float:
     (``max_shift + ceil(2 sigma)`` on each side) leaves at least half the image side compared."""
     side = min(height, width)
     for sigma in AUTO_BLURS:
-        if side - 2 * (max_shift + math.ceil(2 * sigma)) >= side / 2:
+        if side - 2 * (max_shift + blur_radius(sigma)) >= side / 2:
             return sigma
     return 0.0
 
@@ -554,7 +554,7 @@ def run_audit(
     kw = dict(invariance=th.invariance, metric=metric, max_shift=th.max_shift, candidates=th.candidates,
               dims=th.projection_dims, train_mirror=train_mirror, query_chunk=query_chunk, ref_chunk=ref_chunk,
               device=device)
-    pad = math.ceil(2 * th.blur) if isinstance(space, str) and th.blur > 0 else 0
+    pad = blur_radius(th.blur) if isinstance(space, str) else 0
     kw["pad"] = pad
     rkw = dict(metric=metric, max_shift=th.max_shift, pad=pad, query_chunk=query_chunk, ref_chunk=ref_chunk, device=device)
     k = calibration_rank(alpha, n_base)

@@ -85,8 +85,7 @@ def audit(cfg: AuditConfig, context: RunContext | None = None):
     Everything the flags decide (baseline, alpha, generated count, space and shape) is checked before
     images are generated or distances computed.
     """
-    import math
-
+    from ganforge.audit.invariant import blur_radius
     from ganforge.audit.memorization import baseline_key, check_generated_count, plan_baseline, run_audit
     from ganforge.data import load, read_manifest
     from ganforge.data.loader import default_cache_dir
@@ -94,7 +93,8 @@ def audit(cfg: AuditConfig, context: RunContext | None = None):
 
     preflight(cfg)
     manifest = read_manifest(cfg.dataset)
-    th = audit_thresholds(cfg).resolved(manifest["image"]["height"], manifest["image"]["width"])
+    h, w = manifest["image"]["height"], manifest["image"]["width"]
+    th = audit_thresholds(cfg).resolved(h, w)
     counts = manifest["counts"]["splits"]
     if TRAIN_SPLIT not in counts:
         raise GanforgeError(f"dataset {cfg.dataset} has no {TRAIN_SPLIT} split (it has {', '.join(counts)}); "
@@ -108,8 +108,7 @@ def audit(cfg: AuditConfig, context: RunContext | None = None):
         raise GanforgeError(f"--invariance shift compares pixels; with --backbone {cfg.backbone} use --invariance "
                             "mirror or none")
     if cfg.backbone == "pixels":
-        h, w = manifest["image"]["height"], manifest["image"]["width"]
-        margin = cfg.max_shift + (math.ceil(2 * th.blur) if th.blur > 0 else 0)
+        margin = cfg.max_shift + blur_radius(th.blur)
         if cfg.invariance == "shift" and min(h, w) <= 2 * margin:
             raise GanforgeError(f"dataset images of {w}x{h} px are too small for --max-shift {cfg.max_shift} with "
                                 f"--blur {th.blur:g} (a {margin} px border is left out); lower them")
