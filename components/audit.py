@@ -27,10 +27,12 @@ def audit(dataset: Input[Dataset], generator: Input[Model], metrics: Output[Metr
     import tempfile
     from collections import namedtuple
 
-    from ganforge.pipeline.steps import audit_metrics, audit_step
+    from ganforge.pipeline.steps import audit_metrics, audit_step, user_errors
 
-    result = audit_step(dataset.metadata["uri"], generator.path, tempfile.mkdtemp(), report.path, n=n, seed=seed,
-                        experiment=experiment, parent_run_id=parent_run_id, pipeline_run_id=pipeline_run_id)
+    with user_errors():  # a user error: one line, exit 2, never retried
+        result = audit_step(dataset.metadata["uri"], generator.path, tempfile.mkdtemp(), report.path, n=n,
+                            seed=seed, experiment=experiment, parent_run_id=parent_run_id,
+                            pipeline_run_id=pipeline_run_id)
     for k, v in audit_metrics(result).items():
         metrics.log_metric(k, v)
     return namedtuple("AuditOutputs", ["verdict", "reasons"])(result.verdict, list(result.reasons))

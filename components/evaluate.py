@@ -25,11 +25,12 @@ def evaluate(dataset: Input[Dataset], generator: Input[Model], metrics: Output[M
     """
     import tempfile
 
-    from ganforge.pipeline.steps import evaluate_step
+    from ganforge.pipeline.steps import evaluate_step, user_errors
 
-    record, fid = evaluate_step(dataset.metadata["uri"], generator.path, tempfile.mkdtemp(), n=n, seed=seed,
-                                backbone=backbone, backbone_weights=backbone_weights, experiment=experiment,
-                                parent_run_id=parent_run_id, pipeline_run_id=pipeline_run_id)
+    with user_errors():  # a user error: one line, exit 2, never retried
+        record, fid = evaluate_step(dataset.metadata["uri"], generator.path, tempfile.mkdtemp(), n=n, seed=seed,
+                                    backbone=backbone, backbone_weights=backbone_weights, experiment=experiment,
+                                    parent_run_id=parent_run_id, pipeline_run_id=pipeline_run_id)
     for k, v in record["metrics"].items():
         metrics.log_metric(f"eval/{k}", float(v))
     return fid

@@ -18,9 +18,10 @@ def gate(fid: float, max_fid: float, audit_verdict: str, audit_reasons: list, pa
         parent_run_id: the pipeline's parent MLflow run.
         decision: the decision and its reasons as Markdown.
     """
-    from ganforge.pipeline.steps import gate_step
+    from ganforge.pipeline.steps import gate_step, user_errors
 
-    outcome = gate_step(fid, max_fid, audit_verdict, audit_reasons, parent_run_id)
+    with user_errors():  # a user error: one line, exit 2, never retried
+        outcome = gate_step(fid, max_fid, audit_verdict, audit_reasons, parent_run_id)
     with open(decision.path, "w") as f:
         f.write(f"**{'register' if outcome.passed else 'do not register'}**: {outcome.reasons}\n")
     return outcome.passed

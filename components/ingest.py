@@ -18,9 +18,10 @@ def ingest(source: str, dataset: str, image_size: int, dataset_out: Output[Datas
         input: the source's file or directory; "": the source's default.
         limit: at most this many images per split; 0: all.
     """
-    from ganforge.pipeline.steps import ingest_step
+    from ganforge.pipeline.steps import ingest_step, user_errors
 
-    result = ingest_step(source, dataset, input, image_size, limit)
+    with user_errors():  # a user error: one line, exit 2, never retried
+        result = ingest_step(source, dataset, input, image_size, limit)
     dataset_out.metadata.update({"uri": result.uri, "fingerprint": result.fingerprint, "reused": result.reused})
     with open(dataset_out.path, "w") as f:  # the artifact itself points at the dataset
         f.write(result.uri)

@@ -18,7 +18,8 @@ def register(train_run_id: str, model_name: str, parent_run_id: str,
     """
     from collections import namedtuple
 
-    from ganforge.pipeline.steps import register_step
+    from ganforge.pipeline.steps import register_step, user_errors
 
-    out = register_step(train_run_id, model_name, parent_run_id, pipeline_run_id)
+    with user_errors():  # a user error: one line, exit 2, never retried
+        out = register_step(train_run_id, model_name, parent_run_id, pipeline_run_id)
     return namedtuple("RegisterOutputs", ["name", "version"])(out["name"], str(out["version"]))

@@ -31,11 +31,12 @@ def train(dataset: Input[Dataset], generator: Output[Model], metrics: Output[Met
     """
     given = dict(locals())  # first statement: the parameters and nothing else
     from ganforge.pipeline.params import train_flags
-    from ganforge.pipeline.steps import train_step
+    from ganforge.pipeline.steps import train_step, user_errors
 
-    result = train_step(dataset.metadata["uri"], work_dir, generator.path, gpus=gpus, experiment=experiment,
-                        parent_run_id=parent_run_id, pipeline_run_id=pipeline_run_id,
-                        **{k: given[k] for k in train_flags()})
+    with user_errors():  # a user error: one line, exit 2, and a retried attempt fails on it at once
+        result = train_step(dataset.metadata["uri"], work_dir, generator.path, gpus=gpus, experiment=experiment,
+                            parent_run_id=parent_run_id, pipeline_run_id=pipeline_run_id,
+                            **{k: given[k] for k in train_flags()})
     generator.metadata.update({"run_id": result.run_id or "", "step": result.step,
                                "dataset_fingerprint": dataset.metadata["fingerprint"]})
     for k, v in result.metrics.items():

@@ -142,7 +142,9 @@ def check_http(uri: str, timeout: float = 5.0, fix: str = "") -> None:
             resp.read()
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise GanforgeError(
+        from ganforge.errors import TransientError
+
+        raise TransientError(  # a server restarting is a retry's to wait out
             f"cannot reach the MLflow server at {redact(uri)} ({reason}); start it, fix MLFLOW_TRACKING_URI{fix}"
         ) from None
 

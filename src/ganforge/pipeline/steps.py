@@ -8,17 +8,46 @@ as the CLI command of that step.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import html
 import json
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ganforge.errors import GanforgeError
+from ganforge.errors import GanforgeError, TransientError
 from ganforge.outputs import write_text_atomic
-from ganforge.pipeline.params import decode, train_flags
+from ganforge.pipeline.params import decode, one_line, train_flags
 from ganforge.tracking import RunContext
+
+
+USER_ERROR_EXIT = 2  # the CLI's exit code for a user error; no retry of the task runs it again
+USER_ERROR = "user_error.json"  # in the train task's output: the error a retried attempt repeats at once
+
+
+@contextlib.contextmanager
+def user_errors():
+    """A component body's step call: a user error ends the task with one ``error:`` line and exit 2.
+
+    A ``TransientError`` (an unreachable server, an interrupted run) propagates with its traceback and
+    exit 1 for the task's retry. KFP's retry policy cannot tell exit codes apart (kfp 2.x has a count and a
+    back-off, no condition), so the train task, the one retried, also leaves ``USER_ERROR`` in its
+    output folder and a retried attempt fails on it in a second (``train_step``) instead of training again.
+    """
+    from pydantic import ValidationError
+
+    try:
+        yield
+    except TransientError:
+        raise
+    except GanforgeError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(USER_ERROR_EXIT) from None
+    except ValidationError as exc:  # a step's config refusing a value: the same kind of mistake
+        print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
+        raise SystemExit(USER_ERROR_EXIT) from None
 
 
 def ingest_step(source: str, dataset: str, input: str | None, image_size: int, limit: int | None):
@@ -46,15 +75,35 @@ def train_step(dataset: str, work_dir: str, model_dir: str, *, gpus: int, experi
     ``flags`` are the pipeline's training flags (``train_flags()``: preset, model, epochs, steps, seed,
     ...), ``TrainConfig`` fields by name, passed on to ``resolve_config``.
     """
-    from ganforge.training import resolve_config, train
-    from ganforge.training.checkpoint import list_checkpoints
-    from ganforge.training.loop import TrainResult
+    from pydantic import ValidationError
 
     unknown = sorted(set(flags) - set(train_flags()))
     if unknown:
         raise GanforgeError(f"train step: {', '.join(unknown)} are not training flags of the pipeline")
     output = train_dir(work_dir, pipeline_run_id)
     asked = {"dataset": dataset, **{k: decode(k, v) for k, v in sorted(flags.items())}}
+    refused = output / USER_ERROR
+    first = json.loads(refused.read_text()) if refused.is_file() else {}
+    if first.get("asked") == asked:
+        raise GanforgeError(f"{first['error']} (an earlier attempt of this task failed on it; a user error is not "
+                            "retried)")
+    try:
+        return _train(dataset, output, model_dir, asked, gpus=gpus, experiment=experiment,
+                      context=RunContext(parent_run_id, pipeline_run_id))
+    except TransientError:
+        raise
+    except (GanforgeError, ValidationError) as exc:
+        why = str(exc) if isinstance(exc, GanforgeError) else one_line(exc)
+        write_text_atomic(refused, json.dumps({"asked": asked, "error": why}, indent=2, sort_keys=True))
+        raise
+
+
+def _train(dataset: str, output: Path, model_dir: str, asked: dict, *, gpus: int, experiment: str,
+           context: RunContext):
+    from ganforge.training import resolve_config, train
+    from ganforge.training.checkpoint import list_checkpoints
+    from ganforge.training.loop import TrainResult
+
     done = output / TRAIN_DONE
     finished = json.loads(done.read_text()) if done.is_file() else {}
     if finished.get("asked") == asked and (output / finished["result"]["checkpoint"]).is_dir():
@@ -67,16 +116,16 @@ def train_step(dataset: str, work_dir: str, model_dir: str, *, gpus: int, experi
     config = resolve_config({**asked, "output": str(output), "experiment": experiment, "nproc": max(1, gpus),
                              "device": "cuda" if gpus > 0 else "auto",
                              "resume": "latest" if list_checkpoints(output) else None})
-    result = train(config, context=RunContext(parent_run_id, pipeline_run_id))
+    result = train(config, context=context)
     if result.interrupted or not result.checkpoint:
-        raise GanforgeError(f"training stopped at step {result.step} without finishing; the task's retry resumes it")
+        raise TransientError(f"training stopped at step {result.step} without finishing; the task's retry resumes it")
     record = {k: v for k, v in dataclasses.asdict(result).items() if k != "output"}
     record["checkpoint"] = Path(result.checkpoint).name
     grid = output / "samples" / "final.png"
     if result.run_id and grid.is_file():  # tracked: the runs table's row gets the generator's samples too
         from ganforge.pipeline.runs import log_samples
 
-        log_samples(parent_run_id, grid, result.step)
+        log_samples(context.parent_run_id, grid, result.step)
     write_text_atomic(done, json.dumps({"asked": asked, "result": record}, indent=2, sort_keys=True, default=float))
     _publish_checkpoint(Path(result.checkpoint), model_dir)
     return result

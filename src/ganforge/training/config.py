@@ -441,11 +441,14 @@ class Preset:
 
     ``image_size``: the side its layer tables are written for (the seed presets); a dataset of another
     size is refused while those tables are in force, since the networks would not be the seed's.
+    ``tuned_for``: the sides its settings were chosen for (the recommended presets); any other trains, with
+    a note, since the width-agnostic networks build at any size but the settings were not chosen for it.
     """
 
     why: str
     overrides: dict = field(default_factory=dict)
     image_size: int | None = None
+    tuned_for: tuple[int, ...] = ()  # sides a recommended preset was chosen for: another size gets a note
 
 
 # The seed presets: one per experiment of ../shared/seeds, layer for layer. Keras defaults that the
@@ -669,7 +672,7 @@ PRESETS: dict[str, Preset] = {
         "0.999, ramp-up 0.05; Yazici et al. 2019) that is sampled, evaluated and exported. Measured on "
         "Fashion-MNIST by benchmarks/quality.py (README, Quality).",
         {"model": "dcgan", "width": 64, "latent_dim": 100, "batch_size": 64, "lr_g": 2e-4, "lr_d": 2e-4,
-         "beta1": 0.5, "beta2": 0.999, "ema_decay": 0.999, "ema_rampup": 0.05, "epochs": 20},
+         "beta1": 0.5, "beta2": 0.999, "ema_decay": 0.999, "ema_rampup": 0.05, "epochs": 20}, tuned_for=(28,),
     ),
     "recommended-32": Preset(
         "32 px RGB (CIFAR-like). Miyato et al. 2018's recipe for the standard CNN: hinge loss and spectral "
@@ -677,7 +680,7 @@ PRESETS: dict[str, Preset] = {
         "that network; EMA 0.999 with ramp-up. Not measured here (no 32 px RGB data on this machine).",
         {"model": "dcgan", "width": 64, "latent_dim": 128, "batch_size": 64, "loss": "hinge",
          "spectral_norm": True, "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "ema_decay": 0.999,
-         "ema_rampup": 0.05, "epochs": 100},
+         "ema_rampup": 0.05, "epochs": 100}, tuned_for=(32,),
     ),
     "recommended-64": Preset(
         "64 px RGB (faces, galaxies, image folders). SAGAN/BigGAN practice: hinge loss, spectral norm on D, "
@@ -686,7 +689,7 @@ PRESETS: dict[str, Preset] = {
         "images such sets often have (Zhao et al. 2020). Speed measured by benchmarks/gpu_check.sh.",
         {"model": "dcgan", "width": 64, "latent_dim": 128, "batch_size": 64, "upsample": "resize-conv",
          "loss": "hinge", "spectral_norm": True, "lr_g": 1e-4, "lr_d": 4e-4, "beta1": 0.0, "beta2": 0.999,
-         "diffaugment": "color,translation,cutout", "ema_decay": 0.999, "ema_rampup": 0.05, "epochs": 200},
+         "diffaugment": "color,translation,cutout", "ema_decay": 0.999, "ema_rampup": 0.05, "epochs": 200}, tuned_for=(64,),
     ),
     "recommended-128": Preset(
         "128 px RGB (Galaxy10 DECals, image folders). As recommended-64, with batch 32 to fit CPU and small-GPU "
@@ -694,7 +697,7 @@ PRESETS: dict[str, Preset] = {
         "Not measured here (no GPU was lent for it).",
         {"model": "dcgan", "width": 64, "latent_dim": 128, "batch_size": 32, "upsample": "resize-conv",
          "loss": "hinge", "spectral_norm": True, "lr_g": 1e-4, "lr_d": 4e-4, "beta1": 0.0, "beta2": 0.999,
-         "diffaugment": "color,translation,cutout", "ema_decay": 0.9995, "ema_rampup": 0.05, "epochs": 300},
+         "diffaugment": "color,translation,cutout", "ema_decay": 0.9995, "ema_rampup": 0.05, "epochs": 300}, tuned_for=(128,),
     ),
     "digits-tiny": Preset(
         "CPU demo on scikit-learn's 8x8 digits ingested at 32 px (1617 train images): a narrow DCGAN "
@@ -705,7 +708,7 @@ PRESETS: dict[str, Preset] = {
         "initial weights.",
         {"model": "dcgan", "width": 16, "latent_dim": 32, "batch_size": 64, "lr_g": 2e-4, "lr_d": 2e-4,
          "beta1": 0.5, "ema_decay": 0.99, "steps": 600, "checkpoint_every": 200, "sample_every": 100,
-         "log_every": 10, "threads": 1},
+         "log_every": 10, "threads": 1}, tuned_for=(32,),
     ),
 }  # fmt: skip
 PRESETS.update(SEED_PRESETS)
@@ -730,6 +733,16 @@ def check_preset_size(config: TrainConfig, image_size: int) -> None:
             f"{image_size} px images: re-ingest it with --image-size {preset.image_size}, or pick a preset for "
             f"{image_size} px"
         )
+
+
+def preset_size_note(config: TrainConfig, image_size: int) -> str | None:
+    """A note when a recommended preset trains images of a side it was not chosen for, else None."""
+    preset = PRESETS.get(config.preset or "")
+    if preset is None or not preset.tuned_for or image_size in preset.tuned_for:
+        return None
+    sides = "/".join(map(str, preset.tuned_for))
+    return (f"preset {config.preset} was chosen for {sides} px images and these are {image_size} px: it trains, but "
+            f"its settings were not measured at this size (see `ganforge train --help` for the presets per size)")
 
 
 def load_config_file(path: str | Path) -> dict:

@@ -11,6 +11,7 @@ output folder, no MLflow run).
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +53,12 @@ def preflight(config: TrainConfig, data=None, tracking: bool = True) -> None:
     from ganforge.inference import select_device
 
     select_device(config.device)
-    _check_model(config, facts)
+    check_model(config, facts)
+    from ganforge.training.config import preset_size_note
+
+    note = preset_size_note(config, facts.height)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     _check_batches(config, facts)
     if config.resume:
         check_resume(config, facts.fingerprint)
@@ -87,7 +93,7 @@ def _data_facts(config: TrainConfig, data) -> DataFacts:
         ) from None
 
 
-def _check_model(config: TrainConfig, facts: DataFacts) -> None:
+def check_model(config: TrainConfig, facts: DataFacts) -> None:
     """The networks, objective, optimisers and augmentation build for this data (on the meta device)."""
     import torch
 
