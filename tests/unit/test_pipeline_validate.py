@@ -162,3 +162,37 @@ def test_local_runs_compile_without_retries(tmp_path, monkeypatch):
         runner_mod.run_local(check_params({"dataset": str(tmp_path / "d"), "work_dir": str(tmp_path / "w")}),
                              tmp_path / "root")
     assert seen == [ClusterConfig(train_retries=0)]
+
+
+# --- every combination: a clean refusal or a pass, never another exception --------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from ganforge.data.sources import SOURCE_NAMES  # noqa: E402
+from ganforge.pipeline.params import PIPELINE_BACKBONES  # noqa: E402
+from ganforge.training.config import MODEL_NAMES, PRESETS  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(preset=st.sampled_from([None, *PRESETS]), model=st.sampled_from([None, *MODEL_NAMES]),
+       source=st.sampled_from(SOURCE_NAMES), image_size=st.sampled_from([8, 12, 16, 28, 32, 64, 100, 128, 256, 1024]),
+       limit=st.sampled_from([None, 1, 63, 64, 10**6]), length=st.sampled_from([{}, {"steps": 1}, {"epochs": 3}]),
+       backbone=st.sampled_from(PIPELINE_BACKBONES), model_name=st.text(min_size=1, max_size=12),
+       gpus=st.integers(0, 16))
+def test_check_run_refuses_in_one_line_or_passes(preset, model, source, image_size, limit, length, backbone,
+                                                 model_name, gpus):
+    values = {"preset": preset, "model": model, "source": source, "image_size": image_size, "limit": limit,
+              "backbone": backbone, "model_name": model_name, "gpus": gpus, **length}
+    try:
+        params = check_params(values)
+    except GanforgeError:
+        return
+    try:
+        notes = check_run(params, local=False)
+    except GanforgeError as exc:
+        text = str(exc)
+        assert "\n" not in text and text.split(" would fail: ")[0] in ("ingest", "train", "evaluate", "audit",
+                                                                       "register"), text
+    else:
+        assert all(isinstance(n, str) and "\n" not in n for n in notes)
