@@ -110,7 +110,7 @@ def test_register_records_provenance_loads_and_is_idempotent(runs, client, digit
     assert info.signature.inputs.input_names() == ["seed", "label", "n"] and info.saved_input_example_info
 
     again = register(runs["a"], name="prov")
-    assert not again["created"] and again["version"] == 1
+    assert not again["created"] and again["version"] == 1 and again["aliases"] == ["candidate"]
     assert len(client.search_model_versions("name = 'prov'")) == 1
 
     model = mlflow.pyfunc.load_model("models:/prov@candidate")

@@ -29,7 +29,11 @@ from ganforge.registry.store import FAULT_ENV, LOCK_SUFFIX
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 runner = CliRunner()
 EXPERIMENT = "registry-faults"
-REGISTER_POINTS = ("register:before-create", "register:after-create", "register:after-alias")
+REGISTER_POINTS = ("register:before-create", "register:after-create", "register:before-alias",
+                   "register:after-alias")
+# what a registration killed at each point leaves: versions and their registration tag; the alias moves last
+LEFT_AT = {"register:before-create": {}, "register:after-create": {"1": "pending"},
+           "register:before-alias": {"1": "complete"}, "register:after-alias": {"1": "complete"}}
 PROMOTE_POINTS = ("promote:before-alias", "promote:after-alias")
 
 
@@ -146,15 +150,20 @@ def killed_exit(sig: int) -> set[int]:
 
 def register_killed_at(runs, client, env, name: str, point: str, sig: int) -> None:
     code, _, err = finish(cli("register", "--run-id", runs["a"], "--name", name,
-                              env={**env, FAULT_ENV: f"{point}@{int(sig)}"}))
+                              env={**env, FAULT_ENV: f"{point}@{signal.Signals(sig).name}"}))
     assert code in killed_exit(sig), (code, err)
-    left = client.search_model_versions(f"name = '{name}'") if point != REGISTER_POINTS[0] else []
-    assert len(left) <= 1 and all(v.tags["ganforge.registration"] == "pending" for v in left)
+    versions = client.search_model_versions(f"name = '{name}'")
+    left = {str(v.version): v.tags["ganforge.registration"] for v in versions}
+    assert left == LEFT_AT[point], left
+    aliases = client.get_registered_model(name).aliases  # created before the first fault point
+    assert aliases == ({"candidate": "1"} if point == "register:after-alias" else {}), aliases  # the last act
     out = rerun("register", "--run-id", runs["a"], "--name", name)
-    assert out.startswith(f"registered models:/{name}/1 "), out
+    verb = "already registered as" if point == "register:after-alias" else "registered"
+    assert out.startswith(f"{verb} models:/{name}/1 ") and out.rstrip().endswith("aliases: candidate)"), out
     check_invariants(client, name)
     assert client.get_registered_model(name).aliases == {"candidate": "1"}
-    assert "already registered as" in rerun("register", "--run-id", runs["a"], "--name", name)
+    out = rerun("register", "--run-id", runs["a"], "--name", name)
+    assert out.startswith(f"already registered as models:/{name}/1 ") and "aliases: candidate)" in out, out
 
 
 def promote_killed_at(runs, client, env, name: str, point: str, sig: int) -> None:
@@ -175,7 +184,7 @@ def promote_killed_at(runs, client, env, name: str, point: str, sig: int) -> Non
 
 
 @pytest.mark.parametrize("point, sig", [("register:after-create", signal.SIGKILL),
-                                        ("register:after-alias", signal.SIGTERM)])
+                                        ("register:before-alias", signal.SIGTERM)])
 def test_register_killed_then_rerun_completes(runs, client, env, point, sig):
     register_killed_at(runs, client, env, f"rk-{point.split(':')[1]}-{int(sig)}", point, sig)
 

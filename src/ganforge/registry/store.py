@@ -18,7 +18,8 @@ write, stops it at its next write, and the writes themselves are idempotent and 
 A waiter says once on stderr who holds the lock (host, pid, since when) and how long it will wait.
 
 ``resolve_model_uri`` turns ``models:/NAME@alias``, ``models:/NAME/VERSION`` or ``runs:/RUN_ID`` into
-a local ``ckpt-<step>`` directory that ``ganforge.inference.load_generator`` reads, so
+a local ``ckpt-<step>`` directory that ``ganforge.inference.load_generator`` reads (a version whose
+registration did not finish is refused, ``check_complete``), so
 ``evaluate``, ``audit`` and ``generate`` accept registry URIs without knowing about MLflow. Downloads
 are cached under ``$GANFORGE_CACHE_DIR/registry``, keyed by run id and end time (a resumed run logs a
 newer checkpoint) or by name/version and the version's source (a deleted and re-created model reuses
@@ -416,11 +417,31 @@ def resolve_model_uri(uri: str) -> Path:
         if ref.kind == "runs":
             return _resolve_run(c, ref.run_id)
         mv = get_version(c, ref)
+        check_complete(mv, uri)
         # "named": the weights file is named by what it holds (ema/raw); copies laid out before are not reused
         key = hashlib.sha256(f"{mv.source}|{mv.run_id}|named".encode()).hexdigest()[:12]
         dest = cache_root() / "models" / _safe(ref.name) / f"v{mv.version}-{key}"
         found = _cached(dest)
         return found or _publish(dest, lambda tmp: _download_version(c, ref.name, mv.version, tmp))
+
+
+def check_complete(mv, uri: str) -> None:
+    """Refuse to load a version whose registration did not finish (tag ``ganforge.registration=pending``).
+
+    This ganforge never points an alias at one (the alias move is the last act of ``register``), but
+    an older one could, and ``models:/NAME/VERSION`` can name one.
+
+    Raises:
+        GanforgeError: the version is pending, with how to complete it or what to load instead.
+    """
+    from ganforge.registry.versions import REGISTRATION, pending
+
+    if pending(mv):
+        what = f"version {mv.version} of {mv.name!r}" + (f" ({uri})" if "@" in uri else "")
+        run_id = mv.tags.get("training_run_id") or mv.run_id
+        raise GanforgeError(f"{what} is incomplete: its registration did not finish ({REGISTRATION}=pending); "
+                            f"complete it with `ganforge register --run-id {run_id} --name {mv.name}`, or load "
+                            "another version")
 
 
 def _resolve_run(c, run_id: str) -> Path:

@@ -6,10 +6,16 @@ description a person can read in the UI, and the alias ``candidate``. The slow p
 uploading the model) happens before the registry lock; only the "already registered?" check,
 the version creation and the alias move happen under it, so parallel registrations stay consistent.
 
-Killed at any point, a registration leaves either nothing in the registry (a logged model at most)
-or a version tagged ``ganforge.registration=pending``: ``promote`` refuses it and re-running the
-same ``register`` completes it (alias, then the ``complete`` tag). Exactly one version per (run,
-weights hash) survives even if the lock was lost: see ``_create_version``.
+The order under the lock: create the version tagged ``ganforge.registration=pending``, tag it
+``complete``, then move ``candidate`` to it: the alias move is the last act, so an alias never points
+at an incomplete version. Killed at any point, a registration leaves the registry with nothing new
+(a logged model at most), a ``pending`` version (``promote`` refuses it and loading it by URI is
+refused), or a ``complete`` version without the alias; ``candidate`` stays on the version that held it
+until the move. Re-running the same ``register`` completes what is left (the tag, then the alias).
+``candidate`` never moves back: a complete version gets it only while it is unset or on an older
+(lower-numbered) version, so repeating the ``register`` of an old run leaves it where a newer
+registration put it. Exactly one version per (run, weights hash) survives even if the lock was lost:
+see ``_create_version``.
 """
 
 from __future__ import annotations
@@ -34,8 +40,9 @@ def register(run_id: str, name: str = store.DEFAULT_NAME, force: bool = False,
 
     Registering a run's weights that already are a version of ``name`` returns that version
     (idempotent); a version whose registration was interrupted (tag ``ganforge.registration`` =
-    ``pending``) is completed instead. The evidence is the newest evaluation and audit of exactly
-    these weights (same ``generator_sha256``).
+    ``pending``, or ``complete`` while ``candidate`` is unset or on an older version) is completed
+    instead. The evidence is the newest evaluation and audit of exactly these weights (same
+    ``generator_sha256``).
 
     Args:
         run_id: the MLflow run of ``ganforge train``.
@@ -47,7 +54,8 @@ def register(run_id: str, name: str = store.DEFAULT_NAME, force: bool = False,
         reason: why ``force`` (recorded as the version tag ``forced_reason``).
 
     Returns:
-        ``{"name", "version", "aliases", "tags", "created"}``.
+        ``{"name", "version", "aliases", "tags", "created"}``: ``aliases`` as the registry holds them
+        now; ``created`` is False when nothing was left to do.
 
     Raises:
         GanforgeError: bad arguments, unknown run, no generator (or no EMA weights for ``weights="ema"``),
@@ -70,8 +78,8 @@ def register(run_id: str, name: str = store.DEFAULT_NAME, force: bool = False,
         checkpoint = store.resolve_model_uri(uri)  # also: does it hold a generator?
         source = generator_weights(checkpoint, weights, where=uri)
         existing = _existing_version(c, name, run_id, source)
-        if existing is not None and not pending(existing):
-            return _summary(existing, created=False)
+        if existing is not None and finished(c, name, existing):
+            return _summary(c, name, existing, created=False)
         model_id = tags = description = None
         if existing is None:  # else only the interrupted registration's last steps are left
             evidence = find_evidence(c, run_id, source.sha256)
@@ -83,14 +91,14 @@ def register(run_id: str, name: str = store.DEFAULT_NAME, force: bool = False,
             model_id = _log_model(c, run, checkpoint, meta)
         with store.registry_lock(c, name, purpose=f"register run {run_id} as {name}") as lock:
             existing = _existing_version(c, name, run_id, source)
-            if existing is not None and not pending(existing):
-                return _summary(existing, created=False)
+            if existing is not None and finished(c, name, existing):
+                return _summary(c, name, existing, created=False)
             if existing is None and model_id is None:  # the pending version vanished (deleted by hand)
                 raise GanforgeError(f"the interrupted registration of run {run_id} as {name!r} was deleted "
                                     "meanwhile; re-run the command")
             if existing is None:
                 existing = _create_version(c, lock, name, run_id, source, model_id, tags, description)
-            return _summary(_complete(c, lock, name, existing), created=True)
+            return _summary(c, name, _complete(c, lock, name, existing), created=True)
 
 
 def _create_version(c, lock, name: str, run_id: str, source, model_id: str, tags: dict, description: str):
@@ -117,17 +125,40 @@ def _create_version(c, lock, name: str, run_id: str, source, model_id: str, tags
 
 
 def _complete(c, lock, name: str, mv):
-    """The last steps of a registration (alias ``candidate``, then the tag that says it is done)."""
+    """The last steps of a registration: the tag that says the version is complete, then (the last act)
+    the alias ``candidate``, unless a newer version holds it (see ``owes_alias``)."""
     lock.check()
-    c.set_registered_model_alias(name, CANDIDATE, mv.version)
+    if pending(mv):
+        c.set_model_version_tag(name, mv.version, REGISTRATION, "complete")
+    store.fault_point("register:before-alias")
+    if owes_alias(c, name, mv):
+        lock.check()
+        c.set_registered_model_alias(name, CANDIDATE, mv.version)
     store.fault_point("register:after-alias")
-    c.set_model_version_tag(name, mv.version, REGISTRATION, "complete")
-    return c.get_model_version(name, mv.version)
+    return mv
 
 
 def pending(mv) -> bool:
-    """Whether ``mv``'s registration was interrupted before it finished (a rerun completes it)."""
+    """Whether ``mv``'s registration was interrupted before the version was complete (a rerun completes
+    it); such a version is never loaded, promoted, or given an alias."""
     return mv.tags.get(REGISTRATION) == "pending"
+
+
+def owes_alias(c, name: str, mv) -> bool:
+    """Whether registering ``mv`` still owes it ``candidate``: the alias is unset or on an older version.
+
+    A registration moves the alias last, so a complete version without it was either stopped just
+    before the move (owed) or overtaken by a newer registration (not owed: ``candidate`` never moves back).
+    """
+    from ganforge.registry.aliases import holder
+
+    current = holder(c, name, CANDIDATE)
+    return current is None or int(current.version) < int(mv.version)
+
+
+def finished(c, name: str, mv) -> bool:
+    """Whether ``mv``'s registration has nothing left to do (complete, and owes no alias)."""
+    return not pending(mv) and not owes_alias(c, name, mv)
 
 
 def check_run_id(run_id: str) -> None:
@@ -264,6 +295,8 @@ def _log_model(c, run, checkpoint: Path, meta: dict) -> str:
     return logged.model_id
 
 
-def _summary(mv, created: bool) -> dict:
+def _summary(c, name: str, mv, created: bool) -> dict:
+    """What ``register`` returns, re-read: a version found by ``search_model_versions`` carries no aliases."""
+    mv = c.get_model_version(name, mv.version)
     return {"name": mv.name, "version": int(mv.version), "aliases": sorted(mv.aliases), "tags": dict(mv.tags),
             "created": created}
