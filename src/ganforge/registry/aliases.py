@@ -68,7 +68,7 @@ def promote(name: str, version: int | str, alias: str = CHAMPION, max_fid: float
         evidence = find_evidence(c, mv.tags.get("training_run_id") or mv.run_id or "",
                                  mv.tags.get("generator_sha256"))  # measured on exactly its weights
         with store.registry_lock(c, name, purpose=f"promote {name} version {mv.version} to {alias}") as lock:
-            previous = holder(c, name, alias)
+            previous = store.holder(c, name, alias)
             notes = gate(c, mv, evidence, previous, max_fid, force)
             record = {"action": "promote", "alias": alias, "version": int(mv.version),
                       "previous": int(previous.version) if previous else None, "time": time.time(),
@@ -96,7 +96,7 @@ def rollback(name: str, alias: str = CHAMPION) -> dict:
     with store.mlflow_errors(f"rolling back {name}@{alias}"):
         store.get_version(c, store.ModelRef("models", name=name, alias=alias))  # model and alias exist
         with store.registry_lock(c, name, purpose=f"roll back {name}@{alias}") as lock:
-            current = holder(c, name, alias)
+            current = store.holder(c, name, alias)
             stack = holder_stack(history(c, name, alias))
             if stack and current is not None and stack[-1] != int(current.version):
                 stack.append(int(current.version))  # moved outside ganforge (or by a killed promote): undo that
@@ -209,16 +209,6 @@ def holder_stack(records: list[dict]) -> list[int]:
                 stack.append(r["previous"])  # the alias was set before ganforge kept history
             stack.append(r["version"])
     return stack
-
-
-def holder(c, name: str, alias: str):
-    """The ``ModelVersion`` that ``alias`` of model ``name`` points at, or None when it is unset."""
-    try:
-        return c.get_model_version_by_alias(name, alias)
-    except Exception as exc:
-        if store.is_mlflow_error(exc, store.NOT_FOUND):
-            return None
-        raise
 
 
 def check_version(version) -> None:

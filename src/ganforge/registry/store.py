@@ -425,6 +425,25 @@ def resolve_model_uri(uri: str) -> Path:
         return found or _publish(dest, lambda tmp: _download_version(c, ref.name, mv.version, tmp))
 
 
+REGISTRATION = "ganforge.registration"  # version tag: pending while a registration runs, complete once it finished
+
+
+def pending(mv) -> bool:
+    """Whether ``mv``'s registration was interrupted before the version was complete (a rerun of
+    ``register`` completes it); such a version is never loaded, promoted, or given an alias."""
+    return mv.tags.get(REGISTRATION) == "pending"
+
+
+def holder(c, name: str, alias: str):
+    """The ``ModelVersion`` that ``alias`` of model ``name`` points at, or None when it is unset."""
+    try:
+        return c.get_model_version_by_alias(name, alias)
+    except Exception as exc:
+        if is_mlflow_error(exc, NOT_FOUND):
+            return None
+        raise
+
+
 def check_complete(mv, uri: str) -> None:
     """Refuse to load a version whose registration did not finish (tag ``ganforge.registration=pending``).
 
@@ -434,8 +453,6 @@ def check_complete(mv, uri: str) -> None:
     Raises:
         GanforgeError: the version is pending, with how to complete it or what to load instead.
     """
-    from ganforge.registry.versions import REGISTRATION, pending
-
     if pending(mv):
         what = f"version {mv.version} of {mv.name!r}" + (f" ({uri})" if "@" in uri else "")
         run_id = mv.tags.get("training_run_id") or mv.run_id

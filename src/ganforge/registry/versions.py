@@ -30,7 +30,8 @@ from ganforge.registry import store
 from ganforge.registry.evidence import Evidence, find_evidence, scrub, scrub_tree
 
 CANDIDATE = "candidate"
-REGISTRATION = "ganforge.registration"  # pending while a registration runs, complete once it finished
+REGISTRATION = store.REGISTRATION  # the version tag: pending while registering, then complete (before the alias)
+pending = store.pending  # the version's registration did not finish
 REGISTRATION_TOKEN = "ganforge.registration_token"  # which process created the version
 
 
@@ -138,21 +139,13 @@ def _complete(c, lock, name: str, mv):
     return mv
 
 
-def pending(mv) -> bool:
-    """Whether ``mv``'s registration was interrupted before the version was complete (a rerun completes
-    it); such a version is never loaded, promoted, or given an alias."""
-    return mv.tags.get(REGISTRATION) == "pending"
-
-
 def owes_alias(c, name: str, mv) -> bool:
     """Whether registering ``mv`` still owes it ``candidate``: the alias is unset or on an older version.
 
     A registration moves the alias last, so a complete version without it was either stopped just
     before the move (owed) or overtaken by a newer registration (not owed: ``candidate`` never moves back).
     """
-    from ganforge.registry.aliases import holder
-
-    current = holder(c, name, CANDIDATE)
+    current = store.holder(c, name, CANDIDATE)
     return current is None or int(current.version) < int(mv.version)
 
 
