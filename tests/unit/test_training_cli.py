@@ -169,6 +169,22 @@ def test_unwritable_output_fails_before_training(digits, tmp_path, dry_run):
         assert "trained" not in res.stdout
 
 
+def test_resume_past_the_last_step_is_refused_before_any_work(digits, tmp_path):
+    """Issue 22: --steps below the checkpoint's step printed "trained 300 steps in 0.0s ... checkpoint None", exit 0."""
+    args = ["--dataset", str(digits / "d16"), "--model", "mlp", "--output", str(tmp_path), "--checkpoint-every", "6"]
+    assert train(*args, "--steps", "6").exit_code == 0
+    for extra in ([], ["--dry-run"]):
+        one_error_line(train(*args, "--steps", "3", "--resume", "latest", *extra),
+                       r"cannot resume from .*ckpt-000006: it is at step 6 and --steps 3 ends the run before it, so "
+                       r"nothing would be trained; pass --steps above 6")  # fmt: skip
+        one_error_line(train(*args, "--epochs", "1", "--resume", "latest", *extra),  # 64 images / batch 16
+                       r"at step 6 and --epochs 1 \(4 steps\) ends the run before it")  # fmt: skip
+    # the run's own end: nothing left to train (a retry after the last checkpoint), said as such
+    res = train(*args, "--steps", "6", "--resume", "latest")
+    assert res.exit_code == 0 and res.stdout.startswith("nothing to train: --resume latest is already at step 6"), res.output
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("ckpt")] == ["ckpt-000006"]
+
+
 def test_dry_run_makes_the_checks_of_a_real_run(digits, tmp_path):
     args = ["--dataset", str(digits / "d16"), "--model", "mlp", "--output", str(tmp_path)]
     assert train(*args, "--steps", "2").exit_code == 0

@@ -53,6 +53,10 @@ def train_command(**flags) -> None:
     if result.interrupted:
         typer.echo(f"stopped at step {result.step}: checkpoint {result.checkpoint}; continue with --resume latest")
         raise typer.Exit(_SIGNAL_EXIT + (result.stop_signal or 15))
+    if result.checkpoint is None:  # resumed from a checkpoint already at the run's last step
+        typer.echo(f"nothing to train: --resume {config.resume} is already at step {result.step}, where the run ends; "
+                   f"no checkpoint written{tracked}")
+        return
     typer.echo(
         f"trained {result.step} steps in {result.seconds:.1f}s ({result.images_per_second:.0f} images/s); "
         f"checkpoint {result.checkpoint}{tracked}"

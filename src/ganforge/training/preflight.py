@@ -53,15 +53,10 @@ def preflight(config: TrainConfig, data=None, tracking: bool = True) -> None:
     from ganforge.inference import select_device
 
     select_device(config.device)
-    check_model(config, facts)
-    from ganforge.training.config import preset_size_note
-
-    note = preset_size_note(config, facts.height)
-    if note:
-        print(f"note: {note}", file=sys.stderr)
+    n_critic = check_model(config, facts)
     _check_batches(config, facts)
     if config.resume:
-        check_resume(config, facts.fingerprint)
+        check_resume(config, facts.fingerprint, total_steps(config, facts, n_critic))
     elif not config.overwrite:
         ckpt.check_fresh_output(config.output)
     if config.fid_every:
@@ -73,6 +68,11 @@ def preflight(config: TrainConfig, data=None, tracking: bool = True) -> None:
         from ganforge.tracking import check_reachable, tracking_uri
 
         check_reachable(tracking_uri(), no_track_flag=True)
+    from ganforge.training.config import preset_size_note
+
+    note = preset_size_note(config, facts.height)
+    if note:  # once every check passed: a refused run's stderr stays its one error line
+        print(f"note: {note}", file=sys.stderr)
 
 
 def _data_facts(config: TrainConfig, data) -> DataFacts:
@@ -93,8 +93,11 @@ def _data_facts(config: TrainConfig, data) -> DataFacts:
         ) from None
 
 
-def check_model(config: TrainConfig, facts: DataFacts) -> None:
-    """The networks, objective, optimisers and augmentation build for this data (on the meta device)."""
+def check_model(config: TrainConfig, facts: DataFacts) -> int:
+    """The networks, objective, optimisers and augmentation build for this data (on the meta device).
+
+    Returns the discriminator steps per generator step (1 without a discriminator).
+    """
     import torch
 
     from ganforge.models import MODELS, check_buildable
@@ -110,7 +113,15 @@ def check_model(config: TrainConfig, facts: DataFacts) -> None:
                 f"--width {config.width} and --latent-dim {config.latent_dim} build networks of {size:,} "
                 f"parameters at {facts.height} px, more than {MAX_PARAMETERS:,}; lower --width or --latent-dim"
             )
-        training_parts(config, G, D, E)  # objective, optimisers, augmentation: as the run builds them
+        objective = training_parts(config, G, D, E)[0]  # objective, optimisers, augmentation: as the run builds them
+    return objective.n_critic if objective is not None else 1
+
+
+def total_steps(config: TrainConfig, facts: DataFacts, n_critic: int) -> int:
+    """The generator updates the run ends at: ``--steps``, or ``--epochs`` as ``build_trainer`` counts them."""
+    if config.steps is not None:
+        return config.steps
+    return max(1, config.epochs * (facts.n_train // config.batch_size) // n_critic)
 
 
 def _check_batches(config: TrainConfig, facts: DataFacts) -> None:
@@ -123,13 +134,15 @@ def _check_batches(config: TrainConfig, facts: DataFacts) -> None:
         )
 
 
-def check_resume(config: TrainConfig, fingerprint: str) -> Path:
-    """The checkpoint ``--resume`` names exists and was trained with settings this run may continue.
+def check_resume(config: TrainConfig, fingerprint: str, total: int | None = None) -> Path:
+    """The checkpoint ``--resume`` names exists, was trained with settings this run may continue, and is
+    short of the run's end (``total`` generator updates, when given).
 
     Reads only its ``meta.json`` (the weights are loaded, and checked again, by the run).
 
     Raises:
-        GanforgeError: no such checkpoint, an unreadable one, or one trained with other settings.
+        GanforgeError: no such checkpoint, an unreadable one, one trained with other settings, or one
+            already past the step the run ends at (it would train nothing).
     """
     path = ckpt.resolve_resume(config.resume, config.output)
     try:
@@ -139,6 +152,13 @@ def check_resume(config: TrainConfig, fingerprint: str) -> Path:
             f"cannot resume from {path}: unreadable meta.json ({type(exc).__name__}); pass another checkpoint"
         ) from None
     ckpt.check_resumable(path, meta, config, fingerprint)
+    step = meta.get("step")
+    if total is not None and isinstance(step, int) and step > total:
+        length = f"--steps {config.steps}" if config.steps is not None else f"--epochs {config.epochs} ({total} steps)"
+        raise GanforgeError(
+            f"cannot resume from {path}: it is at step {step} and {length} ends the run before it, so "
+            f"nothing would be trained; pass --steps above {step} (or more --epochs) to continue it"
+        )
     return path
 
 
