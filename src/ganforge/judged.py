@@ -25,12 +25,14 @@ if TYPE_CHECKING:
 
 PROVENANCE = ("weights", "checkpoint_step", "generator_sha256")  # of a checkpoint's judged images
 TRAIN_SPLIT = "train"  # the split generators train on and the audit compares against
+MAX_IMAGES = 1_000_000  # generated images judged at once: all of them are held in memory
+MAX_SEED = 2**63 - 2  # torch seeds are 64-bit (as training's --seed)
 
 
 class ImagesSource(BaseModel):
     """What is judged: a generator checkpoint or a set of images made by any tool."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     # `model=` is the name before 0.2 (a model family everywhere else), accepted for one release
     checkpoint: str | None = Field(None, validation_alias=AliasChoices("checkpoint", "model"),
@@ -41,13 +43,14 @@ class ImagesSource(BaseModel):
     dataset: str = Field(description="The real dataset (URI) the images are compared with.")
     weights: Literal["ema", "raw"] | None = Field(None, description="Generator weights (with --checkpoint): ema or raw. "
                                                   "None: ema when the checkpoint has them, else raw.")
-    n: int = Field(10000, ge=2, description="Number of generated images (with --checkpoint; --images uses all).")
-    seed: int = Field(0, description="Seed of the generated latents.")
+    n: int = Field(10000, ge=2, le=MAX_IMAGES, description="Number of generated images (with --checkpoint; --images "
+                   "uses all).")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the generated latents.")
     device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu or cuda.")
     backbone_weights: str | None = Field(None, description="Weights file of the backbone (see --backbone).")
     backbone_sha256: str | None = Field(None, description="SHA-256 the weights file must have. None: the "
                                         "backbone's known official file.")
-    batch_size: int = Field(64, ge=1, description="Images per backbone forward pass.")
+    batch_size: int = Field(64, ge=1, le=65536, description="Images per backbone forward pass.")
     experiment: str = Field("ganforge", description="MLflow experiment name.")
     track: bool = Field(True, description="Log to MLflow (MLFLOW_TRACKING_URI, default sqlite:///mlflow.db).")
     output: str | None = Field(None, description="Directory for the JSON report (and audit sheet). None: no files.")

@@ -93,7 +93,7 @@ def test_digits_values_are_scaled_exactly(tmp_path):
         (None, ["digits", "--image-size", "0"], "--image-size"),
         (None, ["digits", "--channels", "2"], "--channels"),
         (None, ["digits", "--classes", "eleven"], "unknown class 'eleven'"),
-        (None, ["pokemon"], "source"),
+        (None, ["pokemon"], "SOURCE: Input should be"),  # the argument, as the usage line names it
     ],
 )
 def test_bad_input_one_line_exit_2_and_nothing_left(tmp_path, setup, args, match):
@@ -172,8 +172,8 @@ def test_galaxy10_empty_images_and_label_mismatch(tmp_path, datasets, match):
 @pytest.mark.parametrize(
     "args, match",
     [
-        (["--shard-size-mb", "inf"], "--shard-size-mb must be a size in MB"),
-        (["--shard-size-mb", "nan"], "--shard-size-mb must be a size in MB"),
+        (["--shard-size-mb", "inf"], "--shard-size-mb must be a finite number above 0, e.g. 64, got inf"),
+        (["--shard-size-mb", "nan"], "--shard-size-mb must be a finite number above 0, e.g. 64, got nan"),
         (["--shard-size-mb", "1e308"], "--shard-size-mb must be a size in MB"),
         (["--shard-size-mb", "0"], "--shard-size-mb"),
         (["--shard-size-mb", "-1"], "--shard-size-mb"),
@@ -314,5 +314,5 @@ def test_unreachable_s3_while_reading_names_endpoint_and_fix(monkeypatch):
 
 def test_output_that_is_a_file_is_refused_before_reading_the_source(tmp_path):
     (tmp_path / "taken").write_text("not a folder")
-    assert_one_line_error(run("ingest", "digits", "--output", str(tmp_path / "taken")), "cannot write under")
+    assert_one_line_error(run("ingest", "digits", "--output", str(tmp_path / "taken")), "is a file, not a directory")
     assert (tmp_path / "taken").read_text() == "not a folder"

@@ -157,3 +157,77 @@ def test_adding_a_command_group_is_one_module_and_one_line():
     assert {"ingest", "train", "generate", "evaluate", "audit", "register", "promote", "rollback", "datasets",
             "runs", "pipeline"} <= names
     assert all(callable(getattr(m, "register", None)) for m in GROUPS)
+
+
+# --- issue 22: finite means finite, and errors name the flag as typed --------------------------------------------
+
+
+class Rates(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    alpha: float | None = Field(None, gt=0, lt=0.5, description="A level.")
+    weights: tuple[float, ...] = Field((1.0,), description="Some weights.")
+    scale: float = Field(1.0, description="Any number.")
+    blur: float | Literal["auto"] = Field("auto", description="A sigma or auto.")
+    level: float | None = Field(None, ge=0, le=1, description="The new spelling.")
+    name: str = Field("x", description="Not a number.")
+
+
+RATES = Options(Rates, "rates", aliases={"level": "--old-level"})
+
+
+def _rates_app():
+    seen = {}
+
+    def rates(**flags):
+        seen["cfg"] = RATES.build(flags)
+
+    rates_app = typer.Typer(cls=OneLineErrors)
+    rates_app.command("rates")(user_errors(command(rates, RATES)))
+    rates_app.command("other")(lambda: None)
+    return rates_app, seen
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--alpha", "nan"], "error: --alpha must be a finite number in (0, 0.5), got nan"),
+    (["--alpha", "-inf"], "error: --alpha must be a finite number in (0, 0.5), got -inf"),
+    (["--alpha", "1e400"], "error: --alpha must be a finite number in (0, 0.5), got inf"),  # beyond a double
+    (["--weights", "1,nan"], "error: --weights must be finite numbers, got 1,nan"),
+    (["--scale", "inf"], "error: --scale must be a finite number, got inf"),
+    (["--blur", "NaN"], "error: --blur must be a finite number, got NaN"),
+    (["--old-level", "nan"], "error: --old-level must be a finite number in [0, 1], got nan"),  # the flag typed, not --level
+])  # fmt: skip
+def test_every_float_option_refuses_nan_and_inf_as_it_is_read(args, line):
+    rates_app, seen = _rates_app()
+    res = runner.invoke(rates_app, ["rates", *args, "--name", "x"])
+    assert res.exit_code == 2 and res.stderr == line + "\n" and "cfg" not in seen, res.output
+
+
+def test_finite_values_and_other_refusals_are_the_models():
+    rates_app, seen = _rates_app()
+    res = runner.invoke(rates_app, ["rates", "--alpha", "0.1", "--weights", "1e300,-2", "--blur", "auto", "--scale",
+                                    "-1e308"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert seen["cfg"] == Rates(alpha=0.1, weights=(1e300, -2.0), blur="auto", scale=-1e308)
+    res = runner.invoke(rates_app, ["rates", "--alpha", "0.5"])
+    assert res.stderr == "error: --alpha: Input should be less than 0.5\n"
+    res = runner.invoke(rates_app, ["rates", "--weights", "1,x"])
+    assert res.stderr.startswith("error: --weights (item 2): Input should be a valid number")
+    res = runner.invoke(rates_app, ["rates", "--old-level", "2"])  # a deprecated name, named as typed
+    assert res.exit_code == 2 and res.stderr == "error: --old-level: Input should be less than or equal to 1\n"
+
+
+def test_the_reported_cases(tmp_path):
+    """Issue 22's defects: each is one line naming the flag and its rule, exit 2, before any work."""
+    out = tmp_path / "r.png"
+    res = runner.invoke(app, ["reconstruct", "--checkpoint", "x", "--dataset", "y", "--alphas", "nan,inf", "--out",
+                              str(out)])  # fmt: skip
+    assert res.exit_code == 2 and res.stderr == "error: --alphas must be finite numbers in [-100, 100], got nan,inf\n"
+    assert not out.exists()
+    res = runner.invoke(app, ["audit", "--alpha", "nan", "--dataset", "y", "--images", "z"])
+    assert res.exit_code == 2 and res.stderr == "error: --alpha must be a finite number in (0, 0.5), got nan\n"
+    res = runner.invoke(app, ["ingest", "digits", "--output", "/proc/ganforge-x"])
+    assert res.exit_code == 2 and res.stderr.startswith("error: --output /proc/ganforge-x cannot be written"), res.stderr
+    assert len(res.stderr.splitlines()) == 1
+    res = runner.invoke(app, ["train", "--model", "dcgan", "--steps", "1", "--dataset", "y", "--lr-g", "nan"])
+    assert res.stderr == "error: --lr-g must be a finite number above 0, e.g. 0.0002, got nan\n"

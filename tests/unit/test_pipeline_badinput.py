@@ -84,8 +84,8 @@ def test_compile_output_that_cannot_be_written(tmp_path):
     (["--limit", "0"], "--limit 0 is not a positive count"),
     (["--epochs", "-2"], "--epochs -2 is not a positive count"),
     (["--preset", ""], "--preset is empty"),
-    (["--max-fid", "nan"], "max_fid"),
-    (["--max-fid", "inf"], "finite positive"),
+    (["--max-fid", "nan"], "--max-fid must be a finite number > 0, got nan"),  # refused as the flag is read
+    (["--max-fid", "inf"], "--max-fid must be a finite number > 0, got inf"),
     (["--max-fid", "0"], "max_fid"),
 ])  # fmt: skip
 def test_local_run_refuses_bad_parameters_before_ingest(flags, match, tmp_path, monkeypatch):

@@ -135,10 +135,11 @@ def test_generate_bad_input(digits, tmp_path):
 
 
 @pytest.mark.parametrize("flags,pattern", [
-    (["--lr-g", "nan"], r"--lr-g: .*finite number above 0"),
+    (["--lr-g", "nan"], r"^error: --lr-g must be a finite number above 0, e\.g\. 0\.0002, got nan$"),
     (["--lr-d", "-1"], r"--lr-d: .*finite number above 0"),
     (["--beta1", "1.5"], r"--beta1: .*must be in \[0, 1\)"),
-    (["--gp-weight", "inf"], r"--gp-weight: .*finite"),
+    (["--gp-weight", "inf"], r"--gp-weight must be a finite number of at least 0, .*got inf"),
+    (["--d-dropout", "-inf"], r"--d-dropout must be a finite number in \[0, 1\), .*got -inf"),
     (["--seed", "-1"], r"--seed: .*from 0 to"),
     (["--epochs", "2"], r"the flags give both --epochs and --steps; keep one"),
     (["--fid-every", "1", "--fid-backbone", "nope"], r"--fid-backbone 'nope': use one of .*pixels"),

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 from ganforge.errors import GanforgeError
 from ganforge.judged import (
+    MAX_IMAGES,
     TRAIN_SPLIT,
     ImagesSource,
     check_same_size,
@@ -31,14 +32,14 @@ from ganforge.judged import (
 class AuditConfig(ImagesSource):
     """``ganforge audit``: nearest-neighbour memorisation check against the training split."""
 
-    n: int = Field(1000, ge=2, description="Number of generated images audited.")
+    n: int = Field(1000, ge=2, le=MAX_IMAGES, description="Number of generated images audited.")
     # the feature space is --backbone, as in evaluate; `space=` is its name before 0.2, kept for one release
     backbone: str = Field("pixels", validation_alias=AliasChoices("backbone", "space"),
                           description="Where distances are measured: pixels or a backbone name.")
     metric: Literal["l2", "l1"] = Field("l2", description="Distance: l2 or l1 (the book's check uses l1).")
     heldout_split: str | None = Field(None, description="Held-out real split for the baseline (never the training "
                                       "split). None: test, else val, else a leave-one-out baseline within train.")
-    n_pairs: int = Field(16, ge=1, description="Pairs drawn on the sheet: flagged images first, then the closest.")
+    n_pairs: int = Field(16, ge=1, le=1024, description="Pairs drawn on the sheet: flagged images first, then the closest.")
     alpha: float | None = Field(None, gt=0, lt=0.5, description="Per-image flag level: flagged when closer to a "
                                 "training image than all but a fraction alpha of unseen images. None: 0.001 (or "
                                 "1/(n+1) for a baseline of n < 999 images).")

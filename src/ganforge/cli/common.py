@@ -14,7 +14,7 @@ try:  # typer >= 0.20 carries its own copy of click
 except ImportError:  # pragma: no cover - older typer on plain click
     from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
-from ganforge.cli.options import PENDING_WARNINGS
+from ganforge.cli.options import PENDING_WARNINGS, one_line_validation_error
 from ganforge.errors import GanforgeError
 
 
@@ -97,12 +97,3 @@ def sigterm_exits():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def one_line_validation_error(exc) -> str:
-    """Pydantic's multi-line report as one line: ``--flag-name: problem; ...``."""
-    parts = []
-    for err in exc.errors():
-        loc = "--" + "-".join(str(x) for x in err["loc"]).replace("_", "-") if err["loc"] else "config"
-        parts.append(f"{loc}: {err['msg']}")
-    return "; ".join(parts)

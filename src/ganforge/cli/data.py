@@ -15,8 +15,12 @@ INGEST = Options(IngestConfig, "ingest", arguments=("source",), short={"output":
 def ingest_command(**flags) -> None:
     """Turn SOURCE into a versioned Parquet dataset (local directory or s3://bucket/prefix)."""
     from ganforge.data.ingest import run_ingest
+    from ganforge.outputs import check_output_dir
 
-    result = run_ingest(INGEST.build(flags))
+    config = INGEST.build(flags)
+    if "://" not in config.output:  # a local directory: writable before any image is read (/proc/x, a file)
+        check_output_dir(config.output, "--output")
+    result = run_ingest(config)
     counts = ", ".join(f"{k}={v}" for k, v in result.manifest["counts"]["splits"].items())
     state = "up to date, nothing written" if result.reused else f"written in {result.seconds:.1f}s"
     typer.echo(f"dataset {result.uri}: {counts} ({state})")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -10,7 +12,7 @@ from ganforge.cli.options import Options, command
 
 
 class _Source(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     checkpoint: str = Field(description="A ckpt-<step> directory or a run's --output, of an ae or vae run.")
     dataset: str = Field(description="Dataset URI (`ganforge ingest`) whose images are encoded.")
@@ -34,7 +36,10 @@ class ReconstructOptions(_Source):
         None, description="A class (name or id): add alpha times its attribute vector (mean latent of the class "
         "minus that of the rest of --split) to each image's latent. None: plain reconstructions.",
     )
-    alphas: tuple[float, ...] = Field((-2.0, -1.0, 0.0, 1.0, 2.0), description="Multiples of the attribute vector.")
+    # beyond +-100 a shifted latent decodes to saturated noise, and 1e300 overflows float32 to inf
+    alphas: tuple[Annotated[float, Field(ge=-100, le=100)], ...] = Field(
+        (-2.0, -1.0, 0.0, 1.0, 2.0), min_length=1, max_length=64,
+        description="Multiples of the attribute vector, each in [-100, 100].")
     out: str = Field(description="The grid image to write (.png).")
 
 

@@ -11,19 +11,35 @@ groups; ``Options.pick(flags)`` takes back the values a group owns. Old flag nam
 stay for one release as hidden deprecated aliases (``aliases={"checkpoint": "--model"}``): they fill the
 new field and leave a ``warning:`` line that the command prints when it finishes (a failing command keeps
 its single ``error:`` line).
+
+Finite means finite: every option whose field holds a float (``float``, ``float | None``, ``tuple[float, ...]``,
+``float | Literal['auto']``) refuses nan and inf while the command line is parsed, before the command runs,
+with one line that names the flag as typed and the field's rule (``--alpha must be a finite number in (0,
+0.5), got nan``). The rule is read from the field's constraints (``gt``/``ge``/``lt``/``le``), else from the
+words of the model's own validator. A model's other refusals become one line naming the typed flag too
+(``Options.build``; ``one_line_validation_error``).
 """
 
 from __future__ import annotations
 
 import inspect
+import math
+import re
 import types
 import typing
 from collections.abc import Callable, Iterable
 from typing import Any, Optional
 
+import annotated_types
 import typer
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
+
+try:  # typer >= 0.20 carries its own copy of click
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older typer on plain click
+    from click.exceptions import ClickException
 
 from ganforge.errors import GanforgeError
 
@@ -34,6 +50,12 @@ PENDING_WARNINGS: list[str] = []
 def flag(name: str) -> str:
     """``batch_size`` -> ``--batch-size``: the one spelling of a field as a flag."""
     return "--" + name.replace("_", "-")
+
+
+class FlagError(ClickException):
+    """A flag's value refused while the command line is parsed: one ``error:`` line, exit 2 (a usage error)."""
+
+    exit_code = 2
 
 
 def _args(annotation) -> list:
@@ -71,6 +93,131 @@ def is_list(annotation) -> bool:
     if _is_optional(annotation):
         return is_list(_args(annotation)[0])
     return typing.get_origin(annotation) is tuple
+
+
+def _unwrap(annotation) -> tuple[Any, list]:
+    """``Annotated[float, Field(gt=0)]`` -> (float, [Gt(0)]): the bare type and its constraints."""
+    metadata: list = []
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation, *extra = typing.get_args(annotation)
+        for m in extra:
+            metadata.extend(m.metadata if isinstance(m, FieldInfo) else [m])
+    return annotation, metadata
+
+
+def holds_float(annotation) -> bool:
+    """Whether a field's values are or contain floats: ``float``, ``float | None``, ``tuple[float, ...]``,
+    ``float | Literal['auto']``; the options whose nan and inf are refused."""
+    annotation, _ = _unwrap(annotation)
+    if annotation is float:
+        return True
+    return any(holds_float(a) for a in typing.get_args(annotation) if a is not Ellipsis) \
+        if typing.get_origin(annotation) in (tuple, typing.Union, types.UnionType) else False
+
+
+def _constraints(field: FieldInfo) -> list:
+    """The field's own constraints, or those of a list's items (``tuple[Annotated[float, ...], ...]``)."""
+    found = list(field.metadata)
+    annotation = field.annotation
+    if _is_optional(annotation):
+        annotation = _args(annotation)[0]
+    if typing.get_origin(annotation) is tuple:
+        found += _unwrap(typing.get_args(annotation)[0])[1]
+    return found
+
+
+def _number(x) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def rule(field: FieldInfo) -> str:
+    """A field's range from its constraints, as words: ``in (0, 0.5)``, ``> 0``, ``>= 2``; "" when it has none."""
+    lo = hi = None
+    lo_open = hi_open = False
+    for m in _constraints(field):
+        if isinstance(m, annotated_types.Gt):
+            lo, lo_open = m.gt, True
+        elif isinstance(m, annotated_types.Ge):
+            lo, lo_open = m.ge, False
+        elif isinstance(m, annotated_types.Lt):
+            hi, hi_open = m.lt, True
+        elif isinstance(m, annotated_types.Le):
+            hi, hi_open = m.le, False
+    if lo is not None and hi is not None:
+        return f"in {'(' if lo_open else '['}{_number(lo)}, {_number(hi)}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f"{'>' if lo_open else '>='} {_number(lo)}"
+    if hi is not None:
+        return f"{'<' if hi_open else '<='} {_number(hi)}"
+    return ""
+
+
+def _validator_rule(model: type[BaseModel], name: str, value) -> str:
+    """The range a model's own validator states for ``name`` (``must be in [0, 1), e.g. 0.3; got nan`` -> ``in
+    [0, 1), e.g. 0.3``), for fields whose range is checked in code rather than declared; "" when none is said.
+
+    Raises:
+        GanforgeError: the validator's own one-line refusal of ``value`` (it names the flag and the rule).
+    """
+    try:
+        model.model_validate({name: value})
+    except GanforgeError:
+        raise
+    except ValidationError as exc:
+        for err in exc.errors():
+            if err["loc"][:1] != (name,):
+                continue
+            msg = err["msg"].removeprefix("Value error, ")
+            if not msg.startswith("must be "):  # e.g. "blur nan is outside [0, 8]; ...": its interval, if any
+                interval = re.search(r"[\[(]-?[\d.e+]+, -?[\d.e+]+[\])]", msg)
+                return f"in {interval.group()}" if interval else ""
+            said = msg.removeprefix("must be ")
+            for end in ("; got", ", got"):
+                said = said.split(end)[0]
+            return said.removeprefix("a finite number").strip()
+    except Exception:  # noqa: BLE001 - a rule is a courtesy; the refusal stands without it
+        return ""
+    return ""
+
+
+def non_finite(spelled: str, model: type[BaseModel], name: str, given) -> str:
+    """``--alpha must be a finite number in (0, 0.5), got nan``: the refusal of a nan or inf value."""
+    field = model.model_fields[name]
+    said = rule(field) or _validator_rule(model, name, given)
+    what = "finite numbers" if is_list(field.annotation) else "a finite number"
+    return f"{spelled} must be {what}{' ' + said if said else ''}, got {given}"
+
+
+def _floats(value) -> list[float]:
+    """The numbers in a typed value: a float, or the comma-separated parts of a text that parse as numbers."""
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, (int, float)):
+        return [float(value)]
+    found = []
+    for part in str(value).split(","):
+        try:
+            found.append(float(part))
+        except ValueError:
+            pass  # not a number at all: the model names what it wanted
+    return found
+
+
+def _finite_callback(model: type[BaseModel], name: str, spelled: str) -> Callable | None:
+    """The parse-time check of a float option: nan and inf refused before the command runs."""
+    if not holds_float(model.model_fields[name].annotation):
+        return None
+
+    def finite(value):
+        if value is not None and not all(math.isfinite(x) for x in _floats(value)):
+            try:
+                said = non_finite(spelled, model, name, value)
+            except GanforgeError as exc:  # the field's validator has its own words for it
+                said = str(exc)
+            raise FlagError(said)
+        return value
+
+    return finite
 
 
 def _shown_default(name: str, field, base: type) -> str | bool:
@@ -137,7 +284,8 @@ class Options:
             metavar = f"[{'|'.join(map(str, values))}]" if values else None
             if name in self.arguments:
                 text += f" One of: {', '.join(map(str, values))}." if values else ""
-                info = typer.Argument(default, help=text, show_default=False)
+                info = typer.Argument(default, help=text, show_default=False,
+                                      callback=_finite_callback(self.model, name, name.upper()))
             else:
                 spelled = flag(field.alias or name)  # an alias where the field name would shadow (``json``)
                 decls = [spelled, *([self.short[name]] if name in self.short else [])]
@@ -146,12 +294,14 @@ class Options:
                 info = typer.Option(
                     default, *decls, help=text, envvar=self.envvar.get(name), metavar=metavar,
                     show_default=_shown_default(name, field, base) if self.show_defaults else False,
+                    callback=_finite_callback(self.model, name, spelled),
                 )  # fmt: skip
             annotation = base if needed else Optional[base]
             out.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation))
             if name in self.aliases:
                 old = self.aliases[name]
-                hidden = typer.Option(None, old, hidden=True, help=f"Deprecated: use {flag(name)}.")
+                hidden = typer.Option(None, old, hidden=True, help=f"Deprecated: use {flag(name)}.",
+                                      callback=_finite_callback(self.model, name, old))
                 out.append(inspect.Parameter(self._alias_param(name), inspect.Parameter.KEYWORD_ONLY,
                                              default=hidden, annotation=Optional[base]))
         return out
@@ -168,7 +318,11 @@ class Options:
         Raises:
             GanforgeError: a field given both by its name and by its deprecated alias.
         """
-        given = {}
+        return self._pick(flags)[0]
+
+    def _pick(self, flags: dict) -> tuple[dict[str, Any], dict[str, str]]:
+        """``pick``, and the flags typed under their deprecated names (field -> old flag)."""
+        given, typed = {}, {}
         for name in self.fields:
             value = flags.pop(name, None)
             if name in self.aliases:
@@ -177,17 +331,54 @@ class Options:
                 if old_value is not None:
                     if value is not None:
                         raise GanforgeError(f"give {new} only ({old} is its deprecated name)")
-                    value = old_value
+                    value, typed[name] = old_value, old
                     PENDING_WARNINGS.append(f"warning: {old} is deprecated for {self.command}; use {new}")
             if value is not None and is_list(self.model.model_fields[name].annotation):
                 value = tuple(x.strip() for x in value.split(",") if x.strip())
             if value is not None:
                 given[name] = value
-        return given
+        return given, typed
 
     def build(self, flags: dict):
-        """``pick`` then the validated model (pydantic errors become one ``error:`` line in the CLI)."""
-        return self.model(**self.pick(flags))
+        """``pick`` then the validated model.
+
+        Raises:
+            GanforgeError: the model refuses a value: one line naming each flag as typed.
+        """
+        given, typed = self._pick(flags)
+        typed.update({name: name.upper() for name in self.arguments})  # an argument is named as in the usage line
+        try:
+            return self.model(**given)
+        except ValidationError as exc:
+            raise GanforgeError(one_line_validation_error(exc, self.model, typed)) from None
+
+
+def one_line_validation_error(exc: ValidationError, model: type[BaseModel] | None = None,
+                              typed: dict[str, str] | None = None) -> str:
+    """Pydantic's multi-line report as one line: ``--flag-name: problem; ...``.
+
+    ``typed`` names the flags given under a deprecated name (field -> ``--old``): the error names the flag
+    the user typed. A nan or inf refused by a model (``allow_inf_nan=False``) is said with the field's rule
+    when ``model`` is known.
+    """
+    parts = []
+    errors = exc.errors()
+    items_refused = {e["loc"][:1] for e in errors if len(e["loc"]) > 1}
+    for err in errors:
+        loc = err["loc"]
+        if err["type"] == "too_short" and loc[:1] in items_refused:  # a list emptied by its refused items
+            continue
+        if not loc:
+            parts.append(f"config: {err['msg']}")
+            continue
+        name = str(loc[0])
+        spelled = (typed or {}).get(name) or flag(name)
+        if model is not None and err["type"] == "finite_number" and name in model.model_fields:
+            parts.append(non_finite(spelled, model, name, err.get("input")))
+            continue
+        where = "".join(f" (item {x + 1})" if isinstance(x, int) else f".{x}" for x in loc[1:])
+        parts.append(f"{spelled}{where}: {err['msg']}")
+    return "; ".join(parts)
 
 
 def command(fn: Callable, *groups: Options) -> Callable:
@@ -197,4 +388,7 @@ def command(fn: Callable, *groups: Options) -> Callable:
     if len(names) != len(set(names)):
         raise ValueError(f"{fn.__name__}: two option groups share a field: {sorted(n for n in names if names.count(n) > 1)}")
     fn.__signature__ = inspect.Signature(params)
+    # which field each parameter fills (read by tests that walk every option of every command)
+    fn.ganforge_fields = {param: (g.model, name) for g in groups for name in g.fields
+                          for param in (name, *([g._alias_param(name)] if name in g.aliases else []))}
     return fn

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import typer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ganforge.cli.common import sigterm_exits, user_errors
 from ganforge.cli.options import Options, command
@@ -39,6 +39,14 @@ class PromoteOptions(_Opts):
     force: bool = Field(False, description="Promote even if worse than the current holder.")
     reason: str | None = Field(None, description="Why (required with --force; recorded).")
     stage: str | None = Field(None, description="Also set the deprecated stage: Staging or Production.")
+
+    @field_validator("max_fid")
+    @classmethod
+    def _usable_limit(cls, v: float | None) -> float | None:
+        from ganforge.registry.aliases import check_limit
+
+        check_limit("--max-fid", v)  # the gate's own words, also when the flag is read (nan, inf, 0, -1)
+        return v
 
 
 class RollbackOptions(_Opts):

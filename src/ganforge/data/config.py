@@ -7,6 +7,7 @@ the same descriptions so that code, CLI and docs say one thing. The source names
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -73,8 +74,8 @@ class IngestConfig(BaseModel):
     @field_validator("shard_size_mb")
     @classmethod
     def _shard_size(cls, v: float) -> float:
-        if v <= 0:
-            raise ValueError(f"must be positive (e.g. 64), got {v}")
+        if not 0 < v < math.inf:  # also refuses nan
+            raise ValueError(f"must be a finite number above 0, e.g. 64; got {v}")
         return v
 
     def inputs(self) -> dict:
