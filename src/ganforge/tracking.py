@@ -242,6 +242,41 @@ def search_runs(experiment: str, filter_string: str = "", order_by: list[str] | 
     return list(c.search_runs([exp.experiment_id], filter_string, order_by=order_by, **kw))
 
 
+PIPELINE_ERROR_TAG = "ganforge.pipeline_error"  # why a pipeline run failed or was stopped (on its runs)
+UNFINISHED = ("RUNNING", "SCHEDULED")
+
+
+def end_pipeline_runs(parent_run_id: str, reason: str, status: str = "KILLED") -> tuple[str | None, list]:
+    """End a pipeline's parent run and every run of the same pipeline run that is still unfinished.
+
+    The steps' runs are found by their tags (``ganforge.pipeline_run_id`` as on the parent, or nested
+    under it by ``mlflow.parentRunId``) in the parent's experiment. Each unfinished one gets the tag
+    ``ganforge.pipeline_error`` = ``reason`` and ends as ``status`` (KILLED or FAILED); finished ones
+    are left as they are.
+
+    Returns:
+        (the pipeline run id of the parent's tags, the runs ended as they were before: the parent first).
+
+    Raises:
+        GanforgeError: the tracking store cannot be reached. MLflow's own errors pass through.
+    """
+    c = client()
+    parent = c.get_run(parent_run_id)
+    pipeline_run_id = parent.data.tags.get(PIPELINE_RUN_TAG)
+    found = {parent.info.run_id: parent}
+    filters = [f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"]
+    if pipeline_run_id:
+        filters.append(f"tags.`{PIPELINE_RUN_TAG}` = '{pipeline_run_id}'")
+    for f in filters:
+        for run in c.search_runs([parent.info.experiment_id], f):
+            found.setdefault(run.info.run_id, run)
+    ended = [r for r in found.values() if r.info.status in UNFINISHED]
+    for run in ended:
+        c.set_tag(run.info.run_id, PIPELINE_ERROR_TAG, reason[:5000])
+        c.set_terminated(run.info.run_id, status)
+    return pipeline_run_id, ended
+
+
 def git_commit() -> str:
     """Commit of the ganforge source tree (``GANFORGE_GIT_COMMIT`` wins, e.g. inside an image)."""
     if os.environ.get("GANFORGE_GIT_COMMIT"):

@@ -113,6 +113,23 @@ def test_failed_and_retried_steps(tmp_path):
     assert not any(getattr(h, "stream", None) is log for h in logging.getLogger().handlers)
 
 
+def test_a_stop_ends_the_running_steps_lines_and_keeps_the_outputs(tmp_path):
+    """What run_local reads after a signal: the parent run's id (start-run's output) and the running steps."""
+    console = io.StringIO()
+    with capture(tmp_path / "kfp.log", console=console) as log:
+        _task("start-run", status.Status.SUCCESS, {"Output": "f34b96e4150340efb6cfaffae7417c97"}, [])
+        with logging_utils.local_logger_context():
+            logging.info(f"Executing task {logging_utils.format_task_name('train')}")
+            logging.info("Streamed logs:\n")
+        print("    step 10/100000 loss_d=0.480")
+        assert log.running == ["train"]
+        log.stop("stopped by SIGTERM")
+    assert log.outputs["start-run"] == {"Output": "f34b96e4150340efb6cfaffae7417c97"}
+    assert log.stopped == ["train"] and log.running == [] and log.failed == {}
+    assert re.fullmatch(r"0:00:0\d  stopped by SIGTERM", _steps(console.getvalue())["train", "stopped"])
+    assert (tmp_path / "kfp.log").read_text().endswith("ganforge: stopped by SIGTERM\n")
+
+
 def test_task_groups_name_the_steps_of_conditions():
     groups = task_groups(load_pipeline().pipeline_spec)
     assert groups["condition-2"] == ("gate-passed", ["register"])

@@ -142,3 +142,36 @@ def test_a_finished_run_is_never_reopened(tmp_path, monkeypatch):
     unknown = open_tracker(True, "unit", None, {}, {}, run_id="0" * 32)  # from another store: a new run
     assert not unknown.continued
     unknown.close()
+
+
+def test_end_pipeline_runs_ends_only_the_unfinished_runs_of_that_pipeline_run(tmp_path, monkeypatch):
+    """What a stopped local pipeline calls: its parent and its steps' RUNNING runs end KILLED, with the reason."""
+    from mlflow.tracking import MlflowClient
+
+    from ganforge.tracking import PIPELINE_RUN_TAG, end_pipeline_runs
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+    c = MlflowClient("sqlite:///mlflow.db")
+    exp = c.create_experiment("stop")
+
+    def run(tags, finished=False):
+        run_id = c.create_run(exp, tags=tags).info.run_id
+        if finished:
+            c.set_terminated(run_id)
+        return run_id
+
+    parent = run({PIPELINE_RUN_TAG: "kfp-1", "ganforge.step": "pipeline"})
+    train = run({PIPELINE_RUN_TAG: "kfp-1", "mlflow.parentRunId": parent})
+    nested = run({"mlflow.parentRunId": parent})  # nested under the parent without the pipeline tag
+    done = run({PIPELINE_RUN_TAG: "kfp-1", "ganforge.step": "evaluate"}, finished=True)
+    other = run({PIPELINE_RUN_TAG: "kfp-2", "ganforge.step": "pipeline"})
+    pipeline_run_id, ended = end_pipeline_runs(parent, "stopped by SIGTERM during train")
+    assert pipeline_run_id == "kfp-1" and [r.info.run_id for r in ended][0] == parent
+    assert {r.info.run_id for r in ended} == {parent, train, nested}
+    for run_id in (parent, train, nested):
+        r = c.get_run(run_id)
+        assert r.info.status == "KILLED" and r.data.tags["ganforge.pipeline_error"] == "stopped by SIGTERM during train"
+    assert c.get_run(done).info.status == "FINISHED" and "ganforge.pipeline_error" not in c.get_run(done).data.tags
+    assert c.get_run(other).info.status == "RUNNING"
+    assert end_pipeline_runs(parent, "again") == ("kfp-1", [])  # nothing left to end

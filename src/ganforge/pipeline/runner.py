@@ -133,18 +133,24 @@ def run_local(params: PipelineParams, root: str | Path, verbose: bool = False) -
     (stderr) gets one line per step as it starts and ends; KFP's executor logs go to
     ``<root>/logs/kfp-<time>-<pid>.log`` (and to stderr too when ``verbose``).
 
+    SIGTERM or SIGINT stops the run (``ganforge.pipeline.stop``): the step processes get the signal,
+    then SIGKILL after ``STOP_GRACE_SECONDS``; every MLflow run the pipeline opened that is still
+    RUNNING ends KILLED, tagged ``ganforge.pipeline_error`` = ``stopped by SIGTERM during train``.
+
     Raises:
         GanforgeError: a step failed (the parent run is then FAILED and nothing was registered); the
             message names the log file.
+        PipelineStopped: a signal stopped the run, as above; a ``SystemExit`` of 128 + the signal (143
+            for SIGTERM, 130 for SIGINT) after one ``error:`` line on stderr.
     """
     import kfp.local
 
     from ganforge.outputs import check_output_dir
     from ganforge.pipeline.steps import train_dir
+    from ganforge.pipeline.stop import StopOnSignals, Stopped, signal_name
     from ganforge.pipeline.tasklog import capture
-    from ganforge.tracking import check_reachable, redact, runs_table_url
-
     from ganforge.pipeline.validate import check_run
+    from ganforge.tracking import check_reachable, redact, runs_table_url
 
     for note in check_run(params, local=True):  # every step's checks on the parameters, before the first step
         print(f"note: {note}", file=sys.stderr, flush=True)
@@ -161,10 +167,19 @@ def run_local(params: PipelineParams, root: str | Path, verbose: bool = False) -
     t0 = time.time()
     log_path = root / "logs" / f"kfp-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     print(f"kfp.local run of {pipeline.name}; executor logs: {log_path}", file=sys.stderr, flush=True)
-    with warnings.catch_warnings(), capture(log_path, verbose, pipeline_spec=pipeline.pipeline_spec) as log:
-        warnings.filterwarnings("ignore", message=".*non-Python base image.*")  # the project image holds Python
-        warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")  # cluster wiring
-        pipeline(**params.arguments())
+    log = None
+    with StopOnSignals() as stop:  # SIGTERM/SIGINT: end the steps' processes, then unwind with Stopped
+        try:
+            with warnings.catch_warnings(), capture(log_path, verbose, pipeline_spec=pipeline.pipeline_spec) as log:
+                warnings.filterwarnings("ignore", message=".*non-Python base image.*")  # the image holds Python
+                warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")  # cluster
+                try:
+                    pipeline(**params.arguments())
+                except Stopped as exc:
+                    log.stop(f"stopped by {signal_name(exc.signum)}")  # the running steps' lines, while it is open
+                    raise
+        except Stopped as exc:
+            raise _stopped(exc.signum, stop, params.experiment, t0, log, log_path) from None
     where = f"executor logs: {log_path}"
     if log.failed:
         where = "; ".join(f"{task}: {' '.join(why.split())[:200]}" for task, why in log.failed.items()) + "; " + where
@@ -185,6 +200,60 @@ def run_local(params: PipelineParams, root: str | Path, verbose: bool = False) -
     return LocalRun(pipeline_run_id, parent.info.run_id, status, outcome, tags.get("ganforge.registered_model"),
                     grid if grid.is_file() else None, uri, time.time() - t0, log_path,
                     runs_table_url(ui, parent.info.experiment_id))
+
+
+class PipelineStopped(SystemExit):
+    """A signal stopped ``run_local``: its processes ended and its MLflow runs are KILLED. Exits 128 +
+    the signal (143 for SIGTERM, 130 for SIGINT); ``message`` is the ``error:`` line already printed."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(128 + signum)
+        self.signum, self.message = signum, message
+
+
+def _stopped(signum: int, stop, experiment: str, since: float, log, log_path: Path) -> PipelineStopped:
+    """After a signal ended the run's processes: end its unfinished MLflow runs as KILLED, say so in one
+    ``error:`` line on stderr, and return the ``PipelineStopped`` to raise.
+
+    The parent run is the one ``start-run`` printed, or, when the signal came while ``start-run`` ran,
+    the newest one opened since ``since`` (never guessed otherwise: another run of the experiment may be
+    going on). A further signal now exits at once (``StopOnSignals``).
+    """
+    from ganforge.pipeline.stop import signal_name
+    from ganforge.tracking import end_pipeline_runs
+
+    steps = log.stopped if log is not None else []
+    why = f"stopped by {signal_name(signum)}" + (f" during {', '.join(steps)}" if steps else "")
+    ended, killed = stop.ended
+    procs = f"{ended + killed} step process(es) ended" if ended + killed else "no step process was running"
+    if killed:
+        procs += f" ({killed} killed {'on a second signal' if stop.hurried else f'after {stop.grace:.0f}s'})"
+    pipeline_run_id = None
+    try:
+        parent_id = (log.outputs.get("start-run") or {}).get("Output") if log is not None else None
+        if not parent_id and log is not None and "start-run" in log.stopped:  # it may have opened the run
+            parent = _latest_parent(experiment, since)
+            parent_id = parent.info.run_id if parent is not None else None
+        if parent_id:
+            pipeline_run_id, runs = end_pipeline_runs(str(parent_id), why, "KILLED")
+            named = [_run_label(r) for r in runs]
+            runs_said = (f"MLflow runs marked KILLED: {', '.join(named)}" if named
+                         else f"no MLflow run of parent run {parent_id} was left RUNNING")
+        else:
+            runs_said = "no MLflow run was open yet"
+    except Exception as exc:  # GanforgeError, MLflow and HTTP errors alike: the stop is still reported
+        runs_said = (f"its MLflow runs could not be marked KILLED ({' '.join(str(exc).split())[:200]}) and may "
+                     "show RUNNING")
+    run = f"pipeline run {pipeline_run_id}" if pipeline_run_id else "the pipeline run"
+    message = f"{run} {why}: {procs}; {runs_said}; executor logs: {log_path}"
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return PipelineStopped(signum, message)
+
+
+def _run_label(run) -> str:
+    """``parent <id>``, ``train <id>``, ``evaluate <id>``...: which of a pipeline's runs this is."""
+    step = run.data.tags.get("ganforge.step", "train")  # a training run has no ganforge.step tag
+    return f"{'parent' if step == 'pipeline' else step} {run.info.run_id}"
 
 
 def _latest_parent(experiment: str, since: float):

@@ -46,6 +46,9 @@ class TaskLog(io.TextIOBase):
     Attributes:
         path: the log file.
         failed: the steps that ended FAILED, with the last line each printed (usually the error).
+        outputs: the outputs of each step that succeeded, as kfp.local printed them (``start-run``'s
+            ``Output`` is the parent MLflow run's id).
+        stopped: the steps that were running when a signal stopped the run (see ``stop``).
     """
 
     def __init__(self, path: Path, console: TextIO, verbose: bool = False,
@@ -65,6 +68,24 @@ class TaskLog(io.TextIOBase):
         self._last_line: dict[str, str] = {}
         self._task = ""  # the task whose output is streaming
         self.failed: dict[str, str] = {}
+        self.outputs: dict[str, dict[str, Any]] = {}
+        self.stopped: list[str] = []  # the steps a signal stopped (``stop``)
+
+    @property
+    def running(self) -> list[str]:
+        """The steps that started and have not ended, in the order they started."""
+        return list(self._started)
+
+    def stop(self, why: str) -> None:
+        """A signal stopped the run: end each running step's line as ``stopped`` with ``why`` (those
+        steps are kept in ``stopped``), and file ``why``."""
+        self._finish_outputs()
+        self._file.write(f"ganforge: {why}\n")
+        self.stopped = self.running
+        for task in self.stopped:
+            self._end(task, "stopped", why)
+        self._ended.clear()
+        self._task = ""
 
     def writable(self) -> bool:  # noqa: D102
         return True
@@ -167,6 +188,7 @@ class TaskLog(io.TextIOBase):
             return
         task, outputs = self._outputs_task, self._outputs
         self._outputs, self._artifact = None, None
+        self.outputs[task] = outputs
         if self._ended.pop(task, None):
             self._end(task, "ok", key_figure(task, outputs))
 
