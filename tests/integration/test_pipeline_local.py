@@ -136,18 +136,21 @@ def test_impossible_gate_registers_nothing(tracked, capsys):
 
 def test_failing_step_marks_parent_failed(tracked, capsys):
     root, experiment, model_name, dataset = tracked
-    # evaluate needs weights for this backbone: it fails after training, inside the exit handler
+    # weights that exist (the up-front check passes) but are not the backbone's: evaluate fails after training,
+    # inside the exit handler
+    weights = root / "not-inception.pth"
+    weights.write_bytes(b"not a state dict")
     params = local_params(root, dataset=dataset, experiment=experiment, model_name=model_name,
-                          backbone="inception-torchvision", **TINY)
+                          backbone="inception-torchvision", backbone_weights=str(weights), **TINY)
     with pytest.raises(GanforgeError, match="failed: .*parent MLflow run .* is marked FAILED and nothing was registered"
                        ) as failure:
         run_local(params, root, verbose=True)
     # the message names the failed step, its last output line and the log file
     log = next((root / "logs").glob("kfp-*.log"))
-    assert re.search(r"; evaluate: .*backbone.*; executor logs: " + re.escape(str(log)) + "$", str(failure.value))
+    assert re.search(r"; evaluate: .*weights.*; executor logs: " + re.escape(str(log)) + "$", str(failure.value))
     err = capsys.readouterr().err
     steps = _step_lines(err)
-    assert ("evaluate", "FAILED") in steps and "backbone" in steps["evaluate", "FAILED"]
+    assert ("evaluate", "FAILED") in steps and "weights" in steps["evaluate", "FAILED"]
     assert "upstream" in steps["gate", "skipped"] and ("finish-run", "ok") in steps
     assert "Executing task" in err  # --verbose: kfp.local's logs reach the console as well as the file
     assert "Task 'evaluate' finished with status FAILURE" in log.read_text()
