@@ -415,7 +415,7 @@ def resolve_model_uri(uri: str) -> Path:
     c = client()
     with mlflow_errors(f"resolving {uri}"):
         if ref.kind == "runs":
-            return _resolve_run(c, ref.run_id)
+            return _resolve_run(c, ref.run_id, uri)
         mv = get_version(c, ref)
         check_complete(mv, uri)
         # "named": the weights file is named by what it holds (ema/raw); copies laid out before are not reused
@@ -461,14 +461,16 @@ def check_complete(mv, uri: str) -> None:
                             "another version")
 
 
-def _resolve_run(c, run_id: str) -> Path:
+def _resolve_run(c, run_id: str, uri: str) -> Path:
     from mlflow.exceptions import MlflowException
 
     try:
         run = c.get_run(run_id)
     except MlflowException as exc:
         if error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
-            raise GanforgeError(f"no MLflow run {run_id} at {redact(tracking_uri())}; check --run-id") from None
+            # the URI is what the user typed (through --checkpoint, --model-uri, ...): name it, not a flag
+            raise GanforgeError(f"model URI {uri}: no MLflow run {run_id} at {redact(tracking_uri())}; check the "
+                                "run id in runs:/RUN_ID") from None
         raise
     # a resumed run logs a newer checkpoint under the same id: its end time tells the copies apart
     dest = cache_root() / "runs" / f"{run.info.run_id}-{run.info.end_time or 'running'}"
