@@ -152,13 +152,14 @@ def run_local(params: PipelineParams, root: str | Path, verbose: bool = False) -
     from ganforge.pipeline.validate import check_run
     from ganforge.tracking import check_reachable, redact, runs_table_url
 
-    for note in check_run(params, local=True):  # every step's checks on the parameters, before the first step
-        print(f"note: {note}", file=sys.stderr, flush=True)
+    notes = check_run(params, local=True)  # every step's checks on the parameters, before the first step
     root = check_output_dir(Path(root).resolve(), "--dir")
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         root.mkdir(parents=True, exist_ok=True)  # the default sqlite store lives in it: its folder must exist
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
     check_reachable(os.environ["MLFLOW_TRACKING_URI"])  # before ingest and training, not after
+    for note in notes:  # once nothing refuses the run: a refused run prints its one error line only
+        print(f"note: {note}", file=sys.stderr, flush=True)
     root.mkdir(parents=True, exist_ok=True)
     # No retries here: a machine of one's own has no preemption to wait out, and a user error is final.
     pipeline = load_pipeline(ClusterConfig(train_retries=0))
