@@ -22,7 +22,6 @@ from ganforge.outputs import write_text_atomic
 from ganforge.pipeline.params import decode, one_line, train_flags
 from ganforge.tracking import RunContext
 
-
 USER_ERROR_EXIT = 2  # the CLI's exit code for a user error; no retry of the task runs it again
 USER_ERROR = "user_error.json"  # in the train task's output: the error a retried attempt repeats at once
 
