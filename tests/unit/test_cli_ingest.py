@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -280,12 +281,16 @@ def test_corrupt_png_in_a_shard_names_the_row(small_dataset):
 
     from ganforge.errors import GanforgeError
 
-    shard = small_dataset / json.loads((small_dataset / "manifest.json").read_text())["shards"][0]["path"]
+    manifest = json.loads((small_dataset / "manifest.json").read_text())
+    shard = small_dataset / manifest["shards"][0]["path"]
     table = pq.read_table(shard)
     images = table.column("image").to_pylist()
     images[0] = images[0][:20]
     table = table.set_column(table.schema.get_field_index("image"), "image", pa_array(images))
     pq.write_table(table, shard)
+    # the shard's digest follows (else "changed after ingest" is the answer), so the row itself is what fails
+    manifest["shards"][0]["sha256"] = hashlib.sha256(shard.read_bytes()).hexdigest()
+    (small_dataset / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(GanforgeError, match="does not decode.*re-ingest"):
         for split in ("train", "val"):
             load(str(small_dataset), split, use_cache=False)

@@ -146,18 +146,28 @@ def test_mixed_shapes_need_image_size(tmp_path, monkeypatch):
     assert ingest("folder", str(tmp_path / "ds"), image_size=4, val_fraction=0).manifest["counts"]["total"] == 2
 
 
-def test_cached_load_serves_pixels_without_parquet(tmp_path, fake_source):
+def test_cached_load_serves_pixels_without_parquet(tmp_path, fake_source, monkeypatch):
+    from ganforge.data import loader
+
     fake_source(n=20)
     out = str(tmp_path / "ds")
     ingest("digits", out, val_fraction=0)
     first = load(out)
-    m = read_manifest(out)
-    for shard in m["shards"]:  # prove the second load reads the cache, not the shards
-        os.remove(os.path.join(out, shard["path"]))
-    second = load(out)
+
+    def no_parquet(*args, **kwargs):  # prove the second load reads the cache, not the shards
+        raise AssertionError("a warm load read a shard or decoded a PNG")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(loader, "read_shard", no_parquet)
+        patch.setattr(loader, "decode_png", no_parquet)
+        second = load(out)
     assert torch.equal(first.images, second.images) and torch.equal(first.labels, second.labels)
-    with pytest.raises(GanforgeError, match="shard .* is missing; re-ingest with --overwrite"):
-        load(out, use_cache=False)
+    m = read_manifest(out)
+    for shard in m["shards"]:  # a shard gone is a broken dataset, cached or not
+        os.remove(os.path.join(out, shard["path"]))
+    for use_cache in (True, False):
+        with pytest.raises(GanforgeError, match="shard .* is missing; re-ingest with --overwrite"):
+            load(out, use_cache=use_cache)
 
 
 def test_streaming_dataset_matches_load(tmp_path, fake_source):

@@ -13,6 +13,13 @@ truncated, edited or corrupt file is a one-line error naming the file, never a t
 
 Every shard has the columns of :data:`SCHEMA`; ``image`` holds lossless PNG bytes and ``sha256``
 the hash of the decoded pixels (see ``ganforge.data.images.pixel_sha256``).
+
+Identity: the manifest's ``fingerprint`` is :func:`fingerprint` of every row's (pixel sha256, label,
+split), and each shard entry carries ``sha256``, the SHA-256 of the shard file's bytes, hashed while
+ingest wrote them. ``read_shard`` checks that digest, so a shard replaced or edited after ingest is
+refused; manifests written before shard digests existed have none, and readers then verify by content
+(``table_fingerprint`` against the claimed fingerprint, decoded pixels against ``sha256``; see
+``ganforge.data.loader``).
 """
 
 from __future__ import annotations
@@ -46,14 +53,45 @@ SCHEMA = pa.schema(
 )
 
 
+class _HashingSink:
+    """A write-only file object for ``pa.PythonFile``: forwards to ``sink`` and hashes what passes through.
+
+    The shard's digest is taken from the very bytes written, in one pass, for local paths and S3 alike.
+    """
+
+    def __init__(self, sink):
+        self._sink = sink
+        self.hash = hashlib.sha256()
+        self.closed = False
+
+    def write(self, data) -> int:
+        self.hash.update(data)
+        return self._sink.write(data)
+
+    def tell(self) -> int:
+        return self._sink.tell()
+
+    def flush(self) -> None:
+        self._sink.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def close(self) -> None:  # the ShardWriter closes the real sink itself
+        self.closed = True
+
+
 class ShardWriter:
-    """Writes rows into zstd Parquet shards of about ``shard_size_mb`` each under ``loc/prefix``."""
+    """Writes rows into zstd Parquet shards of about ``shard_size_mb`` each under ``loc/prefix``.
+
+    Each entry of :attr:`shards` records the shard file's SHA-256 (``sha256``) for readers to check.
+    """
 
     def __init__(self, loc: Location, prefix: str, shard_size_mb: float, row_group_rows: int = 2048):
         self.loc, self.prefix = loc, prefix
         self.max_bytes = int(shard_size_mb * 1e6)
         self.row_group_rows = row_group_rows
-        self.shards: list[dict] = []  # {"path", "rows", "bytes"} relative to the dataset root
+        self.shards: list[dict] = []  # {"path", "rows", "bytes", "sha256"}, path relative to the dataset root
         self._writer: pq.ParquetWriter | None = None
         self._buffer: list[dict] = []
         self._shard_bytes = 0
@@ -77,9 +115,10 @@ class ShardWriter:
             name = f"part-{len(self.shards):05d}.parquet"
             self.shards.append({"path": f"{self.prefix}/{name}", "rows": 0, "bytes": 0})
             sink = self.loc.fs.open_output_stream(self.loc.join(self.prefix, name))
+            self._sink, self._hashing = sink, _HashingSink(sink)
             # Page CRCs let readers tell a damaged shard from a valid one (zstd alone has no checksum).
-            self._writer = pq.ParquetWriter(sink, SCHEMA, compression="zstd", write_page_checksum=True)
-            self._sink = sink
+            self._writer = pq.ParquetWriter(pa.PythonFile(self._hashing, mode="w"), SCHEMA, compression="zstd",
+                                            write_page_checksum=True)
         table = pa.Table.from_pylist(self._buffer, schema=SCHEMA)
         self._writer.write_table(table)
         self.shards[-1]["rows"] += table.num_rows
@@ -91,6 +130,7 @@ class ShardWriter:
             self._writer.close()
             self._sink.close()
             self.shards[-1]["bytes"] = self._shard_bytes
+            self.shards[-1]["sha256"] = self._hashing.hash.hexdigest()
             self._writer, self._shard_bytes = None, 0
 
     def abort(self) -> None:
@@ -116,6 +156,36 @@ def fingerprint(records: list[tuple[str, int, str]]) -> str:
     return h.hexdigest()
 
 
+FINGERPRINT_COLUMNS = ["sha256", "label", "split"]
+
+
+def table_fingerprint(table: pa.Table) -> str:
+    """:func:`fingerprint` of a table's ``sha256``, ``label`` and ``split`` columns, computed in Arrow.
+
+    The same value as ``fingerprint(list of (sha256, label, split))``: Arrow orders strings by their
+    UTF-8 bytes, which is Python's code-point order, and numbers by value; the lines ``"sha label split\\n"``
+    are built in Arrow and hashed straight from its buffer, without a Python string per row. The
+    columns must hold no nulls.
+    """
+    t = table.select(FINGERPRINT_COLUMNS)
+    t = t.take(pc.sort_indices(t, sort_keys=[(c, "ascending") for c in FINGERPRINT_COLUMNS]))
+    lines = pc.binary_join_element_wise(t.column("sha256"), pc.cast(t.column("label"), pa.string()),
+                                        pc.binary_join_element_wise(t.column("split"), "", "\n"), " ")
+    h = hashlib.sha256(f"ganforge-dataset-v{SCHEMA_VERSION}\n".encode())
+    for chunk in lines.chunks:
+        if len(chunk):  # a string array's values are its strings back to back, from offsets[0] to offsets[-1]
+            chunk = pc.cast(chunk, pa.large_string())  # 64-bit offsets, whatever the size
+            offsets = chunk.buffers()[1]
+            first, last = (int.from_bytes(offsets[8 * i : 8 * i + 8], "little", signed=True)
+                           for i in (chunk.offset, chunk.offset + len(chunk)))
+            h.update(memoryview(chunk.buffers()[2])[first:last])
+    return h.hexdigest()
+
+
+def _is_sha256(v) -> bool:
+    return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
+
+
 def read_manifest(loc: Location) -> dict:
     """The manifest at ``loc``, checked; a dataset without one is unfinished or absent.
 
@@ -123,16 +193,24 @@ def read_manifest(loc: Location) -> dict:
         GanforgeError: no manifest, an unreadable location, another schema version, or a manifest
             that is not what ingest writes (truncated, edited, corrupt).
     """
+    return parse_manifest(read_manifest_bytes(loc), loc.uri)
+
+
+def read_manifest_bytes(loc: Location) -> bytes:
+    """The raw bytes of the manifest at ``loc`` (unchecked: pass them to :func:`parse_manifest`).
+
+    Raises:
+        GanforgeError: no manifest, or an unreadable location.
+    """
     if not loc.exists(MANIFEST):
         raise GanforgeError(
             f"no dataset at {loc.uri} (no {MANIFEST}; an ingest may have been interrupted); "
             "run `ganforge ingest ... --output` to create it"
         )
     try:
-        data = loc.read_bytes(MANIFEST)
+        return loc.read_bytes(MANIFEST)
     except FileNotFoundError:  # deleted between the two calls
         raise GanforgeError(f"no dataset at {loc.uri} (its {MANIFEST} vanished while reading); run it again") from None
-    return parse_manifest(data, loc.uri)
 
 
 def parse_manifest(data: bytes, uri: str) -> dict:
@@ -172,8 +250,7 @@ def _is_count(v, least: int = 0) -> bool:
 
 def _manifest_problem(m: dict) -> str | None:
     """What is wrong with a decoded manifest, or None; checks every field readers rely on."""
-    fp = m.get("fingerprint")
-    if not (isinstance(fp, str) and len(fp) == 64 and all(c in "0123456789abcdef" for c in fp)):
+    if not _is_sha256(m.get("fingerprint")):
         return "fingerprint is not a SHA-256 hex digest"
     src = m.get("source")
     if not (isinstance(src, dict) and isinstance(src.get("name"), str)) or not isinstance(m.get("options"), dict):
@@ -209,6 +286,8 @@ def _manifest_problem(m: dict) -> str | None:
         parts = path.split("/")
         if path.startswith("/") or "\\" in path or any(p in ("", ".", "..") for p in parts):
             return f"shard path {path!r} is not inside the dataset"
+        if "sha256" in shard and not _is_sha256(shard["sha256"]):  # optional: older manifests have none
+            return f"shard {path!r} has a sha256 that is not a SHA-256 hex digest"
     if sum(shard["rows"] for shard in shards) != counts["total"]:
         return "the shards' rows do not add up to counts.total"
     return None
@@ -251,17 +330,30 @@ def read_rows(loc: Location, manifest: dict, columns: list[str], split: str | No
     return out
 
 
-def read_shard(loc: Location, shard: dict, columns: list[str]) -> pa.Table:
-    """One shard's columns, checked against :data:`SCHEMA` and the manifest's row count.
+DIGEST_IN_MEMORY = 256 * 2**20  # shards up to this size are read once into memory, hashed and parsed there
+
+
+def read_shard(loc: Location, shard: dict, columns: list[str], check_digest: bool = True) -> pa.Table:
+    """One shard's columns, checked against :data:`SCHEMA`, the manifest's row count and its digest.
+
+    When the manifest's entry has a ``sha256`` (ingest writes one; older manifests have none) and
+    ``check_digest`` is on, the file's bytes must hash to it: a shard replaced or edited after ingest
+    is refused even when it is valid Parquet with the right row count. The bytes hashed are the bytes
+    parsed (one read), except for shards over :data:`DIGEST_IN_MEMORY`, which are hashed in a streaming
+    pass and then read again.
 
     Raises:
-        GanforgeError: the shard is missing, unreadable, not Parquet, or not what ingest wrote.
+        GanforgeError: the shard is missing, unreadable, not Parquet, not what ingest wrote, or changed.
     """
     path = shard["path"]
     fix = "re-ingest with --overwrite"
+    digest = shard.get("sha256") if check_digest else None
     try:
         with loc.fs.open_input_file(loc.join(path)) as f:
-            pf = pq.ParquetFile(f, page_checksum_verification=True)
+            source = f
+            if digest is not None:
+                source = _check_digest(loc, path, f, digest)
+            pf = pq.ParquetFile(source, page_checksum_verification=True)
             if pf.metadata.num_rows != shard["rows"]:
                 raise GanforgeError(
                     f"dataset {loc.uri}: shard {path} has {pf.metadata.num_rows} rows, the manifest says "
@@ -280,3 +372,23 @@ def read_shard(loc: Location, shard: dict, columns: list[str]) -> pa.Table:
     if not table.schema.equals(want, check_metadata=False):
         raise GanforgeError(f"dataset {loc.uri}: shard {path} does not have ganforge's columns and types; {fix}")
     return table
+
+
+def _check_digest(loc: Location, path: str, f, digest: str):
+    """What to parse ``f`` from once its bytes hashed to ``digest``; GanforgeError naming the shard if not."""
+    h = hashlib.sha256()
+    if f.size() <= DIGEST_IN_MEMORY:
+        buf = f.read_buffer()
+        h.update(buf)  # hashlib releases the GIL on large buffers
+        source = pa.BufferReader(buf)
+    else:
+        while chunk := f.read_buffer(16 * 2**20):
+            h.update(chunk)
+        f.seek(0)
+        source = f
+    if h.hexdigest() != digest:
+        raise GanforgeError(
+            f"dataset {loc.uri}: shard {path} changed after ingest (its SHA-256 is not the one in {MANIFEST}); "
+            "re-ingest with --overwrite"
+        )
+    return source

@@ -2,8 +2,11 @@
 
 Keyed by (dataset fingerprint, split, backbone name and weights hash, sample size) under
 ``$GANFORGE_CACHE_DIR/features/<fingerprint>/``; evaluation and training's per-epoch FID read the same
-files. The labels file is written first and the features last, so the features' presence marks a
-complete entry (each file is written under a temp name and renamed).
+files. The key is the fingerprint checked against the dataset's shards (``ganforge.data.loader.
+verified_fingerprint``: a stat per shard once the location was verified), never the manifest's unchecked
+claim: a dataset whose manifest claims another's fingerprint is refused, not handed that one's features.
+The labels file is written first and the features last, so the features' presence marks a complete entry
+(each file is written under a temp name and renamed).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ganforge.errors import GanforgeError
 from ganforge.outputs import save_npy_atomic
 
 
@@ -23,16 +27,18 @@ def real_features(dataset: str, split: str, extractor, n_real: int | None, batch
     Returns:
         (features (N, D) float32, labels (N,), whether they came from the cache).
     """
-    from ganforge.data import load, read_manifest
-    from ganforge.data.loader import default_cache_dir
+    from ganforge.data import load
+    from ganforge.data.loader import default_cache_dir, verified_fingerprint
 
-    fp = read_manifest(dataset)["fingerprint"]
+    fp = verified_fingerprint(dataset)
     name = f"{split}-{extractor.name}-{extractor.sha256[:16]}-{n_real or 'all'}"
     d = Path(cache_dir or default_cache_dir()) / "features" / fp
     feats_path, labels_path = d / f"{name}.npy", d / f"{name}-labels.npy"
     if feats_path.exists() and labels_path.exists():
         return torch.from_numpy(np.load(feats_path)), torch.from_numpy(np.load(labels_path)), True
     data = load(dataset, split)
+    if data.fingerprint != fp:
+        raise GanforgeError(f"dataset {dataset} was re-ingested while its features were being computed; run it again")
     images, labels = data.images, data.labels
     if n_real is not None and n_real < len(images):
         keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:n_real].sort().values
