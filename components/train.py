@@ -26,17 +26,15 @@ def train(dataset: Input[Dataset], generator: Output[Model], metrics: Output[Met
         epochs: epochs; 0: the preset's.
         steps: generator updates; 0: the preset's.
 
-    The training flags (``ganforge.pipeline.params.train_flags()``) are passed on by name: exposing one more
-    is a ``PipelineParams`` field and its parameter here.
+    The training flags (preset, model, epochs, steps, seed: ``ganforge.pipeline.params.train_flags()``, which
+    a test holds equal to them) go on to training by name.
     """
-    given = dict(locals())  # first statement: the parameters and nothing else
-    from ganforge.pipeline.params import train_flags
     from ganforge.pipeline.steps import train_step, user_errors
 
     with user_errors():  # a user error: one line, exit 2, and a retried attempt fails on it at once
         result = train_step(dataset.metadata["uri"], work_dir, generator.path, gpus=gpus, experiment=experiment,
-                            parent_run_id=parent_run_id, pipeline_run_id=pipeline_run_id,
-                            **{k: given[k] for k in train_flags()})
+                            parent_run_id=parent_run_id, pipeline_run_id=pipeline_run_id, preset=preset,
+                            model=model, epochs=epochs, steps=steps, seed=seed)
     generator.metadata.update({"run_id": result.run_id or "", "step": result.step,
                                "dataset_fingerprint": dataset.metadata["fingerprint"]})
     for k, v in result.metrics.items():

@@ -1,17 +1,18 @@
 """The GAN pipeline: ingest -> train -> (evaluate || audit) -> gate -> register, one MLflow parent run.
 
-Every user choice is a pipeline parameter (the fields of ``ganforge.pipeline.params.PipelineParams``,
-same names and defaults). Cluster wiring lives here and only here: the image, the GPU node pool of the
-training task, its resources and ``/dev/shm``, the checkpoint volume and the credential Secrets.
-``build(cluster)`` returns the pipeline function for one ``ClusterConfig``. Its signature is made from
-``PipelineParams`` (``pipeline_signature``); optional parameters are "" or 0 when unset (KFP cannot carry
-None; see ``ganforge.pipeline.params.encode``). Training flags reach the train task by name.
+Every user choice is a parameter of ``gan_pipeline``, written out below with its KFP type and default: the
+fields of ``ganforge.pipeline.params.PipelineParams``, same names, order and defaults, with an optional
+parameter "" or 0 when unset (KFP cannot carry None; see ``ganforge.pipeline.params.encode``).
+``tests/unit/test_pipeline_schema.py`` holds the two equal. Cluster wiring lives here and only here: the
+image, the GPU node pool of the training task, its resources and ``/dev/shm``, the checkpoint volume and
+the credential Secrets. It is fixed at compile time, so ``build(cluster)`` defines the pipeline over one
+``ClusterConfig``.
 """
 
 from kfp import dsl, kubernetes
 
 from components import audit, evaluate, finish_run, gate, ingest, register, start_run, train
-from ganforge.pipeline.params import ClusterConfig, pipeline_signature, train_flags
+from ganforge.pipeline.params import ClusterConfig
 
 PIPELINE_NAME = "ganforge-gan"
 WORKSPACE = "/workspace"  # mount path of the ClusterConfig.workspace_pvc volume
@@ -49,18 +50,24 @@ def _on_gpus(task: dsl.PipelineTask, cluster: ClusterConfig, gpus) -> None:
 
 
 def build(cluster: ClusterConfig | None = None):
-    """The pipeline function for ``cluster`` (default ``ClusterConfig()``)."""
+    """The pipeline for ``cluster`` (default ``ClusterConfig()``): ``gan_pipeline`` below, wired for it.
+
+    Its parameters are ``PipelineParams``' fields; "" or 0 is an optional one left unset (the source's own
+    input, every image, the preset's model, epochs or steps, no backbone weights).
+    """
     cluster = cluster or ClusterConfig()
 
-    signature = pipeline_signature()  # PipelineParams' fields: names, types and (encoded) defaults
-
-    def gan_pipeline(*args, **kwargs) -> str:
-        p = signature.bind(*args, **kwargs).arguments  # KFP calls it with every parameter
-        source, input, dataset, image_size, limit = (p[k] for k in ("source", "input", "dataset", "image_size",
-                                                                      "limit"))
-        seed, gpus, n, backbone, backbone_weights, audit_n, max_fid, model_name, experiment, work_dir, preset = (
-            p[k] for k in ("seed", "gpus", "n", "backbone", "backbone_weights", "audit_n", "max_fid", "model_name",
-                           "experiment", "work_dir", "preset"))
+    @dsl.pipeline(name=PIPELINE_NAME, description="ingest -> train -> evaluate || audit -> gate -> register")
+    def gan_pipeline(
+        source: str = "digits", input: str = "", dataset: str = "/workspace/datasets/digits",  # ingest
+        image_size: int = 32, limit: int = 0,
+        preset: str = "digits-tiny", model: str = "", epochs: int = 0, steps: int = 0,  # train
+        seed: int = 0, gpus: int = 0,  # seed: also of evaluate's and the audit's latents
+        n: int = 1000, backbone: str = "pixels", backbone_weights: str = "",  # evaluate
+        audit_n: int = 500,  # audit
+        max_fid: float = 100.0, model_name: str = "ganforge-generator",  # gate, register
+        experiment: str = "ganforge", work_dir: str = "/workspace/runs",  # MLflow; checkpoints kept across retries
+    ) -> str:
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         # The exit handler may not take outputs of the tasks it guards: it finds the parent run by the KFP run id.
         finish = _wire(finish_run(experiment=experiment, pipeline_run_id=run_id), cluster, s3=False)
@@ -75,8 +82,8 @@ def build(cluster: ClusterConfig | None = None):
                         cluster, workspace=True)
             ing.set_caching_options(True)  # cached on its inputs; ingest itself also reuses an identical dataset
             tr = _wire(train(dataset=ing.outputs["dataset_out"], work_dir=work_dir, gpus=gpus, experiment=experiment,
-                             parent_run_id=parent, pipeline_run_id=run_id, **{k: p[k] for k in train_flags()}),
-                       cluster, workspace=True)
+                             parent_run_id=parent, pipeline_run_id=run_id, preset=preset, model=model, epochs=epochs,
+                             steps=steps, seed=seed), cluster, workspace=True)
             tr.set_retry(num_retries=cluster.train_retries, backoff_duration="60s", backoff_factor=2.0)
             _on_gpus(tr, cluster, gpus)
             common = dict(dataset=ing.outputs["dataset_out"], generator=tr.outputs["generator"], seed=seed,
@@ -92,6 +99,4 @@ def build(cluster: ClusterConfig | None = None):
                                pipeline_run_id=run_id), cluster)
         return finish.output  # "FINISHED: <the gate's decision>" or "FAILED: <why>"
 
-    gan_pipeline.__signature__ = signature
-    return dsl.pipeline(gan_pipeline, name=PIPELINE_NAME,
-                        description="ingest -> train -> evaluate || audit -> gate -> register")
+    return gan_pipeline

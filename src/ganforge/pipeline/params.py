@@ -8,7 +8,6 @@ compile time: the image, the GPU node pool and the Kubernetes Secrets the tasks 
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import re
@@ -38,9 +37,10 @@ TRAIN_FLAG = {"train_flag": True}
 class PipelineParams(BaseModel):
     """Every user choice of a pipeline run; each field is a KFP pipeline parameter of that name.
 
-    The pipeline function's signature is made from these fields (``pipeline_signature``) and a test checks
-    every component input fed by a pipeline parameter against them. Exposing one more training flag is
-    two edits: a field here marked ``TRAIN_FLAG`` and the parameter in ``components/train.py``.
+    The pipeline function (``pipelines/gan_pipeline.py``) writes these fields out as its parameters (KFP type,
+    encoded default); tests hold its signature, and every component input a pipeline parameter feeds, equal
+    to them. Exposing one more training flag: a field here marked ``TRAIN_FLAG``, and the parameter in the
+    pipeline and in ``components/train.py``, passed on by each (tests name any that is missing).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
@@ -162,16 +162,6 @@ def decode(name: str, value):
 def train_flags() -> tuple[str, ...]:
     """The parameters that are ``TrainConfig`` fields, handed to the train task by name."""
     return tuple(k for k, f in PipelineParams.model_fields.items() if (f.json_schema_extra or {}).get("train_flag"))
-
-
-def pipeline_signature() -> inspect.Signature:
-    """The pipeline function's signature: every field, its KFP type and its encoded default, in order."""
-    defaults = PipelineParams().arguments()
-    return inspect.Signature(
-        [inspect.Parameter(k, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=defaults[k], annotation=_kfp_type(k))
-         for k in PipelineParams.model_fields],
-        return_annotation=str,
-    )  # fmt: skip
 
 
 def check_given(values: dict) -> None:
