@@ -24,7 +24,7 @@ demo: $(STAMP)
 
 # Regenerate the golden compiled pipeline (tests/golden/gan_pipeline.yaml) after a deliberate change.
 golden: $(STAMP)
-	$(BIN)/python -m ganforge.pipeline.golden
+	$(BIN)/python -m tests.golden
 
 # Unit and integration tests; `slow` quality checks run only with `make test-slow`. Two workers, a test
 # file each at a time (module fixtures stay in one process), one torch thread each: much of the suite

@@ -66,7 +66,7 @@ def build(cluster: ClusterConfig | None = None):
         n: int = 1000, backbone: str = "pixels", backbone_weights: str = "",  # evaluate
         audit_n: int = 500,  # audit
         max_fid: float = 100.0, model_name: str = "ganforge-generator",  # gate, register
-        experiment: str = "ganforge", work_dir: str = "/workspace/runs",  # MLflow; checkpoints kept across retries
+        experiment: str = "ganforge", work_dir: str = "/workspace/runs",  # MLflow; checkpoints, kept on retries
     ) -> str:
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         # The exit handler may not take outputs of the tasks it guards: it finds the parent run by the KFP run id.

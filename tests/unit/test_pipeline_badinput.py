@@ -70,6 +70,17 @@ def test_real_world_cluster_wiring_is_accepted(values):
     assert ClusterConfig(**values).model_dump().items() >= values.items()
 
 
+@pytest.mark.parametrize("missing", ["pipelines.gan_pipeline", "components"])
+def test_a_missing_pipeline_package_is_one_line(missing, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.delitem(sys.modules, "pipelines.gan_pipeline", raising=False)
+    monkeypatch.setitem(sys.modules, missing, None)  # importing it raises ModuleNotFoundError
+    res = run("pipeline", "compile", "-o", tmp_path / "p.yaml")
+    assert_one_line_error(res, f"the {missing} package is not installed beside ganforge")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_compile_output_that_cannot_be_written(tmp_path):
     (tmp_path / "afile").write_text("x")
     assert_one_line_error(run("pipeline", "compile", "-o", tmp_path), "is a directory")

@@ -10,9 +10,10 @@ import yaml
 from typer.testing import CliRunner
 
 from ganforge.errors import GanforgeError
-from ganforge.pipeline import golden
 from ganforge.pipeline.params import ClusterConfig, PipelineParams, check_cluster, check_params
 from ganforge.pipeline.runner import compile_pipeline
+from pipelines.gan_pipeline import build
+from tests import golden
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,7 @@ def test_training_on_gpu_pool(spec):
 def test_gpu_options_reach_the_spec(tmp_path):
     path = tmp_path / "p.yaml"
     compile_pipeline(path, ClusterConfig(image="reg.example/ganforge:1.2", gpu_type="nvidia-tesla-a100",
-                                         gpu_node_label="nvidia.com/gpu.product", shm_size="32Gi"))
+                                         gpu_node_label="nvidia.com/gpu.product", shm_size="32Gi"), build=build)
     text = path.read_text()
     assert "resourceType: nvidia.com/gpu" in text and "nvidia.com/gpu.product: nvidia-tesla-a100" in text
     assert "resourceType: nvidia-tesla-a100" not in text

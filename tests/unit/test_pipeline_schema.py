@@ -111,7 +111,7 @@ KFP_TYPES = {str: "STRING", int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE", bool:
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
-    from ganforge.pipeline import golden
+    from tests import golden
 
     return next(yaml.safe_load_all(golden.write(tmp_path_factory.mktemp("schema") / "p.yaml").read_text()))
 
@@ -227,8 +227,7 @@ def test_exposing_a_training_flag_takes_the_edits_the_schema_names(tmp_path, mon
     assert training_flag_mismatches(module.train, Extended) == []
 
     out = tmp_path / "p.yaml"
-    monkeypatch.setattr(runner, "load_pipeline", lambda cluster=None: pipeline.build(cluster))
-    compile_pipeline(out)
+    compile_pipeline(out, build=pipeline.build)
     root = next(yaml.safe_load_all(out.read_text()))
     assert root["root"]["inputDefinitions"]["parameters"]["batch_size"]["defaultValue"] == 0
     train = root["components"]["comp-exit-handler-1"]["dag"]["tasks"]["train"]["inputs"]["parameters"]

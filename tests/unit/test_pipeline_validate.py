@@ -153,15 +153,17 @@ def test_an_interrupted_training_is_left_to_the_retry(tmp_path, monkeypatch):
 
 
 def test_local_runs_compile_without_retries(tmp_path, monkeypatch):
+    import pipelines.gan_pipeline as gan_pipeline
     from ganforge.pipeline.params import ClusterConfig
 
     seen = []
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.setattr(runner_mod, "load_pipeline", lambda cluster=None: seen.append(cluster) or no_work())
+    monkeypatch.setattr(runner_mod, "load_pipeline",
+                        lambda build, cluster=None: seen.append((build, cluster)) or no_work())
     with pytest.raises(AssertionError):
         runner_mod.run_local(check_params({"dataset": str(tmp_path / "d"), "work_dir": str(tmp_path / "w")}),
-                             tmp_path / "root")
-    assert seen == [ClusterConfig(train_retries=0)]
+                             tmp_path / "root", build=gan_pipeline.build)
+    assert seen == [(gan_pipeline.build, ClusterConfig(train_retries=0))]
 
 
 # --- every combination: a clean refusal or a pass, never another exception --------------------------------

@@ -12,9 +12,9 @@ import sys
 from kfp import dsl
 from kfp.local import logging_utils, status
 
-from ganforge.pipeline.runner import load_pipeline
 from ganforge.pipeline.tasklog import capture, task_groups
 from ganforge.progress import step_line
+from pipelines.gan_pipeline import build
 
 LINE = re.compile(r"^\d\d:\d\d:\d\d (?P<step>[\w-]+) +(?P<status>\w+)\b *(?P<rest>.*)$")
 
@@ -54,7 +54,7 @@ def test_step_lines_and_log_file(tmp_path):
     decision = tmp_path / "decision.md"
     decision.write_text("**do not register**: not registered: FID 212.40 is above max_fid 100\n")
     log_path = tmp_path / "logs" / "kfp.log"
-    with capture(log_path, console=console, pipeline_spec=load_pipeline().pipeline_spec) as log:
+    with capture(log_path, console=console, pipeline_spec=build().pipeline_spec) as log:
         _task("start-run", status.Status.SUCCESS, {"Output": "f34b96e4150340efb6cfaffae7417c97"},
               ["2026/12/01 10:50:14 INFO mlflow.store.db.utils: Creating initial MLflow database tables..."])
         _task("train", status.Status.SUCCESS, {
@@ -131,7 +131,7 @@ def test_a_stop_ends_the_running_steps_lines_and_keeps_the_outputs(tmp_path):
 
 
 def test_task_groups_name_the_steps_of_conditions():
-    groups = task_groups(load_pipeline().pipeline_spec)
+    groups = task_groups(build().pipeline_spec)
     assert groups["condition-2"] == ("gate-passed", ["register"])
     assert set(groups["exit-handler-1"][1]) == {"start-run", "ingest", "train", "evaluate", "audit", "gate",
                                                 "register"}

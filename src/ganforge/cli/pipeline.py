@@ -51,13 +51,35 @@ SUBMIT = Options(SubmitOptions, "pipeline submit", envvar={"token": "KFP_TOKEN"}
 PARAMS = Options(PipelineParams, "pipeline submit")
 
 
+def build_pipeline(cluster: ClusterConfig | None = None):
+    """The pipeline of ``pipelines/gan_pipeline.py`` built for ``cluster``: what the CLI hands the runner.
+
+    ``pipelines`` and ``components`` ship in the wheel as top-level packages beside ganforge; the CLI, the
+    entry point, is the one part of ganforge that imports them (the library takes this builder). They are
+    imported when the runner builds the pipeline, after its checks on the run.
+
+    Raises:
+        GanforgeError: the ``pipelines`` or ``components`` package is not installed beside ganforge.
+    """
+    from ganforge.errors import GanforgeError
+
+    try:
+        from pipelines.gan_pipeline import build
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("pipelines", "pipelines.gan_pipeline", "components"):
+            raise  # a missing dependency is its own error, not a missing pipeline
+        raise GanforgeError(f"the {exc.name} package is not installed beside ganforge; reinstall ganforge "
+                            "(pip install . or pip install -e .)") from None
+    return build(cluster)
+
+
 def compile_command(**flags) -> None:
     """Compile the pipeline to a KFP YAML package for a cluster (GPU node pool, Secrets, image)."""
     from ganforge.pipeline.params import check_cluster
     from ganforge.pipeline.runner import compile_pipeline
 
     output = COMPILE.build(flags).output
-    seconds = compile_pipeline(output, check_cluster(CLUSTER.pick(flags)))
+    seconds = compile_pipeline(output, check_cluster(CLUSTER.pick(flags)), build=build_pipeline)
     typer.echo(f"wrote {output} in {seconds:.2f}s")
 
 
@@ -74,7 +96,7 @@ def run_command(**flags) -> None:
     given = LOCAL_PARAMS.pick(flags)
     check_given(given)
     params = local_params(root, **given)
-    result = run_local(params, root, verbose=opts.verbose)
+    result = run_local(params, root, verbose=opts.verbose, build=build_pipeline)
     typer.echo(f"pipeline run {result.pipeline_run_id} {result.status} in {result.seconds:.0f}s: {result.outcome}")
     typer.echo(f"MLflow run:       {result.parent_run_id} (experiment {params.experiment}, {result.tracking_uri})")
     typer.echo(f"registered:       {result.registered + ' (alias candidate)' if result.registered else 'nothing'}")
@@ -99,7 +121,7 @@ def submit_command(**flags) -> None:
         from kfp.client import ServiceAccountTokenVolumeCredentials
 
         credentials = ServiceAccountTokenVolumeCredentials(target.credentials)
-    url = submit(target.host, params, cluster, namespace=target.namespace, token=target.token,
+    url = submit(target.host, params, cluster, build=build_pipeline, namespace=target.namespace, token=target.token,
                  credentials=credentials)
     typer.echo(url)
 

@@ -1,40 +1,39 @@
 """Compile the GAN pipeline, run it locally through ``kfp.local``, or submit it to a KFP endpoint.
 
 The pipeline definition lives in ``pipelines/gan_pipeline.py`` (and its components in ``components/``)
-at the root of the source tree, beside ``src/``; both ship in the wheel as top-level packages (pyproject.toml),
-so ``load_pipeline`` imports them like any installed module, from a checkout or an installed wheel.
+at the root of the source tree, beside ``src/``; both ship in the wheel as top-level packages
+(pyproject.toml).
+The library never imports them: each function here takes the pipeline's builder, ``build(cluster)`` ->
+the pipeline function for one ``ClusterConfig`` (``pipelines.gan_pipeline.build``), from its caller: the
+CLI, the one part of ganforge that imports ``pipelines``, or a test.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ganforge.errors import GanforgeError
 from ganforge.pipeline.params import ClusterConfig, PipelineParams, check_params
 
-ROOT = Path(__file__).resolve().parents[3]  # src/ganforge/pipeline/runner.py -> the source tree
+# ``pipelines.gan_pipeline.build``: a ClusterConfig (None: the default) -> the pipeline function
+PipelineBuilder = Callable[[ClusterConfig | None], object]
 
 
-def load_pipeline(cluster: ClusterConfig | None = None):
-    """The pipeline function of ``pipelines/gan_pipeline.py`` built for ``cluster``.
+def load_pipeline(build: PipelineBuilder, cluster: ClusterConfig | None = None):
+    """The pipeline ``build`` makes for ``cluster``, its defaults checked against ``PipelineParams``.
 
     Raises:
-        GanforgeError: the ``pipelines`` or ``components`` package is not installed beside ganforge.
+        GanforgeError: the pipeline's parameters and ``PipelineParams`` disagree (``check_defaults``).
     """
-    try:
-        module = importlib.import_module("pipelines.gan_pipeline")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("pipelines", "pipelines.gan_pipeline", "components"):
-            raise  # a missing dependency is its own error, not a missing pipeline
-        raise GanforgeError(f"the {exc.name} package is not installed beside ganforge; reinstall ganforge "
-                            "(pip install . or pip install -e .)") from None
-    return module.build(cluster)
+    pipeline = build(cluster)
+    check_defaults(pipeline)
+    return pipeline
 
 
 def check_defaults(pipeline) -> None:
@@ -47,8 +46,9 @@ def check_defaults(pipeline) -> None:
                             "pipelines/gan_pipeline.py with ganforge/pipeline/params.py")
 
 
-def compile_pipeline(output: str | Path, cluster: ClusterConfig | None = None) -> float:
-    """Write the pipeline's YAML for ``cluster`` to ``output``; returns the seconds it took."""
+def compile_pipeline(output: str | Path, cluster: ClusterConfig | None = None, *,
+                     build: PipelineBuilder) -> float:
+    """Write the pipeline ``build`` makes for ``cluster`` to ``output`` as YAML; returns the seconds taken."""
     from kfp import compiler
 
     t0 = time.perf_counter()
@@ -56,8 +56,7 @@ def compile_pipeline(output: str | Path, cluster: ClusterConfig | None = None) -
     from ganforge.pipeline.validate import check_run
 
     check_run(PipelineParams(), local=False)  # the defaults the package carries run as they are
-    pipeline = load_pipeline(cluster)
-    check_defaults(pipeline)
+    pipeline = load_pipeline(build, cluster)
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.yaml")
@@ -125,8 +124,9 @@ def local_dataset_name(values: dict) -> str:
     return name
 
 
-def run_local(params: PipelineParams, root: str | Path, verbose: bool = False) -> LocalRun:
-    """Run the whole DAG on this machine through ``kfp.local`` (SubprocessRunner, this Python).
+def run_local(params: PipelineParams, root: str | Path, verbose: bool = False, *,
+              build: PipelineBuilder) -> LocalRun:
+    """Run the whole DAG ``build`` makes on this machine through ``kfp.local`` (SubprocessRunner, this Python).
 
     MLflow goes to ``MLFLOW_TRACKING_URI``, else ``sqlite:///<root>/mlflow.db``; S3 settings come from
     the usual AWS environment. Each step runs as a subprocess that inherits this environment. The console
@@ -162,7 +162,7 @@ def run_local(params: PipelineParams, root: str | Path, verbose: bool = False) -
         print(f"note: {note}", file=sys.stderr, flush=True)
     root.mkdir(parents=True, exist_ok=True)
     # No retries here: a machine of one's own has no preemption to wait out, and a user error is final.
-    pipeline = load_pipeline(ClusterConfig(train_retries=0))
+    pipeline = load_pipeline(build, ClusterConfig(train_retries=0))
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "kfp"),
                    raise_on_error=False)
     t0 = time.time()
@@ -266,10 +266,11 @@ def _latest_parent(experiment: str, since: float):
     return runs[0] if runs and runs[0].info.start_time >= since * 1000 - 1000 else None
 
 
-def submit(host: str, params: PipelineParams, cluster: ClusterConfig | None = None, *, namespace: str | None = None,
-           experiment: str | None = None, token: str | None = None, credentials=None,
+def submit(host: str, params: PipelineParams, cluster: ClusterConfig | None = None, *, build: PipelineBuilder,
+           namespace: str | None = None, experiment: str | None = None, token: str | None = None, credentials=None,
            run_name: str | None = None) -> str:
-    """Compile and submit a run to the KFP endpoint at ``host``; returns the run's URL.
+    """Compile the pipeline ``build`` makes for ``cluster`` and submit a run of it to the KFP endpoint at ``host``;
+    returns the run's URL.
 
     Raises:
         GanforgeError: the endpoint cannot be reached or refuses the run.
@@ -286,7 +287,7 @@ def submit(host: str, params: PipelineParams, cluster: ClusterConfig | None = No
         print(f"note: {note}", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         package = Path(tmp) / "gan_pipeline.yaml"
-        compile_pipeline(package, cluster)
+        compile_pipeline(package, cluster, build=build)
         try:
             client = kfp.Client(host=host, namespace=namespace, existing_token=token, credentials=credentials)
             run = client.create_run_from_pipeline_package(
