@@ -218,7 +218,7 @@ def main() -> int:
         p.error("--warmup and --steps must be multiples of --log-every (timing marks sit on log calls)")
     from ganforge.data import load
     from ganforge.data.ingest import ingest
-    from ganforge.training.distributed import select_device
+    from ganforge.devices import select_device
 
     device = select_device(args.device)
     with tempfile.TemporaryDirectory() as work:

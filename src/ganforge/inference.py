@@ -1,19 +1,17 @@
-"""Inference: read a checkpoint's generator (EMA or raw weights) and sample images from it.
+"""Inference: pick a checkpoint's generator weights (EMA or raw), rebuild the generator, sample from it.
 
-Evaluation, the audit, the registry's model and ``ganforge generate`` all load and sample generators
-through this module, and so does the training loop (resume, sample grids); it sits below all of them
-and imports only the model families, so none of them imports another to reach a generator.
+Evaluation, the audit, the registry's model and ``ganforge generate`` load and sample generators through
+this module, and the training loop samples its grids through it; it sits below all of them and imports
+only the model families and the modules below them, so none of them imports another to reach a generator.
 
-A checkpoint is a ``ckpt-<step>`` directory (its layout and atomic writing: ``ganforge.training.checkpoint``);
-it is read here without unpickling anything (safetensors and ``weights_only=True``).
+Checkpoints themselves (their layout, listing, writing and reading) are ``ganforge.checkpoints``;
+``--device`` is ``ganforge.devices``.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -22,98 +20,17 @@ import numpy as np
 import torch
 from torch import nn
 
+# load_weights stays importable from here: registered versions store their own copy of
+# registry/generator_model.py, and those registered before ganforge.checkpoints import it from inference.
+from ganforge.checkpoints import (
+    check_complete,
+    checkpoint_step,
+    find_checkpoint,
+    load_checkpoint,
+    load_weights,
+)
+from ganforge.devices import select_device
 from ganforge.errors import GanforgeError
-
-PREFIX = "ckpt-"
-CHECKPOINT_NAME = re.compile(r"^ckpt-(\d+)$")
-
-
-def select_device(requested: str, local_rank: int = 0) -> torch.device:
-    """Resolve ``--device``: ``auto`` picks CUDA (this rank's GPU) when present, else CPU.
-
-    Raises:
-        GanforgeError: CUDA requested but not available.
-    """
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise GanforgeError(f"--device {requested}: no CUDA device is visible; use --device cpu or auto")
-        device = torch.device("cuda", local_rank) if requested == "cuda" else torch.device(requested)
-        if device.index >= (n := torch.cuda.device_count()):
-            raise GanforgeError(f"--device {requested}: only {n} CUDA device(s) are visible; use cuda:0 to "
-                                f"cuda:{n - 1}, or auto")
-        return device
-    if requested != "cpu":
-        raise GanforgeError(f"--device {requested}: use auto, cpu, cuda or cuda:N")
-    return torch.device("cpu")
-
-
-@dataclass
-class Checkpoint:
-    """A loaded checkpoint.
-
-    Attributes:
-        path: the ``ckpt-<step>`` directory.
-        step: generator updates done when it was written.
-        weights: module name (``generator``, ``discriminator``, ...) -> state dict.
-        state: optimiser states, RNG states and counters (see ``save_checkpoint``).
-        meta: ``{"config": TrainConfig dict, "spec": ModelSpec dict}``.
-    """
-
-    path: Path
-    step: int
-    weights: dict[str, dict[str, torch.Tensor]]
-    state: dict
-    meta: dict
-
-
-def list_checkpoints(output: str | Path) -> list[Path]:
-    """Complete checkpoints under ``output``, oldest first (temp directories are never listed)."""
-    root = Path(output)
-    if not root.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := CHECKPOINT_NAME.match(p.name))]
-    return [p for _, p in sorted(found)]
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Read a checkpoint directory; nothing is unpickled (safetensors and ``weights_only=True``).
-
-    Raises:
-        GanforgeError: the directory is not a complete ganforge checkpoint.
-    """
-    from safetensors.torch import load_file
-
-    p = Path(path)
-    m = CHECKPOINT_NAME.match(p.name)
-    if not (p / "state.pt").is_file() or not (p / "meta.json").is_file():
-        raise GanforgeError(f"{p} is not a ganforge checkpoint (needs state.pt and meta.json); pass a ckpt-<step>")
-    try:
-        state = torch.load(p / "state.pt", map_location=map_location, weights_only=True)
-        meta = json.loads((p / "meta.json").read_text())
-        weights = {f.stem: load_file(f, device=str(map_location)) for f in sorted(p.glob("*.safetensors"))}
-    except Exception as exc:  # truncated or foreign files: say which, on one line
-        raise GanforgeError(f"cannot read checkpoint {p}: {' '.join(str(exc).split())[:300]}") from None
-    step = int(state.get("step", int(m.group(1)) if m else 0))
-    return Checkpoint(path=p, step=step, weights=weights, state=state, meta=meta)
-
-
-def load_weights(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], where: str) -> None:
-    """Load a state dict strictly; a mismatch means the checkpoint is for another architecture.
-
-    Raises:
-        GanforgeError: missing/unexpected keys or shape mismatch, reported on one line.
-    """
-    try:
-        module.load_state_dict(state_dict, strict=True)
-    except RuntimeError as exc:
-        first = " ".join(str(exc).split())[:240]
-        raise GanforgeError(
-            f"checkpoint {where} was written for another architecture ({first}); "
-            "use a checkpoint made with the same --model, --width, --latent-dim and image size"
-        ) from None
-
 
 WEIGHTS: dict[str, str] = {"ema": "generator_ema", "raw": "generator"}  # --weights value -> file stem
 Weights = Literal["ema", "raw"]
@@ -200,22 +117,10 @@ def generator_weights(path: str | Path, weights: str | None = None, where: str |
     p = Path(path)
     if not p.exists():
         raise GanforgeError(f"checkpoint {p} does not exist; pass a ckpt-<step> directory or a run's --output")
-    if not (p / "state.pt").is_file() and list_checkpoints(p):
-        p = list_checkpoints(p)[-1]
-    if not (p / "state.pt").is_file() or not (p / "meta.json").is_file():
-        raise GanforgeError(f"{p} is not a ganforge checkpoint (needs state.pt and meta.json); pass a ckpt-<step>")
+    p = find_checkpoint(p)
+    check_complete(p)
     has = {w for w, stem in WEIGHTS.items() if (p / f"{stem}.safetensors").is_file()}
-    return GeneratorWeights(p, pick_weights(has, weights, where or str(p)), _step(p))
-
-
-def _step(p: Path) -> int:
-    """The checkpoint's step as ``load_checkpoint`` reads it; mmap: optimiser tensors are not read."""
-    m = CHECKPOINT_NAME.match(p.name)
-    try:
-        state = torch.load(p / "state.pt", map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # truncated or foreign files: say which, on one line
-        raise GanforgeError(f"cannot read checkpoint {p}: {' '.join(str(exc).split())[:300]}") from None
-    return int(state.get("step", int(m.group(1)) if m else 0))
+    return GeneratorWeights(p, pick_weights(has, weights, where or str(p)), checkpoint_step(p))
 
 
 def load_generator(path: str | Path, weights: str | None = None, device: str | torch.device = "cpu"):

@@ -79,7 +79,7 @@ def pick_device(device: str) -> str:
     Raises:
         GanforgeError: an unknown device, or CUDA asked for where there is none.
     """
-    from ganforge.inference import select_device
+    from ganforge.devices import select_device
 
     return str(select_device(device))
 

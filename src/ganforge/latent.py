@@ -48,7 +48,8 @@ def load_autoencoder(path: str | Path, weights: str | None = None, device: str |
     Raises:
         GanforgeError: not a checkpoint, or one of a family without an encoder.
     """
-    from ganforge.inference import generator_weights, load_checkpoint, load_generator, load_weights
+    from ganforge.checkpoints import load_checkpoint, load_weights
+    from ganforge.inference import generator_weights, load_generator
     from ganforge.models import build_encoder
 
     decoder, spec, meta = load_generator(path, weights, device)

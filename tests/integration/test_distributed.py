@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ganforge.inference import load_checkpoint
+from ganforge.checkpoints import load_checkpoint
 from ganforge.training import TrainConfig, train
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]

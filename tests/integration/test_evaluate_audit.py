@@ -115,7 +115,7 @@ def test_records_say_which_weights_were_measured(digits16, tmp_path, monkeypatch
     """evaluate.json, audit.json, stdout and the MLflow run name the weights: ema or raw, step, file hash."""
     from mlflow.tracking import MlflowClient
 
-    from ganforge.inference import list_checkpoints
+    from ganforge.checkpoints import list_checkpoints
     from ganforge.judged import PROVENANCE
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"

@@ -48,8 +48,8 @@ def synthetic_runs(client, root: Path) -> dict[str, str]:
 
     import torch
 
+    from ganforge.checkpoints import save_checkpoint
     from ganforge.models import ModelSpec, build_generator
-    from ganforge.training.checkpoint import save_checkpoint
 
     exp = client.get_experiment_by_name(EXPERIMENT)
     exp_id = exp.experiment_id if exp else client.create_experiment(EXPERIMENT)

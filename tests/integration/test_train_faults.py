@@ -18,8 +18,7 @@ import time
 import pytest
 import torch
 
-from ganforge.inference import list_checkpoints, load_checkpoint
-from ganforge.training.checkpoint import resolve_resume
+from ganforge.checkpoints import list_checkpoints, load_checkpoint, resolve_resume
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
+from ganforge.checkpoints import load_checkpoint
 from ganforge.data import read_manifest
-from ganforge.inference import load_checkpoint
 from ganforge.training import TrainConfig, train
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]

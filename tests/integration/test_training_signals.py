@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from ganforge.inference import list_checkpoints, load_checkpoint
+from ganforge.checkpoints import list_checkpoints, load_checkpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

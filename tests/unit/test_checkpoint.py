@@ -5,10 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ganforge.checkpoints import (
+    clean_stale,
+    list_checkpoints,
+    load_checkpoint,
+    load_weights,
+    resolve_resume,
+    save_checkpoint,
+)
 from ganforge.errors import GanforgeError
-from ganforge.inference import list_checkpoints, load_checkpoint, load_weights
 from ganforge.training import TrainConfig, train
-from ganforge.training.checkpoint import clean_stale, resolve_resume, save_checkpoint
 
 
 def tiny(dataset: str, output, **kw) -> TrainConfig:

@@ -131,7 +131,8 @@ def _old_run(tmp_path: Path, digits16: str) -> Path:
 
 
 def test_an_old_checkpoint_loads_and_generates(tmp_path, digits16):
-    from ganforge.inference import generate, load_checkpoint
+    from ganforge.checkpoints import load_checkpoint
+    from ganforge.inference import generate
 
     out = _old_run(tmp_path, digits16)
     ck = load_checkpoint(out / "ckpt-000002")

@@ -10,11 +10,11 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from ganforge.checkpoints import save_checkpoint
 from ganforge.cli import app
 from ganforge.errors import GanforgeError
 from ganforge.inference import generator_weights, load_generator
 from ganforge.models import ModelSpec, build_generator
-from ganforge.training.checkpoint import save_checkpoint
 
 runner = CliRunner()
 SPEC = ModelSpec(model="dcgan", image_size=16, channels=1, latent_dim=8, width=8)

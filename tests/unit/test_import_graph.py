@@ -157,6 +157,8 @@ def test_no_cycle_between_top_level_packages():
 
 
 @pytest.mark.parametrize("lower, upper", [
+    ("ganforge.checkpoints", "ganforge.inference"),  # checkpoints: written by training, read by all, below both
+    ("ganforge.checkpoints", "ganforge.training"),
     ("ganforge.inference", "ganforge.training"),
     ("ganforge.inference", "ganforge.registry"),
     ("ganforge.metrics", "ganforge.audit"),

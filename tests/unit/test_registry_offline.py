@@ -70,8 +70,8 @@ def test_format_table_sorts_missing_last():
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A conditional dcgan checkpoint with EMA weights, written without training."""
+    from ganforge.checkpoints import save_checkpoint
     from ganforge.models import ModelSpec, build_generator
-    from ganforge.training.checkpoint import save_checkpoint
 
     spec = ModelSpec(model="dcgan", image_size=16, channels=1, num_classes=10, conditional=True, latent_dim=8, width=8)
     torch.manual_seed(0)

@@ -33,7 +33,7 @@ REFUSED_BY_THE_TRAINER = {
 @pytest.mark.parametrize("case", sorted(REFUSED_BY_THE_TRAINER))
 def test_dry_run_refuses_what_the_trainer_refuses_with_the_same_words(digits16, tmp_path, case):
     from ganforge.data import load
-    from ganforge.inference import select_device
+    from ganforge.devices import select_device
     from ganforge.training.distributed import Runtime
     from ganforge.training.state import build_trainer
 

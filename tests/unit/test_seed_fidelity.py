@@ -17,13 +17,13 @@ from pydantic import ValidationError
 from torch import nn
 from typer.testing import CliRunner
 
+from ganforge.checkpoints import list_checkpoints, load_checkpoint
 from ganforge.cli import app
 from ganforge.errors import GanforgeError
 from ganforge.inference import generate, interpolation_latents
 from ganforge.models import ModelSpec, build_discriminator, build_encoder, build_generator, count_params
 from ganforge.models.layers import Projection, SignedSigmoid
 from ganforge.training import TrainConfig, train
-from ganforge.training.checkpoint import list_checkpoints, load_checkpoint
 from ganforge.training.distributed import Runtime
 from ganforge.training.losses import ae_loss, vae_loss
 from ganforge.training.state import build_trainer

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
+from ganforge.checkpoints import list_checkpoints, load_checkpoint
 from ganforge.cli import app
-from ganforge.inference import list_checkpoints, load_checkpoint
 
 runner = CliRunner()
 EXAMPLES = int(os.environ.get("GANFORGE_HYPOTHESIS_EXAMPLES", "40"))

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from ganforge.checkpoints import list_checkpoints
 from ganforge.errors import GanforgeError
-from ganforge.inference import list_checkpoints
 from ganforge.training import TrainConfig, train
 from ganforge.training import loop as loop_module
 

@@ -65,7 +65,7 @@ def encode_command(**flags) -> None:
 
     import numpy as np
 
-    from ganforge.inference import select_device
+    from ganforge.devices import select_device
     from ganforge.latent import encode, load_autoencoder, load_images
     from ganforge.outputs import write_bytes_atomic
 
@@ -87,7 +87,7 @@ def reconstruct_command(**flags) -> None:
     import torch
 
     from ganforge import latent as lt
-    from ganforge.inference import select_device
+    from ganforge.devices import select_device
     from ganforge.training.run_files import save_png
     from ganforge.training.visuals import grid_image
 

@@ -99,8 +99,8 @@ def train_step(dataset: str, work_dir: str, model_dir: str, *, gpus: int, experi
 
 def _train(dataset: str, output: Path, model_dir: str, asked: dict, *, gpus: int, experiment: str,
            context: RunContext):
+    from ganforge.checkpoints import list_checkpoints
     from ganforge.training import resolve_config, train
-    from ganforge.training.checkpoint import list_checkpoints
     from ganforge.training.loop import TrainResult
 
     done = output / TRAIN_DONE

@@ -76,7 +76,7 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
         """Rebuild the network from the spec and load the weights (safetensors: no unpickling)."""
         from safetensors.torch import load_file
 
-        from ganforge.inference import load_weights
+        from ganforge.checkpoints import load_weights
         from ganforge.models import ModelSpec, build_generator
 
         meta = json.loads(open(context.artifacts["meta"]).read())  # noqa: SIM115 - tiny file

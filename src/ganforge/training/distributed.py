@@ -27,8 +27,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ganforge.devices import select_device
 from ganforge.errors import GanforgeError
-from ganforge.inference import select_device
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
+from ganforge import checkpoints as ckpt
 from ganforge.errors import GanforgeError
 from ganforge.tracking import RunContext
-from ganforge.training import checkpoint as ckpt
 from ganforge.training import distributed as ddp
 from ganforge.training.config import TrainConfig
 from ganforge.training.progress import Progress

@@ -15,9 +15,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ganforge import checkpoints as ckpt
 from ganforge.errors import GanforgeError
 from ganforge.outputs import check_output_dir
-from ganforge.training import checkpoint as ckpt
 from ganforge.training.config import TrainConfig
 
 RESOLVED_CONFIG = "resolved_config.json"  # in the run's --output, beside its checkpoints
@@ -50,7 +50,7 @@ def preflight(config: TrainConfig, data=None, tracking: bool = True) -> None:
     """
     check_output_dir(config.output)
     facts = _data_facts(config, data)
-    from ganforge.inference import select_device
+    from ganforge.devices import select_device
 
     select_device(config.device)
     n_critic = check_model(config, facts)

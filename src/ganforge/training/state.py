@@ -13,8 +13,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ganforge.checkpoints import Checkpoint, load_weights
 from ganforge.errors import GanforgeError
-from ganforge.inference import Checkpoint, load_weights
 from ganforge.training.config import TrainConfig
 from ganforge.training.distributed import Runtime, sync_batchnorm
 
@@ -322,7 +322,7 @@ def restore(t: Trainer, ck: Checkpoint, check_config: bool) -> None:
             belong to another architecture.
     """
     if check_config:
-        from ganforge.training.checkpoint import check_resumable
+        from ganforge.checkpoints import check_resumable
 
         check_resumable(ck.path, ck.meta, t.config, t.fingerprint)
     where = str(ck.path)
