@@ -24,8 +24,8 @@ path. A cache entry that fails its checks (truncated, of another shape, unreadab
 ``warning:`` line on stderr. Hence the cache serves exactly what a cold load of the same files returns,
 or nothing: never stale pixels, never another dataset's.
 
-Cost (benchmarks/data_verify.py, 70k Fashion-MNIST): the checks add about 3% to a cold load and a
-tenth of a millisecond to a warm one.
+Cost (benchmarks/data_verify.py, 70k Fashion-MNIST, 2 cores): the checks' work is 3-4% of a cold load
+(shard digests, fingerprint, pixel hashes); a warm load stays a memory map, about 0.1 ms slower per split.
 
 What a warm load does not re-check: the cache files' pixel bytes (hashing them would cost a full read of
 the split; the cache directory is the user's own, and only a verified load writes it).
