@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 from torch import nn
 
-# load_weights stays importable from here: registered versions store their own copy of
-# registry/generator_model.py, and those registered before ganforge.checkpoints import it from inference.
+# load_weights and to_uint8 stay importable from here: every registered version stores its own copy of
+# registry/generator_model.py, and those registered before ganforge.checkpoints and ganforge.pictures
+# import both from inference (with sample and latents) when MLflow loads them.
 from ganforge.checkpoints import (
     check_complete,
     checkpoint_step,
@@ -31,6 +31,7 @@ from ganforge.checkpoints import (
 )
 from ganforge.devices import select_device
 from ganforge.errors import GanforgeError
+from ganforge.pictures import to_uint8  # noqa: F401
 
 WEIGHTS: dict[str, str] = {"ema": "generator_ema", "raw": "generator"}  # --weights value -> file stem
 Weights = Literal["ema", "raw"]
@@ -176,12 +177,6 @@ def sample(generator: nn.Module, z: torch.Tensor, labels: torch.Tensor | None, b
     finally:
         generator.train(was_training)
     return torch.cat(out).clamp_(-1, 1)
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(N, C, H, W) in [-1, 1] -> (N, H, W, C) uint8."""
-    x = ((images.clamp(-1, 1) + 1) * 127.5).round_().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).numpy()
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

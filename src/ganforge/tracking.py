@@ -67,7 +67,7 @@ class Tracker(Protocol):
         """Upload a file or directory (at the end of a run; may block)."""
 
     def log_loss_curves(self, history: dict[str, list[tuple[int, float]]]) -> None:
-        """Plot ``key -> [(step, value)]`` into ``loss_curve.png``."""
+        """Plot ``key -> [(step, value)]`` into ``loss_curve.png`` (``ganforge.pictures.loss_plot_png``)."""
 
     def close(self, status: str = "FINISHED") -> None:
         """Flush pending logging and mark the run finished (or FAILED/KILLED)."""
@@ -419,21 +419,14 @@ class MlflowTracker:
             self.client.log_artifact(self.run_id, str(p), artifact_path)
 
     def log_loss_curves(self, history: dict[str, list[tuple[int, float]]]) -> None:  # noqa: D102
-        import matplotlib
+        import tempfile
 
-        matplotlib.use("Agg")  # no display inside pipelines
-        import matplotlib.pyplot as plt
+        from ganforge.pictures import LOSS_PLOT, loss_plot_png
 
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for key, points in sorted(history.items()):
-            if points:
-                steps, values = zip(*points)
-                ax.plot(steps, values, label=key)
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        ax.legend()
-        self.client.log_figure(self.run_id, fig, "loss_curve.png")
-        plt.close(fig)
+        with tempfile.TemporaryDirectory(prefix="ganforge-plot-") as tmp:  # the plot the run's --output gets
+            path = Path(tmp) / LOSS_PLOT
+            path.write_bytes(loss_plot_png(history))
+            self.client.log_artifact(self.run_id, str(path))
 
     def close(self, status: str = "FINISHED") -> None:  # noqa: D102
         self._images.shutdown(wait=True)

@@ -88,7 +88,8 @@ def test_register_records_provenance_loads_and_is_idempotent(runs, client, digit
     from mlflow.models import get_model_info
 
     from ganforge.data import read_manifest
-    from ganforge.inference import generate, to_uint8
+    from ganforge.inference import generate
+    from ganforge.pictures import to_uint8
     from ganforge.registry import register, resolve_model_uri
     from ganforge.registry.generator_model import decode_png
 

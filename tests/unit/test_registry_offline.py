@@ -84,7 +84,8 @@ def checkpoint(tmp_path_factory):
 def test_pyfunc_predict_matches_generate(checkpoint, tmp_path):
     import mlflow.pyfunc
 
-    from ganforge.inference import generate, to_uint8
+    from ganforge.inference import generate
+    from ganforge.pictures import to_uint8
     from ganforge.registry.generator_model import build_model_dir, decode_png
 
     meta = {**__import__("json").loads((checkpoint / "meta.json").read_text()), "weights": "ema"}

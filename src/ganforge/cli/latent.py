@@ -88,8 +88,7 @@ def reconstruct_command(**flags) -> None:
 
     from ganforge import latent as lt
     from ganforge.devices import select_device
-    from ganforge.training.run_files import save_png
-    from ganforge.training.visuals import grid_image
+    from ganforge.pictures import grid_image, save_png
 
     opts = RECONSTRUCT.build(flags)
     _check_out(opts.out, ".png")

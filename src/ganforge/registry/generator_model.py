@@ -86,7 +86,8 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         """Images for each (seed, label, n) row; see the module docstring for the columns."""
-        from ganforge.inference import sample, to_uint8
+        from ganforge.inference import sample
+        from ganforge.pictures import to_uint8
 
         rows = model_input[["seed", "label", "n"]].astype("int64").itertuples(index=False)
         requests = list(rows)

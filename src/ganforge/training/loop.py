@@ -20,6 +20,8 @@ import torch
 
 from ganforge import checkpoints as ckpt
 from ganforge.errors import GanforgeError
+from ganforge.inference import sample
+from ganforge.pictures import grid_columns, grid_image, save_png
 from ganforge.tracking import RunContext
 from ganforge.training import distributed as ddp
 from ganforge.training.config import TrainConfig
@@ -27,14 +29,12 @@ from ganforge.training.progress import Progress
 from ganforge.training.run_files import (
     GRIDS_DIR,
     clear_outputs,
-    grid_columns,
     read_metrics_csv,
-    save_png,
     write_loss_plot,
     write_metrics_csv,
 )
 from ganforge.training.state import Trainer, build_trainer, restore, step_generator, trainer_state
-from ganforge.training.visuals import grid_image, interpolation_strip, sample
+from ganforge.training.visuals import interpolation_strip
 
 MAX_ROLLBACKS = 3  # --on-nan rollback gives up after this many (each halves the learning rates)
 

@@ -1,6 +1,7 @@
-"""Images for humans: grids and latent interpolation strips as uint8 arrays, and ``generate``'s files.
+"""Images for humans made by sampling: latent interpolation strips, and ``ganforge generate``'s files.
 
-Sampling itself (latents, labels, a generator's forward in eval mode) is ``ganforge.inference``.
+Sampling itself (latents, labels, a generator's forward in eval mode) is ``ganforge.inference``; grids,
+PNG files and the loss plot are ``ganforge.pictures``.
 """
 
 from __future__ import annotations
@@ -9,19 +10,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ganforge.inference import interpolation_latents, sample, to_uint8
+from ganforge.inference import interpolation_latents, sample
+from ganforge.outputs import write_bytes_atomic
+from ganforge.pictures import encode_image, grid_image, to_uint8
 
 MAX_IMAGES = 100_000  # ganforge generate's --n: all images are held in memory at once
-
-
-def grid_image(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> np.ndarray:
-    """Tile (N, C, H, W) images in [-1, 1] into one (H', W', C) uint8 array, ``nrow`` per row."""
-    from torchvision.utils import make_grid
-
-    n = images.shape[0]
-    nrow = nrow or max(1, int(np.ceil(np.sqrt(n))))
-    g = make_grid(images.float(), nrow=nrow, padding=padding, pad_value=-1.0)
-    return to_uint8(g.unsqueeze(0))[0]
 
 
 def interpolation_strip(
@@ -90,21 +83,12 @@ def save_images(images: torch.Tensor, out: str, nrow: int | None = None) -> list
 
     from PIL import Image
 
-    def _pil(a: np.ndarray) -> Image.Image:
-        return Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
-
-    def _save(image: Image.Image, final: Path) -> None:
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-        try:
-            image.save(tmp, format=Image.registered_extensions()[final.suffix.lower()])
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
+    def _save(image: np.ndarray, final: Path) -> None:
+        write_bytes_atomic(final, encode_image(image, Image.registered_extensions()[final.suffix.lower()]))
 
     path = Path(out)
     if path.suffix.lower() in GRID_SUFFIXES:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _save(_pil(grid_image(images, nrow)), path)
+        _save(grid_image(images, nrow), path)
         return [str(path)]
     fresh = not path.exists()
     target = path.with_name(f".tmp-{path.name}-{os.getpid()}") if fresh else path
@@ -112,7 +96,7 @@ def save_images(images: torch.Tensor, out: str, nrow: int | None = None) -> list
     names = [f"{i:06d}.png" for i in range(images.shape[0])]
     try:
         for name, a in zip(names, to_uint8(images)):
-            _save(_pil(a), target / name)
+            _save(a, target / name)
         if fresh:
             target.rename(path)
     finally:

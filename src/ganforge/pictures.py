@@ -1,0 +1,91 @@
+"""Pictures: image tensors as uint8 arrays, sample grids, PNG files and metric curves, drawn in one place.
+
+The training loop's grids (``grids/``, ``samples/final.png``), its ``loss_curve.png`` and the copy
+of that plot the tracker logs to MLflow, ``ganforge latent``'s grids and ``ganforge generate``'s files
+are all drawn here. Images come in as (N, C, H, W) floats in [-1, 1] and leave as (H, W, C) uint8.
+
+This module sits beside ``ganforge.tracking`` (which logs the loss plot it draws) and below inference and
+training: it imports only ``ganforge.outputs``; torch, torchvision, PIL and matplotlib load when a picture
+is drawn.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ganforge.outputs import write_bytes_atomic
+
+if TYPE_CHECKING:
+    import torch
+
+LOSS_PLOT = "loss_curve.png"  # in a run's --output and at the root of its MLflow artifacts
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(N, C, H, W) in [-1, 1] -> (N, H, W, C) uint8."""
+    import torch
+
+    x = ((images.clamp(-1, 1) + 1) * 127.5).round_().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).numpy()
+
+
+def grid_columns(n: int) -> int:
+    """Columns of a grid of ``n`` images: the smallest divisor of ``n`` at least its square root, so grids
+    come out full (24 as 6 x 4, the Galaxy10 seed's snapshot; 25 as 5 x 5); ceil(sqrt(n)) for a prime."""
+    root = math.isqrt(n - 1) + 1 if n > 1 else 1
+    for c in range(root, min(n, 2 * root) + 1):
+        if n % c == 0:
+            return c
+    return root
+
+
+def grid_image(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> np.ndarray:
+    """Tile (N, C, H, W) images in [-1, 1] into one (H', W', C) uint8 array, ``nrow`` per row."""
+    from torchvision.utils import make_grid
+
+    n = images.shape[0]
+    nrow = nrow or max(1, int(np.ceil(np.sqrt(n))))
+    g = make_grid(images.float(), nrow=nrow, padding=padding, pad_value=-1.0)
+    return to_uint8(g.unsqueeze(0))[0]
+
+
+def encode_image(image: np.ndarray, image_format: str = "PNG") -> bytes:
+    """An (H, W, C) uint8 image as the bytes of an image file (PIL's ``image_format``: PNG, JPEG, ...)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buf, format=image_format)
+    return buf.getvalue()
+
+
+def save_png(path: Path, image: np.ndarray) -> None:
+    """Write an (H, W, C) uint8 image as PNG, atomically."""
+    write_bytes_atomic(Path(path), encode_image(image))
+
+
+def loss_plot_png(history: dict[str, list[tuple[int, float]]]) -> bytes:
+    """PNG bytes of one line per ``key -> [(step, value)]`` (700 x 400 px), keys in sorted order."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display inside pipelines
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    try:
+        for key, points in sorted(history.items()):
+            if points:
+                steps, values = zip(*points)
+                ax.plot(steps, values, label=key)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.legend()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+    return buf.getvalue()
