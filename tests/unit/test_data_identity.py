@@ -485,3 +485,17 @@ def test_lazy_dataset_pickles_for_dataloader_workers(ds):
     stream = ParquetImageDataset(ds["a"], "val")
     again = pickle.loads(pickle.dumps(stream))
     assert torch.equal(again[1][0], stream[1][0]) and again.fingerprint == stream.fingerprint
+
+
+def test_ingest_does_not_reuse_a_dataset_whose_claim_does_not_verify(ds, originals, capfd):
+    """The same inputs into a forged copy: ingest reports the verified fingerprint, never the forged claim."""
+    from ganforge.data.ingest import ingest
+
+    genuine = read_manifest(originals["a"])["fingerprint"]
+    forge(ds["a"], read_manifest(originals["b"])["fingerprint"])
+    res = ingest("digits", output=ds["a"], image_size=16, limit=40)
+    err = capfd.readouterr().err
+    assert "does not verify" in err and "ingesting it again" in err
+    assert not res.reused and res.fingerprint == genuine == read_manifest(ds["a"])["fingerprint"]
+    again = ingest("digits", output=ds["a"], image_size=16, limit=40)  # now whole: reused, with its checked value
+    assert again.reused and again.fingerprint == genuine

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 import uuid
 from collections import Counter
@@ -149,8 +150,16 @@ def _reuse_or_refuse(loc: Location, cfg: IngestConfig, existing: dict | None, in
     if existing is None or cfg.overwrite:
         return None
     if existing.get("inputs_key") == inputs_key:
-        log.info("dataset at %s is up to date (fingerprint %s)", loc.uri, existing["fingerprint"])
-        return IngestResult(loc.uri, existing["fingerprint"], existing, True, time.perf_counter() - t0)
+        from ganforge.data.loader import verified_fingerprint
+
+        try:  # reused only for what its files hold: a claim that does not verify is ingested again
+            fp = verified_fingerprint(loc.uri)
+        except GanforgeError as err:
+            print(f"warning: the dataset at {loc.uri} was made from these inputs but does not verify ({err}); "
+                  "ingesting it again", file=sys.stderr, flush=True)
+            return None
+        log.info("dataset at %s is up to date (fingerprint %s)", loc.uri, fp)
+        return IngestResult(loc.uri, fp, existing, True, time.perf_counter() - t0)
     raise GanforgeError(
         f"a different dataset already exists at {loc.uri} (source {existing['source']['name']}, "
         f"fingerprint {existing['fingerprint'][:12]}); pass --overwrite or choose another --output"
