@@ -52,6 +52,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -60,7 +62,7 @@ import torch
 from pydantic import BaseModel, Field, field_validator
 from scipy.stats import betabinom, rankdata
 
-from ganforge.audit.invariant import VERSION, blur_radius, nearest_train, pixel_space, refine
+from ganforge.audit.invariant import VERSION, Match, blur_radius, nearest_train, pixel_space, refine
 from ganforge.errors import GanforgeError
 from ganforge.metrics.knn import knn
 from ganforge.outputs import save_npy_atomic
@@ -405,7 +407,7 @@ def nearest_pairs_sheet(
     return path
 
 
-# ---- the audit -------------------------------------------------------------------------------------
+# ---- the audit, step by step: plan, space, baseline, scoring, decision, report ----------------------
 
 
 def _check_images(name: str, x: torch.Tensor) -> None:
@@ -465,6 +467,273 @@ def _tail_rank(alpha: float, n: int, th: AuditThresholds) -> int:
     return min(n, max(calibration_rank(alpha, n), math.ceil(th.baseline_quantile * (n + 1)) + 1))
 
 
+@dataclass(frozen=True)
+class BaselinePlan:
+    """What calibrates the flags (``plan_baseline``): the held-out split, or training images left out."""
+
+    kind: Literal["heldout", "leave-one-out"]
+    n: int  # baseline images
+    alpha: float  # the per-image flag level it can reach
+    own: torch.Tensor | None = None  # (n,) sorted indices of the left-out training images (leave-one-out)
+
+    def images(self, train: torch.Tensor, heldout: torch.Tensor | None) -> torch.Tensor:
+        """The baseline's uint8 (n, C, H, W) images."""
+        return train[self.own] if self.own is not None else heldout
+
+
+def plan_audit(generated: torch.Tensor, train: torch.Tensor, heldout: torch.Tensor | None, space,
+               th: AuditThresholds) -> BaselinePlan:
+    """Every check before a distance is computed, and the baseline: ``run_audit``'s first step.
+
+    Raises:
+        GanforgeError: bad images or mismatched sizes, too few images for the statistics, shift invariance
+            in a feature space, or an unknown space name.
+    """
+    for name, x in (("generated", generated), ("train", train), ("held-out", heldout)):
+        if x is not None:
+            _check_images(name, x)
+    shapes = {"generated": generated.shape[1:], "train": train.shape[1:]}
+    if heldout is not None:
+        shapes["held-out"] = heldout.shape[1:]
+    if len(set(shapes.values())) > 1:
+        raise GanforgeError(f"image shapes differ: {', '.join(f'{k} {tuple(v)}' for k, v in shapes.items())}; "
+                            "use one size")
+    if len(train) < 2:
+        raise GanforgeError(f"the training split has {len(train)} images; the audit needs at least 2")
+    kind, n_base, alpha = plan_baseline(len(train), None if heldout is None else len(heldout), th)
+    check_generated_count(len(generated), n_base, alpha, th)
+    if th.invariance == "shift" and not isinstance(space, str):
+        raise GanforgeError(f"--invariance shift compares pixels; with --space {space.name} use --invariance "
+                            "mirror or none")
+    if isinstance(space, str) and space != "pixels":
+        raise GanforgeError(f"unknown audit space {space!r}; use 'pixels' or pass a FeatureExtractor")
+    if kind == "heldout":
+        return BaselinePlan(kind, n_base, alpha)
+    # a seeded sample of the training set: the same images, so the same cached distances, on every run
+    own = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:n_base].sort().values
+    return BaselinePlan(kind, n_base, alpha, own)
+
+
+@dataclass
+class AuditSpace:
+    """The images where distances are measured: uint8 pixels after levels and blur, or a backbone's features."""
+
+    name: str  # "pixels" or the backbone's name
+    sha256: str  # the backbone's weights hash (the pixel descriptor's for pixels)
+    generated: torch.Tensor  # (N, ...) the generated images in the space
+    train: torch.Tensor  # (M, ...) the training images in the space
+    embed: Callable[[torch.Tensor, str], torch.Tensor]  # images -> the space; the str names them in progress lines
+    base_images: torch.Tensor  # uint8 (n, C, H, W) the baseline's images, embedded when first needed (``baseline``)
+    pad: int = 0  # pixels a blur reaches: left out beyond the shift margin (pixels only)
+    train_mirror: torch.Tensor | None = None  # the mirrored training images' features (a feature space, mirror)
+    _baseline: torch.Tensor | None = None
+
+    def baseline(self, label: str) -> torch.Tensor:
+        """The baseline images in the space; a feature space extracts them on first use only, so a cached
+        baseline without cells never runs the backbone on them."""
+        if self._baseline is None:
+            self._baseline = self.embed(self.base_images, label)
+        return self._baseline
+
+
+def audit_space(space, th: AuditThresholds, generated: torch.Tensor, train: torch.Tensor, plan: BaselinePlan,
+                base_images: torch.Tensor, batch_size: int) -> AuditSpace:
+    """The generated and training images in the audit space (``"pixels"`` or a ``FeatureExtractor``)."""
+    if isinstance(space, str):
+        from ganforge.metrics.features import get_extractor
+
+        def embed(x, _label):  # uint8 in and out: distances are exact integers, the training set one byte per pixel
+            return pixel_space(x, th.levels, th.blur)
+
+        return AuditSpace("pixels", get_extractor("pixels").sha256, embed(generated, ""), embed(train, ""), embed,
+                          base_images, pad=blur_radius(th.blur))
+
+    def extract(x, label):
+        return space.extract(x, batch_size, progress=f"extract {space.name} {label}")
+
+    out = AuditSpace(space.name, space.sha256, extract(generated, "generated"), extract(train, "train"), extract,
+                     base_images)
+    if plan.own is not None:
+        out._baseline = out.train[plan.own]
+    if th.invariance == "mirror":
+        out.train_mirror = extract(torch.flip(train, dims=[-1]), "mirrored train")
+    return out
+
+
+@dataclass(frozen=True)
+class NearestSearch:
+    """How nearest training images are found (``ganforge.audit.invariant``): invariance, metric, k-NN blocks."""
+
+    th: AuditThresholds
+    metric: Literal["l2", "l1"]
+    pad: int
+    train_mirror: torch.Tensor | None
+    query_chunk: int
+    ref_chunk: int
+    device: str | torch.device
+
+    def nearest(self, queries: torch.Tensor, train: torch.Tensor, progress: str,
+                own: torch.Tensor | None = None) -> Match:
+        """``nearest_train`` of ``queries`` (leave-one-out: ``own``, their indices in ``train``)."""
+        th = self.th
+        return nearest_train(queries, train, invariance=th.invariance, metric=self.metric, max_shift=th.max_shift,
+                             candidates=th.candidates, dims=th.projection_dims, pad=self.pad, own=own,
+                             train_mirror=self.train_mirror, query_chunk=self.query_chunk, ref_chunk=self.ref_chunk,
+                             device=self.device, progress=progress)
+
+    def exact_below(self, match: Match, threshold: float, queries: torch.Tensor, train: torch.Tensor,
+                    own: torch.Tensor | None = None) -> Match:
+        """``match`` with every answer that may lie at or below ``threshold`` made exact (``refine``)."""
+        if match.lower is None:  # every answer is exact already
+            return match
+        return refine(match, match.lower <= threshold, queries, train, metric=self.metric, max_shift=self.th.max_shift,
+                      pad=self.pad, own=own, query_chunk=self.query_chunk, ref_chunk=self.ref_chunk, device=self.device)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The baseline images' distances to their nearest training image: what calibrates the flags."""
+
+    plan: BaselinePlan
+    distances: torch.Tensor  # (n,) float64
+    cached: bool = False  # read from the cache file
+    brute_force: int = 0  # queries answered by brute force
+
+    def flag_threshold(self) -> float:
+        """The k-th smallest distance, k = floor(alpha (n+1)): generated images nearer than it are flagged."""
+        return float(torch.sort(self.distances).values[calibration_rank(self.plan.alpha, self.plan.n) - 1])
+
+    def quantile_threshold(self, quantile: float) -> float:
+        """The distances' ``quantile`` (``baseline_quantile``): 'too close' for ``fraction_below_baseline``."""
+        return fraction_below_baseline(self.distances, self.distances, quantile)[0]
+
+
+def baseline_distances(plan: BaselinePlan, space: AuditSpace, search: NearestSearch,
+                       cache: str | Path | None = None) -> Baseline:
+    """Each baseline image's nearest training distance, exact in the tail the flags and the quantile read.
+
+    ``cache``: an ``.npy`` file of the distances, read when present, else written (temp file, then rename).
+
+    Raises:
+        GanforgeError: the cache holds another number of distances than the baseline has images.
+    """
+    cache = Path(cache) if cache is not None else None
+    if cache is not None and cache.is_file():
+        distances = torch.from_numpy(np.load(cache))
+        if len(distances) != plan.n:
+            raise GanforgeError(f"cached baseline {cache} holds {len(distances)} distances, expected {plan.n}; "
+                                "delete it")
+        return Baseline(plan, distances, cached=True)
+    base = space.baseline("held-out")
+    match = search.nearest(base, space.train, f"k-NN {plan.kind} baseline to train", own=plan.own)
+    if match.lower is not None:  # make the tail the flags and the quantile use exact
+        tail = float(torch.sort(match.dist).values[_tail_rank(plan.alpha, plan.n, search.th) - 1])
+        match = search.exact_below(match, tail, base, space.train, own=plan.own)
+    if cache is not None:
+        save_npy_atomic(cache, match.dist.numpy())
+    return Baseline(plan, match.dist, brute_force=match.brute_force)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """The generated images against the baseline: their nearest training images and the numbers the
+    decision reads."""
+
+    nearest: Match  # (N,) each generated image's nearest training image
+    alpha: float  # the per-image flag level
+    p_values: torch.Tensor  # (N,) conformal p-values
+    flagged: list[int]  # generated images with p <= alpha: smallest p, then distance, first
+    flag_threshold: float
+    expected_flagged: float
+    flag_test_p_value: float
+    baseline_threshold: float  # the baseline's baseline_quantile
+    fraction_below_baseline: float
+    z_u: float
+    exact_duplicates: int = 0
+    c_t: float | None = None
+    cells_used: int = 0
+
+
+def score(nearest: Match, baseline: Baseline, th: AuditThresholds) -> Scores:
+    """The flags, their Beta-Binomial test, the fraction below the baseline's quantile and Z_U of the
+    generated images' distances ``nearest.dist`` against ``baseline`` (exact duplicates and C_T: none)."""
+    d_gen, d_base, alpha = nearest.dist, baseline.distances, baseline.plan.alpha
+    threshold, frac = fraction_below_baseline(d_gen, d_base, th.baseline_quantile)
+    p = conformal_p_values(d_gen, d_base)
+    flagged = [int(j) for j in torch.nonzero(p <= alpha + 1e-12).flatten()]
+    flagged.sort(key=lambda j: (float(p[j]), float(d_gen[j]), j))
+    expected, test_p = flag_test(len(flagged), len(d_gen), len(d_base), alpha)
+    return Scores(nearest, alpha, p, flagged, baseline.flag_threshold(), expected, test_p, threshold, frac,
+                  mann_whitney_z(d_gen, d_base))
+
+
+def score_generated(generated: torch.Tensor, train: torch.Tensor, space: AuditSpace, baseline: Baseline,
+                    search: NearestSearch) -> Scores:
+    """Each generated image's nearest training image, exact wherever a flag or the quantile could change,
+    scored (``score``), with exact duplicates of the uint8 images and, with ``cells``, C_T."""
+    th = search.th
+    match = search.nearest(space.generated, space.train, "k-NN generated to train")
+    near = max(baseline.flag_threshold(), baseline.quantile_threshold(th.baseline_quantile))
+    scores = score(search.exact_below(match, near, space.generated, space.train), baseline, th)
+    dups = count_exact_duplicates(generated, train, mirror=th.invariance != "none")
+    c_t, cells_used = None, 0
+    if th.cells:
+        gen_cell, base_cell = _assign_cells(space.train, space.generated, space.baseline("baseline"), th.cells,
+                                            search.device)
+        c_t, cells_used = cell_z_u(scores.nearest.dist, baseline.distances, gen_cell, base_cell, th.min_cell_samples)
+    return replace(scores, exact_duplicates=dups, c_t=c_t, cells_used=cells_used)
+
+
+def decide(scores: Scores, th: AuditThresholds) -> list[str]:
+    """Why the audit fails, one reason per threshold crossed (``AuditThresholds``); empty: it passes."""
+    reasons = []
+    if scores.exact_duplicates > th.max_exact_duplicates:
+        reasons.append(f"{scores.exact_duplicates} generated images are exact copies of training images "
+                       f"(max {th.max_exact_duplicates})")
+    if scores.flag_test_p_value < th.test_level:
+        reasons.append(f"{len(scores.flagged)} generated images are flagged as copies where "
+                       f"{scores.expected_flagged:.2g} are expected at alpha={scores.alpha:g} (Beta-Binomial "
+                       f"p = {scores.flag_test_p_value:.2g} < {th.test_level:g})")
+    if scores.fraction_below_baseline > th.max_fraction_below_baseline:
+        reasons.append(f"{scores.fraction_below_baseline:.1%} of generated images are nearer to a training image "
+                       f"than the baseline's {th.baseline_quantile:.0%} quantile "
+                       f"(max {th.max_fraction_below_baseline:.1%})")
+    if scores.z_u < th.min_z_u:
+        reasons.append(f"data-copying Z_U = {scores.z_u:.2f} < {th.min_z_u} (generated images sit closer to the "
+                       "training set than unseen real images)")
+    if scores.c_t is not None and scores.c_t < th.min_z_u:
+        reasons.append(f"cell-averaged data-copying C_T = {scores.c_t:.2f} < {th.min_z_u} over "
+                       f"{scores.cells_used} cells")
+    return reasons
+
+
+def audit_report(scores: Scores, baseline: Baseline, reasons: list[str], space: AuditSpace, th: AuditThresholds,
+                 metric: Literal["l2", "l1"], n_train: int, n_heldout: int, n_pairs: int) -> AuditReport:
+    """The ``AuditReport``: verdict (fail when there is a reason), the numbers, the flagged images and the
+    ``n_pairs`` closest pairs (closest first; a pair's p-value only when it is flagged)."""
+    match, p = scores.nearest, scores.p_values
+
+    def pair(j: int, with_p: bool) -> NearestPair:
+        return NearestPair(generated_index=j, train_index=int(match.index[j]), flipped=bool(match.flipped[j]),
+                           shift=tuple(int(v) for v in match.shift[j]), distance=float(match.dist[j]),
+                           p_value=float(p[j]) if with_p else None)
+
+    closest = torch.sort(match.dist, stable=True).indices[:n_pairs]
+    return AuditReport(
+        verdict="fail" if reasons else "pass", reasons=reasons, space=space.name, space_sha256=space.sha256,
+        metric=metric, invariance=th.invariance, n_generated=len(match.dist), n_train=n_train, n_heldout=n_heldout,
+        baseline=baseline.plan.kind, n_baseline=baseline.plan.n, baseline_cached=baseline.cached, alpha=scores.alpha,
+        flag_threshold=scores.flag_threshold, flagged=[pair(j, True) for j in scores.flagged],
+        n_flagged=len(scores.flagged), expected_flagged=scores.expected_flagged,
+        flag_test_p_value=scores.flag_test_p_value, generated_to_train=summarize(match.dist),
+        heldout_to_train=summarize(baseline.distances), baseline_threshold=scores.baseline_threshold,
+        fraction_below_baseline=scores.fraction_below_baseline, exact_duplicates=scores.exact_duplicates,
+        z_u=scores.z_u, c_t=scores.c_t, cells_used=scores.cells_used,
+        nearest_pairs=[pair(int(j), bool(p[j] <= scores.alpha + 1e-12)) for j in closest],
+        brute_force_queries=baseline.brute_force + match.brute_force, thresholds=th,
+    )
+
+
 def run_audit(
     generated: torch.Tensor,
     train: torch.Tensor,
@@ -481,6 +750,9 @@ def run_audit(
     baseline_cache: str | Path | None = None,
 ) -> AuditReport:
     """Audit generated images for memorised training images, image by image and as a set.
+
+    The steps: ``plan_audit`` (checks, baseline), ``audit_space``, ``baseline_distances``, ``score_generated``,
+    ``decide``, ``audit_report``.
 
     Args:
         generated: uint8 (N, C, H, W) generated images.
@@ -507,132 +779,15 @@ def run_audit(
             invariance in a feature space.
     """
     th = (thresholds or AuditThresholds()).resolved(*train.shape[-2:])
-    for name, x in (("generated", generated), ("train", train), ("held-out", heldout)):
-        if x is not None:
-            _check_images(name, x)
-    shapes = {"generated": generated.shape[1:], "train": train.shape[1:]}
-    if heldout is not None:
-        shapes["held-out"] = heldout.shape[1:]
-    if len(set(shapes.values())) > 1:
-        raise GanforgeError(f"image shapes differ: {', '.join(f'{k} {tuple(v)}' for k, v in shapes.items())}; "
-                            "use one size")
-    if len(train) < 2:
-        raise GanforgeError(f"the training split has {len(train)} images; the audit needs at least 2")
-    kind, n_base, alpha = plan_baseline(len(train), None if heldout is None else len(heldout), th)
-    check_generated_count(len(generated), n_base, alpha, th)
-    if th.invariance == "shift" and not isinstance(space, str):
-        raise GanforgeError(f"--invariance shift compares pixels; with --space {space.name} use --invariance "
-                            "mirror or none")
-    m = len(train)
-    own = None
-    if kind == "leave-one-out":
-        own = torch.randperm(m, generator=torch.Generator().manual_seed(0))[:n_base].sort().values
-        base_images = train[own]
-    else:
-        base_images = heldout
-
-    train_mirror = None
-    if isinstance(space, str):
-        if space != "pixels":
-            raise GanforgeError(f"unknown audit space {space!r}; use 'pixels' or pass a FeatureExtractor")
-        from ganforge.metrics.features import get_extractor
-
-        space_name, space_sha = "pixels", get_extractor("pixels").sha256
-        # uint8 in and out: distances are exact integers, the training set one byte per pixel
-        gen_v, base_v, train_v = (pixel_space(x, th.levels, th.blur) for x in (generated, base_images, train))
-    else:
-        space_name, space_sha = space.name, space.sha256
-
-        def extract(x, name):
-            return space.extract(x, batch_size, progress=f"extract {space.name} {name}")
-
-        gen_v, train_v = extract(generated, "generated"), extract(train, "train")
-        base_v = train_v[own] if own is not None else None
-        if th.invariance == "mirror":
-            train_mirror = extract(torch.flip(train, dims=[-1]), "mirrored train")
-
-    kw = dict(invariance=th.invariance, metric=metric, max_shift=th.max_shift, candidates=th.candidates,
-              dims=th.projection_dims, train_mirror=train_mirror, query_chunk=query_chunk, ref_chunk=ref_chunk,
-              device=device)
-    pad = blur_radius(th.blur) if isinstance(space, str) else 0
-    kw["pad"] = pad
-    rkw = dict(metric=metric, max_shift=th.max_shift, pad=pad, query_chunk=query_chunk, ref_chunk=ref_chunk, device=device)
-    k = calibration_rank(alpha, n_base)
-    cache = Path(baseline_cache) if baseline_cache is not None else None
-    cached = cache is not None and cache.is_file()
-    brute = 0
-    if cached:
-        d_base = torch.from_numpy(np.load(cache))
-        if len(d_base) != n_base:
-            raise GanforgeError(f"cached baseline {cache} holds {len(d_base)} distances, expected {n_base}; delete it")
-    else:
-        if base_v is None:
-            base_v = extract(base_images, "held-out")
-        mb = nearest_train(base_v, train_v, own=own, progress=f"k-NN {kind} baseline to train", **kw)
-        if mb.lower is not None:  # make the tail the flags and the quantile use exact
-            t = torch.sort(mb.dist).values[_tail_rank(alpha, n_base, th) - 1]
-            mb = refine(mb, mb.lower <= t, base_v, train_v, own=own, **rkw)
-        d_base, brute = mb.dist, mb.brute_force
-        if cache is not None:
-            save_npy_atomic(cache, d_base.numpy())
-    mg = nearest_train(gen_v, train_v, progress="k-NN generated to train", **kw)
-    flag_threshold = float(torch.sort(d_base).values[k - 1])
-    threshold, _ = fraction_below_baseline(d_base, d_base, th.baseline_quantile)
-    if mg.lower is not None:
-        mg = refine(mg, mg.lower <= max(flag_threshold, threshold), gen_v, train_v, **rkw)
-    brute += mg.brute_force
-    d_gen, i_gen = mg.dist, mg.index
-
-    threshold, frac = fraction_below_baseline(d_gen, d_base, th.baseline_quantile)
-    p = conformal_p_values(d_gen, d_base)
-    flagged_idx = [int(j) for j in torch.nonzero(p <= alpha + 1e-12).flatten()]
-    flagged_idx.sort(key=lambda j: (float(p[j]), float(d_gen[j]), j))
-    expected, test_p = flag_test(len(flagged_idx), len(generated), n_base, alpha)
-    dups = count_exact_duplicates(generated, train, mirror=th.invariance != "none")
-    z_u = mann_whitney_z(d_gen, d_base)
-    c_t, cells_used = None, 0
-    if th.cells:
-        gen_cell, held_cell = _assign_cells(train_v, gen_v, base_v if base_v is not None else
-                                            _vectors_for_cells(space, base_images, batch_size), th.cells, device)
-        c_t, cells_used = cell_z_u(d_gen, d_base, gen_cell, held_cell, th.min_cell_samples)
-    reasons = []
-    if dups > th.max_exact_duplicates:
-        reasons.append(f"{dups} generated images are exact copies of training images (max {th.max_exact_duplicates})")
-    if test_p < th.test_level:
-        reasons.append(f"{len(flagged_idx)} generated images are flagged as copies where {expected:.2g} are "
-                       f"expected at alpha={alpha:g} (Beta-Binomial p = {test_p:.2g} < {th.test_level:g})")
-    if frac > th.max_fraction_below_baseline:
-        reasons.append(f"{frac:.1%} of generated images are nearer to a training image than the baseline's "
-                       f"{th.baseline_quantile:.0%} quantile (max {th.max_fraction_below_baseline:.1%})")
-    if z_u < th.min_z_u:
-        reasons.append(f"data-copying Z_U = {z_u:.2f} < {th.min_z_u} (generated images sit closer to the "
-                       "training set than unseen real images)")
-    if c_t is not None and c_t < th.min_z_u:
-        reasons.append(f"cell-averaged data-copying C_T = {c_t:.2f} < {th.min_z_u} over {cells_used} cells")
-
-    def pair(j: int, with_p: bool) -> NearestPair:
-        return NearestPair(generated_index=j, train_index=int(i_gen[j]), flipped=bool(mg.flipped[j]),
-                           shift=tuple(int(v) for v in mg.shift[j]), distance=float(d_gen[j]),
-                           p_value=float(p[j]) if with_p else None)
-
-    order = torch.sort(d_gen, stable=True).indices[:n_pairs]
-    pairs = [pair(int(j), bool(p[j] <= alpha + 1e-12)) for j in order]
+    plan = plan_audit(generated, train, heldout, space, th)
+    vectors = audit_space(space, th, generated, train, plan, plan.images(train, heldout), batch_size)
+    search = NearestSearch(th, metric, vectors.pad, vectors.train_mirror, query_chunk, ref_chunk, device)
+    baseline = baseline_distances(plan, vectors, search, baseline_cache)
+    scores = score_generated(generated, train, vectors, baseline, search)
+    reasons = decide(scores, th)
     if sheet_path is not None:
-        nearest_pairs_sheet(generated, train, i_gen, d_gen, n_pairs, sheet_path, flipped=mg.flipped,
-                            first=flagged_idx)
-    return AuditReport(
-        verdict="fail" if reasons else "pass", reasons=reasons, space=space_name, space_sha256=space_sha,
-        metric=metric, invariance=th.invariance, n_generated=len(generated), n_train=m,
-        n_heldout=0 if heldout is None else len(heldout), baseline=kind, n_baseline=n_base, baseline_cached=cached,
-        alpha=alpha, flag_threshold=flag_threshold, flagged=[pair(j, True) for j in flagged_idx],
-        n_flagged=len(flagged_idx), expected_flagged=expected, flag_test_p_value=test_p,
-        generated_to_train=summarize(d_gen), heldout_to_train=summarize(d_base), baseline_threshold=threshold,
-        fraction_below_baseline=frac, exact_duplicates=dups, z_u=z_u, c_t=c_t, cells_used=cells_used,
-        nearest_pairs=pairs, brute_force_queries=brute, thresholds=th,
-    )
-
-
-def _vectors_for_cells(space, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    if isinstance(space, str):
-        return images
-    return space.extract(images, batch_size, progress=f"extract {space.name} baseline")
+        match = scores.nearest
+        nearest_pairs_sheet(generated, train, match.index, match.dist, n_pairs, sheet_path, flipped=match.flipped,
+                            first=scores.flagged)
+    return audit_report(scores, baseline, reasons, vectors, th, metric, len(train),
+                        0 if heldout is None else len(heldout), n_pairs)
