@@ -1,7 +1,7 @@
 """``ganforge evaluate``: FID, KID and precision/recall/density/coverage of judged images.
 
 Maths lives in ``ganforge.metrics``; the real images' features come from its cache
-(``ganforge.metrics.real_features``); the judged images and the report from ``ganforge.judged``.
+(``ganforge.metrics.real_features``); the judged images and the report from ``ganforge.judgement``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from pydantic import Field
 if TYPE_CHECKING:
     from ganforge.tracking import RunContext
 
+from ganforge.devices import pick_device
 from ganforge.errors import GanforgeError
-from ganforge.judged import ImagesSource, check_same_size, judged_images, pick_device, preflight, publish
+from ganforge.judgement import ImagesSource, check_same_size, judged_images, preflight, publish
 from ganforge.metrics import METRICS
 from ganforge.metrics.features import EXTRACTORS
 

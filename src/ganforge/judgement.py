@@ -1,10 +1,12 @@
-"""What evaluate and audit judge, and how a judgement is reported: shared by both commands.
+"""A judgement of images, shared by ``ganforge evaluate`` and ``ganforge audit``: what is judged, and how
+the result is reported.
 
 The judged images are a generator checkpoint's samples (``--checkpoint``: a ``ckpt-<step>``, a run's output,
-or a ``models:/``/``runs:/`` URI) or a set of images made by any tool (``--images``). A judgement is
-reported to stdout, a JSON record and MLflow (through ``ganforge.tracking``); MLflow sees a run only
-after every number has been computed, so a failed evaluation never leaves a run that looks finished.
-Evaluation is ``ganforge.evaluate``, the memorisation audit ``ganforge.audit.run``.
+or a ``models:/``/``runs:/`` URI) or a set of images made by any tool (``--images``): ``ImagesSource`` says
+which, ``judged_images`` makes them (``JudgedImages``). A judgement is reported to stdout, a JSON record and
+MLflow (through ``ganforge.tracking``); MLflow sees a run only after every number has been computed, so a
+failed evaluation never leaves a run that looks finished. Evaluation is ``ganforge.evaluate``, the
+memorisation audit ``ganforge.audit.run``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
+from ganforge.devices import pick_device
 from ganforge.errors import GanforgeError
 
 if TYPE_CHECKING:
@@ -65,7 +68,7 @@ class ImagesSource(BaseModel):
 
 
 @dataclass
-class Judged:
+class JudgedImages:
     """Images under judgement: uint8 (N, C, H, W), their labels (conditional models) and provenance."""
 
     images: torch.Tensor
@@ -73,25 +76,14 @@ class Judged:
     info: dict
 
 
-def pick_device(device: str) -> str:
-    """``--device`` resolved: auto -> CUDA when present, else CPU.
-
-    Raises:
-        GanforgeError: an unknown device, or CUDA asked for where there is none.
-    """
-    from ganforge.devices import select_device
-
-    return str(select_device(device))
-
-
-def judged_images(cfg: ImagesSource, manifest: dict) -> Judged:
+def judged_images(cfg: ImagesSource, manifest: dict) -> JudgedImages:
     """Generate ``cfg.n`` images from the checkpoint, or read the ``--images`` set."""
     if cfg.checkpoint is not None:
         return _from_checkpoint(cfg, manifest)
     return _from_images(cfg.images, manifest)
 
 
-def _from_checkpoint(cfg: ImagesSource, manifest: dict) -> Judged:
+def _from_checkpoint(cfg: ImagesSource, manifest: dict) -> JudgedImages:
     checkpoint = cfg.checkpoint
     if cfg.checkpoint.startswith(("models:/", "runs:/")):
         from ganforge.registry import resolve_model_uri
@@ -113,10 +105,10 @@ def _from_checkpoint(cfg: ImagesSource, manifest: dict) -> Judged:
     labels = torch.arange(cfg.n) % spec.num_classes if spec.conditional else None
     info = {"kind": "model", "model": cfg.checkpoint, "model_spec": spec.model_dump(mode="json"),
             "training_run_id": meta.get("run_id") or meta.get("mlflow_run_id"), **source.record()}
-    return Judged(images, labels, info)
+    return JudgedImages(images, labels, info)
 
 
-def _from_images(uri: str, manifest: dict) -> Judged:
+def _from_images(uri: str, manifest: dict) -> JudgedImages:
     """A ganforge dataset (all splits) or a folder of image files, in the real dataset's channels."""
     from ganforge.data import load
     from ganforge.storage import parse
@@ -137,7 +129,7 @@ def _from_images(uri: str, manifest: dict) -> Judged:
         images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     if images.shape[1] != c:
         images = images.expand(-1, 3, -1, -1).contiguous() if c == 3 else images.float().mean(1, keepdim=True).round().to(torch.uint8)
-    return Judged(images, None, {"kind": "images", "images": uri})
+    return JudgedImages(images, None, {"kind": "images", "images": uri})
 
 
 def check_same_size(images: torch.Tensor, manifest: dict, dataset: str, space: str) -> None:

@@ -116,7 +116,7 @@ def test_records_say_which_weights_were_measured(digits16, tmp_path, monkeypatch
     from mlflow.tracking import MlflowClient
 
     from ganforge.checkpoints import list_checkpoints
-    from ganforge.judged import PROVENANCE
+    from ganforge.judgement import PROVENANCE
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

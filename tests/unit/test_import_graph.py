@@ -165,7 +165,7 @@ def test_no_cycle_between_top_level_packages():
     ("ganforge.tracking", "ganforge.inference"),
     ("ganforge.metrics", "ganforge.audit"),
     ("ganforge.training", "ganforge.evaluate"),
-    ("ganforge.training", "ganforge.judged"),
+    ("ganforge.training", "ganforge.judgement"),
     ("ganforge.registry", "ganforge.evaluate"),
 ])
 def test_lower_layers_do_not_import_upper_ones(lower, upper):

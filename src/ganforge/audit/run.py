@@ -1,7 +1,7 @@
 """``ganforge audit``: the nearest-neighbour memorisation audit of judged images against the training split.
 
 Maths lives in ``ganforge.audit.memorization`` (and ``invariant``); the judged images and the report
-come from ``ganforge.judged``.
+come from ``ganforge.judgement``.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 if TYPE_CHECKING:
     from ganforge.tracking import RunContext
 
+from ganforge.devices import pick_device
 from ganforge.errors import GanforgeError
-from ganforge.judged import (
+from ganforge.judgement import (
     MAX_IMAGES,
     TRAIN_SPLIT,
     ImagesSource,
     check_same_size,
     judged_images,
-    pick_device,
     preflight,
     publish,
 )

@@ -14,7 +14,7 @@ from ganforge.audit.run import AuditConfig
 from ganforge.cli.common import sigterm_exits, user_errors
 from ganforge.cli.options import Options, command
 from ganforge.evaluate import EvalConfig
-from ganforge.judged import PROVENANCE
+from ganforge.judgement import PROVENANCE
 
 # Renamed in 0.2: --model named a checkpoint here but a model family in `train`; the feature space was
 # --space in audit but --backbone in evaluate. The old names work for one release, with a warning.
