@@ -1,4 +1,10 @@
-"""Output paths checked before the work that fills them, and written so no half file is ever seen."""
+"""A command's local output files: paths checked before the work that fills them, and written so no half
+file is ever seen (temp name in the same folder, then rename).
+
+Run files, reports, generated images and caches go through here; a dataset or artefact at a URI (a local
+path or ``s3://``) is ``ganforge.storage``'s, whose local writes also fsync (a manifest there commits a
+dataset). Images become file bytes in ``ganforge.pictures``.
+"""
 
 from __future__ import annotations
 
