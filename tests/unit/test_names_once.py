@@ -26,7 +26,7 @@ from ganforge.training.losses import OBJECTIVES
 SRC = Path(__file__).resolve().parents[2] / "src" / "ganforge"
 
 REGISTRIES = {  # what -> (its names, the one file that declares them)
-    "model": (MODELS, "models/__init__.py"),
+    "model": (MODELS, "models/registry.py"),
     "source": (SOURCES, "data/sources/__init__.py"),
     "metric": (METRICS, "metrics/__init__.py"),
     "backbone": (EXTRACTORS, "metrics/features.py"),

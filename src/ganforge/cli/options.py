@@ -247,17 +247,19 @@ class Options:
         aliases: renamed flags kept for one release: ``{"checkpoint": "--model"}``.
         required: False makes every option optional (``train``: a config file or preset may give it).
         show_defaults: show each field's default in the help.
+        panel: the help panel that lists this group's options (typer's ``rich_help_panel``). None: "Options".
     """
 
     def __init__(self, model: type[BaseModel], command: str, *, skip: Iterable[str] = (),
                  arguments: Iterable[str] = (), short: dict[str, str] | None = None,
                  envvar: dict[str, str] | None = None, notes: dict[str, str] | None = None,
-                 aliases: dict[str, str] | None = None, required: bool = True, show_defaults: bool = True):
+                 aliases: dict[str, str] | None = None, required: bool = True, show_defaults: bool = True,
+                 panel: str | None = None):
         self.model, self.command = model, command
         self.skip, self.arguments = frozenset(skip), tuple(arguments)
         self.short, self.envvar, self.notes = short or {}, envvar or {}, notes or {}
         self.aliases = aliases or {}
-        self.required, self.show_defaults = required, show_defaults
+        self.required, self.show_defaults, self.panel = required, show_defaults, panel
         unknown = (set(self.skip) | set(self.arguments) | set(self.short) | set(self.envvar) | set(self.notes)
                    | set(self.aliases)) - set(model.model_fields)
         if unknown:  # a typo here would silently drop a flag
@@ -284,7 +286,7 @@ class Options:
             metavar = f"[{'|'.join(map(str, values))}]" if values else None
             if name in self.arguments:
                 text += f" One of: {', '.join(map(str, values))}." if values else ""
-                info = typer.Argument(default, help=text, show_default=False,
+                info = typer.Argument(default, help=text, show_default=False, rich_help_panel=self.panel,
                                       callback=_finite_callback(self.model, name, name.upper()))
             else:
                 spelled = flag(field.alias or name)  # an alias where the field name would shadow (``json``)
@@ -294,7 +296,7 @@ class Options:
                 info = typer.Option(
                     default, *decls, help=text, envvar=self.envvar.get(name), metavar=metavar,
                     show_default=_shown_default(name, field, base) if self.show_defaults else False,
-                    callback=_finite_callback(self.model, name, spelled),
+                    callback=_finite_callback(self.model, name, spelled), rich_help_panel=self.panel,
                 )  # fmt: skip
             annotation = base if needed else Optional[base]
             out.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation))

@@ -1,7 +1,8 @@
 """Training commands: ``ganforge train`` and ``ganforge generate``.
 
-``train``'s flags are ``TrainConfig``'s fields, all optional, so that ``resolve_config`` can layer
-defaults < ``--config`` file < ``--preset`` < flags; defaults are not shown because a preset changes them.
+``train``'s flags are ``TrainConfig``'s fields, part by part (one help panel each), all optional, so that
+``resolve_config`` can layer defaults < ``--config`` file < ``--preset`` < flags; defaults are not shown
+because a preset changes them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ganforge.cli.common import user_errors
 from ganforge.cli.options import Options, command
-from ganforge.training.config import PRESETS, TrainConfig
+from ganforge.training.config import PARTS, PRESETS, TrainConfig
 
 _SIGNAL_EXIT = 128  # a run stopped by signal N exits 128 + N, as the shell would report it
 
@@ -28,9 +29,15 @@ class TrainRunOptions(BaseModel):
                           "resume, tracking store), print the resolved config as JSON and exit.")
 
 
-TRAIN_RUN = Options(TrainRunOptions, "train")
-TRAIN = Options(TrainConfig, "train", required=False, show_defaults=False,
-                notes={"preset": f"Presets: {', '.join(PRESETS)}."})
+RUN_PANEL = "Run"
+TRAIN_RUN = Options(TrainRunOptions, "train", panel=RUN_PANEL)
+# The preset (TrainConfig's own field) beside --config, then one group per part, titled by the part.
+TRAIN = (
+    Options(TrainConfig, "train", skip=PARTS, required=False, show_defaults=False, panel=RUN_PANEL,
+            notes={"preset": f"Presets: {', '.join(PRESETS)}."}),
+    *(Options(part, "train", required=False, show_defaults=False, panel=TrainConfig.model_fields[name].title)
+      for name, part in PARTS.items()),
+)  # fmt: skip
 
 
 def train_command(**flags) -> None:
@@ -43,7 +50,7 @@ def train_command(**flags) -> None:
     from ganforge.training.preflight import preflight
 
     run = TRAIN_RUN.build(flags)
-    config = resolve_config(TRAIN.pick(flags), run.config)
+    config = resolve_config({k: v for group in TRAIN for k, v in group.pick(flags).items()}, run.config)
     if run.dry_run:
         preflight(config)
         typer.echo(json.dumps(config.model_dump(mode="json"), indent=2))
@@ -112,5 +119,5 @@ def generate_command(**flags) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add ``train`` and ``generate``."""
-    app.command("train")(user_errors(command(train_command, TRAIN_RUN, TRAIN)))
+    app.command("train")(user_errors(command(train_command, TRAIN_RUN, *TRAIN)))
     app.command("generate")(user_errors(command(generate_command, GENERATE)))

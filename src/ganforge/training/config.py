@@ -1,4 +1,11 @@
-"""Training configuration: ``TrainConfig`` (field names = CLI flags = MLflow params) and ``PRESETS``.
+"""Training configuration: ``TrainConfig``, made of parts, and ``PRESETS``.
+
+A config is a few parts, each handed whole to what it drives: the networks (``NetworkSpec``, declared in
+``models/spec.py``), the data and the run's length, the objective and update scheme, the optimiser and its
+schedule, the EMA, outputs and tracking, the FID probe, and the hardware. Outside, a config stays flat: config
+files, flags, presets, MLflow params and checkpoints name each field alone (``lr_g``, ``g_channels: 256,128``),
+``TrainConfig(lr_g=...)`` takes it so, ``model_dump()`` gives it so, and a refusal names the flag. Reading
+``config.lr_g`` reaches into its part; that is for the transition, new code reads ``config.optim.lr_g``.
 
 Precedence, lowest first: field defaults < ``--config FILE`` (YAML or JSON) < ``--preset`` < explicit
 flags. ``resolve_config`` applies it; every other module receives a validated ``TrainConfig``.
@@ -7,32 +14,43 @@ flags. ``resolve_config`` applies it; every other module receives a validated ``
 from __future__ import annotations
 
 import json
-import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 
 from ganforge.errors import GanforgeError
 from ganforge.models import MODELS
 from ganforge.models.layers import ACTIVATIONS
-from ganforge.training.augment import AUGMENTS
-from ganforge.training.losses import OBJECTIVES
+from ganforge.models.spec import NetworkSpec, known_model
+from ganforge.training.parts import (
+    AUGMENT_NAMES,
+    MAX_SEED,
+    DataOrder,
+    EmaSettings,
+    FidProbe,
+    Hardware,
+    Optimiser,
+    Outputs,
+    UpdateScheme,
+)
 
-# Each list of names is read from its registry (declared once): a new model family, objective,
-# activation or augmentation is one registry line, and these flags' help and checks follow.
-MODEL_NAMES = tuple(MODELS)
-LOSS_NAMES = tuple(OBJECTIVES)
-OPTIMIZER_NAMES = ("adam", "rmsprop")
-SCHEDULE_NAMES = ("none", "step", "cosine")
+__all__ = ["ACTIVATION_NAMES", "AUGMENT_NAMES", "MAX_SEED", "MODEL_NAMES", "PARTS", "PRESETS", "RESUME_FREE", "Preset",
+           "TrainConfig", "check_preset_size", "known_model", "known_preset", "load_config_file",
+           "preset_size_note", "resolve_config"]
+
+MODEL_NAMES = tuple(MODELS)  # read from the registry (declared once), as every list of names
 ACTIVATION_NAMES = ACTIVATIONS
-AUGMENT_NAMES = tuple(AUGMENTS)
-MAX_SEED = 2**63 - 2  # torch seeds are 64-bit; the FID probe seeds with seed + 1
-# Upper bounds of integer fields where a larger value is certainly a typo (any other: 2**31 - 1).
-INT_LIMITS = {"width": 4096, "latent_dim": 65536, "n_critic": 1000, "threads": 1024, "nproc": 1024,
-              "embed_dim": 65536, "channel_cap": 1024, "kernel_size": 15, "n_samples": 1024}
 
 # Fields that may change between a run and its resume without changing what is trained: where things
 # go, how often they are written, how long to run and on what hardware. Everything else must match.
@@ -46,13 +64,6 @@ RESUME_FREE = frozenset(
 )  # fmt: skip
 
 
-def known_model(v: str | None) -> str | None:
-    """``v`` if it names a model family (or is None); shared by every config that takes --model."""
-    if v is not None and v not in MODELS:  # the registry itself: a family added to it is known at once
-        raise ValueError(f"unknown model {v!r}; choose one of {', '.join(MODELS)}")
-    return v
-
-
 def known_preset(v: str | None) -> str | None:
     """``v`` if it names a preset (or is None); shared by every config that takes --preset."""
     if v is not None and v not in PRESETS:
@@ -61,378 +72,116 @@ def known_preset(v: str | None) -> str | None:
 
 
 class TrainConfig(BaseModel):
-    """Everything that defines a training run; each field is a ``ganforge train`` flag."""
+    """Everything that defines a training run, in parts; every part's field is a ``ganforge train`` flag.
+
+    Built flat (``TrainConfig(dataset=..., model=..., lr_g=...)``), dumped flat (``model_dump()``: layer tables
+    as comma text) and refused flat (a ``ValidationError``'s locations name the field alone), as it was before
+    it had parts; each part's title is its flags' panel in ``train --help``.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    dataset: str = Field(description="Dataset URI written by `ganforge ingest` (local directory or s3://).")
-    model: str = Field(description=f"Model family: one of {', '.join(MODEL_NAMES)}.")
     preset: str | None = Field(None, description="Name of the preset applied (see PRESETS). None: no preset.")
-    epochs: int | None = Field(
-        None, description="Passes over the training split. None: use --steps (exactly one must be set)."
-    )
-    steps: int | None = Field(
-        None, description="Generator updates to run in total. None: derived from --epochs."
-    )
-    batch_size: int = Field(64, description="Global batch size in images (split evenly across --nproc ranks).")
-    lr_g: float = Field(2e-4, description="Learning rate of the generator (or AE/VAE encoder+decoder).")
-    lr_d: float = Field(2e-4, description="Learning rate of the discriminator/critic (TTUR if != lr-g).")
-    optimizer: str = Field("adam", description=f"Optimiser of both players: {', '.join(OPTIMIZER_NAMES)}.")
-    beta1: float = Field(0.5, description="Adam beta1 (0.5 is the DCGAN paper's value; 0 for WGAN-GP).")
-    beta2: float = Field(0.999, description="Adam beta2; RMSprop's smoothing constant alpha is beta2 too.")
-    lr_schedule: str = Field(
-        "none", description=f"Learning-rate schedule: {', '.join(SCHEDULE_NAMES)} (step: times --lr-gamma every "
-        "--lr-step epochs; cosine: down to 0 over the run).",
-    )
-    lr_step: int = Field(1, description="Epochs between the step schedule's decays.")
-    lr_gamma: float = Field(0.5, description="Factor of each step-schedule decay.")
-    latent_dim: int = Field(100, description="Size of the latent vector z.")
-    seed: int = Field(0, description="Seed for initialisation, data order, latents and the fixed sample batch.")
-    device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")
-    output: str = Field("runs/train", description="Directory for checkpoints (ckpt-<step>) and local artifacts.")
-    experiment: str = Field("ganforge", description="MLflow experiment name.")
-    track: bool = Field(True, description="Log to MLflow (MLFLOW_TRACKING_URI, default sqlite:///mlflow.db).")
-    conditional: bool = Field(False, description="Condition G and D on the class label.")
-    loss: str | None = Field(
-        None, description=f"GAN objective: {', '.join(LOSS_NAMES)}. None: wgan-gp for wgan-gp, else bce."
-    )
-    label_smoothing: bool = Field(False, description="One-sided label smoothing: real targets in [0.9, 1.0].")
-    noisy_labels: bool = Field(False, description="Noisy labels: real targets in [0.9, 1], fake in [0, 0.1].")
-    spectral_norm: bool = Field(False, description="Spectral normalisation on the discriminator/critic.")
-    feature_matching: bool = Field(False, description="Generator matches D's mean features on real data.")
-    ema_decay: float | None = Field(
-        None, description="Decay of the generator's moving average used for samples (e.g. 0.999). None: no EMA."
-    )
-    ema_rampup: float = Field(
-        0.05, description="EMA ramp-up: the average's half-life is at most this fraction of the steps so far "
-        "(StyleGAN2-ADA's 0.05), so it forgets the initial weights early. 0: plain EMA from step 0.",
-    )
-    diffaugment: str | None = Field(
-        None, description="DiffAugment policy, e.g. color,translation,cutout. None: no augmentation."
-    )
-    n_critic: int | None = Field(
-        None, description="Discriminator steps per generator step. None: the objective's (5 for wgan-*, else 1)."
-    )
-    gp_weight: float = Field(10.0, description="Gradient-penalty weight (wgan-gp).")
-    clip: float = Field(0.01, description="Weight-clipping bound (wgan-clip).")
-    kl_weight: float = Field(1.0, description="Weight of the KL term (vae).")
-    upsample: Literal["transposed", "resize-conv"] = Field(
-        "transposed", description="Generator upsampling: transposed conv, or resize-conv (no checkerboard)."
-    )
-    width: int = Field(64, description="Base channel count (ngf/ndf) of the networks.")
-    channel_cap: int = Field(8, description="Widths derived from --width stop growing at this multiple of it.")
-    embed_dim: int = Field(50, description="Size of the label embedding concatenated to z (conditional).")
-    projection: bool = Field(False, description="Condition D by a projection head instead of a label plane.")
-    aux_classifier: bool = Field(
-        False, description="AC-GAN: D predicts the class (cross-entropy added to both losses) instead of seeing it."
-    )
-    g_activation: str | None = Field(
-        None, description=f"Generator hidden activation: {', '.join(ACTIVATION_NAMES)}. None: the family's."
-    )
-    d_activation: str | None = Field(
-        None, description=f"Discriminator hidden activation: {', '.join(ACTIVATION_NAMES)}. None: the family's."
-    )
-    leaky_slope: float = Field(0.2, description="Negative slope of leaky_relu (Keras' default is 0.3).")
-    bn_momentum: float | None = Field(
-        None, description="Batch-norm momentum, PyTorch convention (Keras momentum m is 1 - m here: Keras 0.8 = "
-        "0.2). None: 0.1.",
-    )
-    g_dropout: float = Field(0.0, description="Dropout after each generator hidden layer, in [0, 1).")
-    d_dropout: float | None = Field(
-        None, description="Discriminator dropout, in [0, 1). None: the family's (mlp 0.3, else 0)."
-    )
-    d_dropout_at: Literal["blocks", "head"] = Field(
-        "blocks", description="Discriminator dropout after every hidden layer, or once before the head."
-    )
-    g_channels: str | None = Field(
-        None, description="Generator widths, comma-separated: the projected base map, then each hidden layer "
-        "(mlp: the hidden layers). None: from --width.",
-    )
-    d_channels: str | None = Field(
-        None, description="Discriminator/encoder widths, comma-separated, one per hidden layer. None: from --width."
-    )
-    g_strides: str | None = Field(
-        None, description="Upsampling factor (1 or 2) of each generator conv incl. the output one. None: all 2."
-    )
-    d_strides: str | None = Field(None, description="Stride (1 or 2) of each discriminator conv. None: all 2.")
-    kernel_size: int | None = Field(None, description="Conv kernel side. None: 4 (3 with resize-conv).")
-    g_norm: Literal["batch", "none"] = Field("batch", description="Normalisation of generator hidden layers.")
-    g_norm_layers: str | None = Field(
-        None, description="mlp: comma-separated 1-based generator layers with batch norm. None: all but the first."
-    )
-    g_base: Literal["channel", "feature", "linear"] = Field(
-        "channel", description="After G's projection: batch norm per channel (PyTorch DCGAN), per feature before "
-        "the reshape (Keras), or linear (no norm, no activation: the book's decoders).",
-    )
-    d_norm: Literal["batch", "layer", "none"] | None = Field(
-        None, description="Discriminator/encoder normalisation. None: the family's (batch; layer for wgan-gp)."
-    )
-    g_bias: bool | None = Field(
-        None, description="Generator biases: true: every layer (Keras' default); false: none, output included; "
-        "unset: none before a batch norm (DCGAN).",
-    )
-    d_bias: bool | None = Field(
-        None, description="Discriminator/encoder biases, as --g-bias (false also drops the head's).",
-    )
-    init: Literal["dcgan", "normal", "glorot", "torch"] | None = Field(
-        None, description="Weight initialisation: dcgan (weights N(0, 0.02), zero biases, batch-norm scales N(1, "
-        "0.02)), normal (Keras RandomNormal(0, 0.02) weights, zero biases, batch norm 1/0: the book's GANs), glorot "
-        "(Keras' defaults: glorot-uniform weights, zero biases, batch norm 1/0, embeddings U(-0.05, 0.05)) or torch "
-        "(PyTorch's defaults). None: the family's (mlp torch, else dcgan).",
-    )
-    bn_eps: float | None = Field(
-        None, description="Batch-norm epsilon, added to the variance. None: PyTorch's 1e-5 (Keras' is 1e-3).",
-    )
-    g_norm_after: str | None = Field(
-        None, description="mlp: comma-separated 1-based generator layers whose batch norm comes after the "
-        "activation (Keras' Dense(activation=...) then BatchNormalization). None: before it everywhere.",
-    )
-    output_activation: Literal["tanh", "sigmoid"] = Field(
-        "tanh", description="ae/vae decoder output: tanh on [-1, 1], or sigmoid on [0, 1] as the book's decoders "
-        "(the encoder sees [0, 1] and the reconstruction loss is taken there; samples stay [-1, 1] images).",
-    )
-    sampling: Literal["epoch", "replacement"] = Field(
-        "epoch", description="How real batches are drawn: epoch (a shuffled pass, every image once per epoch) or "
-        "replacement (each batch uniformly at random with replacement, as np.random.randint; an epoch is then "
-        "N // batch-size batches).",
-    )
-    interpolation: Literal["slerp", "linear"] = Field(
-        "slerp", description="Latent path of the interpolation strip (and of generate --interpolate): slerp along "
-        "the sphere, or a straight line.",
-    )
-    interpolation_steps: int = Field(10, description="Images in the run's interpolation strip, both ends included.")
-    d_loss_sum: bool = Field(
-        False, description="Optimise the sum of D's real and fake terms (logged as loss_d_sum); loss_d is always "
-        "their mean. Off: optimise the mean.",
-    )
-    fid_every: int | None = Field(
-        None, description="Measure a small-sample FID every this many epochs (logged as train/fid_<n>_train). "
-        "None: never."
-    )
-    fid_n: int = Field(1000, description="Generated and real images in each --fid-every measurement.")
-    fid_backbone: str = Field(
-        "inception-tf", description="Feature backbone of --fid-every (inception-tf, pixels, ...; see evaluate)."
-    )
-    fid_backbone_weights: str | None = Field(
-        None, description="Weights file of --fid-backbone, as evaluate's --backbone-weights (e.g. torchvision's "
-        "inception_v3_google-0cc3c7bd.pth for inception-torchvision). None: the backbone's packaged one.",
-    )
-    fid_backbone_sha256: str | None = Field(
-        None, description="SHA-256 --fid-backbone-weights must have, as evaluate's --backbone-sha256. None: the "
-        "backbone's known official file.",
-    )
-    checkpoint_every: int = Field(500, description="Write ckpt-<step> every this many steps (and at the end).")
-    keep_checkpoints: int = Field(3, description="Keep the newest this many checkpoints (older ones deleted).")
-    sample_every: int = Field(
-        500, description="Write a sample grid of the fixed latents every this many steps (samples/ in --output "
-        "and MLflow).",
-    )
-    sample_every_epochs: int | None = Field(
-        None, description="Write the sample grid every this many epochs instead of --sample-every steps."
-    )
-    n_samples: int = Field(64, description="Fixed latents in each sample grid.")
-    log_every: int = Field(10, description="Log metrics every this many steps.")
-    compile: bool = Field(False, description="torch.compile the networks (CUDA only; ignored on CPU).")
-    on_nan: Literal["stop", "rollback"] = Field(
-        "stop", description="On NaN/Inf loss: stop, or rollback to the last checkpoint with halved lrs."
-    )
-    resume: str | None = Field(
-        None, description="latest (newest ckpt in --output) or a checkpoint directory. None: start afresh."
-    )
-    nproc: int = Field(1, description="Processes (GPUs, or CPU ranks) to train on through torchrun.")
-    threads: int | None = Field(
-        None, description="CPU threads per process. None: torch's default (OMP_NUM_THREADS or the physical "
-        "cores), split between the ranks on one machine.",
-    )
-    overwrite: bool = Field(
-        False, description="Starting afresh: delete checkpoints already in --output instead of refusing."
-    )
-
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, v: str) -> str:
-        return known_model(v)
-
-    @field_validator("loss")
-    @classmethod
-    def _known_loss(cls, v: str | None) -> str | None:
-        if v is not None and v not in LOSS_NAMES:
-            raise ValueError(f"unknown loss {v!r}; choose one of {', '.join(LOSS_NAMES)}")
-        return v
+    data: DataOrder = Field(title="Data and length", description="What is trained on, in which order, how long.")
+    network: NetworkSpec = Field(title="Network", description="The networks (models/spec.py).")
+    updates: UpdateScheme = Field(title="Objective and updates", description="Losses and the update scheme.")
+    optim: Optimiser = Field(title="Optimiser and schedule", description="Optimisers and learning rates.")
+    ema: EmaSettings = Field(title="EMA", description="The generator's moving average.")
+    outputs: Outputs = Field(title="Outputs and tracking", description="Checkpoints, samples, MLflow, NaNs.")
+    fid_probe: FidProbe = Field(title="FID probe", description="The FID measured while training.")
+    hardware: Hardware = Field(title="Hardware", description="Device, processes and threads.")
 
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, v: str | None) -> str | None:
         return known_preset(v)
 
-    @field_validator("optimizer", "lr_schedule", "g_activation", "d_activation")
+    @model_validator(mode="wrap")
     @classmethod
-    def _known_name(cls, v: str | None, info) -> str | None:
-        names = {"optimizer": OPTIMIZER_NAMES, "lr_schedule": SCHEDULE_NAMES}.get(info.field_name, ACTIVATION_NAMES)
-        if v is not None and v not in names:
-            raise ValueError(f"unknown {info.field_name.replace('_', '-')} {v!r}; choose one of {', '.join(names)}")
-        return v
-
-    @field_validator("g_dropout", "d_dropout", "leaky_slope")
-    @classmethod
-    def _rate(cls, v: float | None) -> float | None:
-        if v is not None and not 0.0 <= v < 1.0:  # also refuses nan
-            raise ValueError(f"must be in [0, 1), e.g. 0.3; got {v}")
-        return v
-
-    @field_validator("bn_momentum")
-    @classmethod
-    def _momentum(cls, v: float | None) -> float | None:
-        if v is not None and not 0.0 <= v <= 1.0:
-            raise ValueError(f"must be in [0, 1] (PyTorch convention: Keras 0.8 is 0.2 here); got {v}")
-        return v
-
-    @field_validator("interpolation_steps")
-    @classmethod
-    def _strip(cls, v: int) -> int:
-        if not 2 <= v <= 1024:  # both ends at least; a strip is one row of images in memory
-            raise ValueError(f"must be from 2 to 1024 (the strip's images, both ends included), got {v}")
-        return v
-
-    @field_validator("bn_eps")
-    @classmethod
-    def _eps(cls, v: float | None) -> float | None:
-        if v is not None and not 0.0 < v <= 1.0:  # also refuses nan
-            raise ValueError(f"must be in (0, 1], e.g. 1e-5 (PyTorch) or 1e-3 (Keras); got {v}")
-        return v
-
-    @field_validator("lr_gamma")
-    @classmethod
-    def _gamma(cls, v: float) -> float:
-        if not 0.0 < v <= 1.0:
-            raise ValueError(f"must be in (0, 1], e.g. 0.5; got {v}")
-        return v
-
-    @field_validator("g_channels", "d_channels", "g_strides", "d_strides", "g_norm_layers", "g_norm_after")
-    @classmethod
-    def _int_list(cls, v: str | int | None) -> str | None:
-        if v is None:
-            return v
-        text = str(v)  # a YAML file may give one number
-        parts = [p.strip() for p in text.split(",")]
-        if not all(p.isdigit() and int(p) >= 1 for p in parts) or len(parts) > 64:
-            raise ValueError(f"must be comma-separated positive integers, e.g. 256,128,64; got {text!r}")
-        return ",".join(str(int(p)) for p in parts)
-
-    @field_validator(
-        "batch_size", "latent_dim", "width", "checkpoint_every", "keep_checkpoints", "sample_every",
-        "log_every", "nproc", "epochs", "steps", "n_critic", "fid_every", "fid_n", "threads", "embed_dim",
-        "channel_cap", "kernel_size", "lr_step", "sample_every_epochs", "n_samples",
-    )  # fmt: skip
-    @classmethod
-    def _positive(cls, v: int | None, info) -> int | None:
-        top = INT_LIMITS.get(info.field_name, 2**31 - 1)  # beyond it torch's C++ sizes overflow
-        if v is not None and not 1 <= v <= top:
-            unset = " (or leave it out)" if cls.model_fields[info.field_name].default is None else ""
-            raise ValueError(f"must be from 1 to {top}{unset}, got {v}")
-        return v
-
-    # Every float is checked here, not by torch at step 0: nan passes every "<" test, so each range
-    # is written so that nan and inf fall outside it.
-    @field_validator("lr_g", "lr_d", "clip")
-    @classmethod
-    def _positive_float(cls, v: float) -> float:
-        if not 0.0 < v < math.inf:
-            raise ValueError(f"must be a finite number above 0, e.g. 0.0002; got {v}")
-        return v
-
-    @field_validator("gp_weight", "kl_weight")
-    @classmethod
-    def _weight(cls, v: float) -> float:
-        if not 0.0 <= v < math.inf:
-            raise ValueError(f"must be a finite number of at least 0, e.g. 10 or 1; got {v}")
-        return v
-
-    @field_validator("beta1", "beta2")
-    @classmethod
-    def _beta(cls, v: float) -> float:
-        if not 0.0 <= v < 1.0:
-            raise ValueError(f"must be in [0, 1), e.g. 0.5 or 0.999; got {v}")
-        return v
-
-    @field_validator("ema_decay")
-    @classmethod
-    def _decay(cls, v: float | None) -> float | None:
-        if v is not None and not 0.0 < v < 1.0:
-            raise ValueError(f"must be in (0, 1), e.g. 0.999, or left out for no EMA; got {v}")
-        return v
-
-    @field_validator("ema_rampup")
-    @classmethod
-    def _rampup(cls, v: float) -> float:
-        if not 0.0 <= v <= 1.0:  # also refuses nan
-            raise ValueError(f"must be in [0, 1], e.g. 0.05, or 0 for no ramp-up; got {v}")
-        return v
-
-    @field_validator("seed")
-    @classmethod
-    def _seed(cls, v: int) -> int:
-        if not 0 <= v <= MAX_SEED:
-            raise ValueError(f"must be an integer from 0 to {MAX_SEED}, e.g. 0; got {v}")
-        return v
-
-    @field_validator("dataset", "output", "experiment", "fid_backbone")
-    @classmethod
-    def _not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("must not be empty")
-        return v
-
-    @field_validator("resume")
-    @classmethod
-    def _resume(cls, v: str | None) -> str | None:
-        if v is not None and not v.strip():
-            raise ValueError("must be latest or a checkpoint directory (or leave it out to start afresh)")
-        return v
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
-            raise ValueError(f"use auto, cpu, cuda or cuda:N; got {v!r}")
-        return v
-
-    @field_validator("diffaugment")
-    @classmethod
-    def _policy(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        names = [p.strip() for p in v.split(",") if p.strip()]  # "" is no augmentation, as in augment.py
-        unknown = [n for n in names if n not in AUGMENT_NAMES]
-        if unknown:
-            raise ValueError(f"unknown augment {unknown[0]!r}; use a comma-separated list of {', '.join(AUGMENT_NAMES)}, "
-                             "e.g. color,translation,cutout (or leave it out)")
-        return v
+    def _flat(cls, data: Any, handler) -> TrainConfig:
+        """Take flat fields into their parts; give back a refusal located at the field alone (``("lr_g",)``),
+        so that the CLI names the flag and a model-wide rule (loc ``()``) stays one."""
+        try:
+            return handler(_nest(data) if isinstance(data, dict) else data)
+        except ValidationError as exc:
+            errors = [{**e, "loc": e["loc"][1:] if e["loc"][:1] and e["loc"][0] in PARTS else e["loc"]}
+                      for e in exc.errors()]
+            raise ValidationError.from_exception_data(exc.title, errors) from None
 
     @model_validator(mode="after")
-    def _length(self) -> TrainConfig:
-        if (self.epochs is None) == (self.steps is None):
-            raise ValueError("give exactly one of --epochs or --steps")
-        if self.batch_size % self.nproc:
-            raise ValueError(f"--batch-size {self.batch_size} must be divisible by --nproc {self.nproc}")
-        autoencoders = [name for name, family in MODELS.items() if family.encoder is not None]
-        if self.output_activation == "sigmoid" and self.model not in autoencoders:
-            raise ValueError(f"--output-activation sigmoid is for --model {' or '.join(autoencoders)} (the book's "
-                             f"decoders on [0, 1]); {self.model} keeps tanh")
-        if self.g_norm_after is not None and self.model != "mlp":
-            raise ValueError(f"--g-norm-after orders the mlp generator's batch norms; --model {self.model} has no "
-                             "such layers (leave it out)")
+    def _ranks_share_batches(self) -> TrainConfig:
+        if self.data.batch_size % self.hardware.nproc:
+            raise ValueError(f"--batch-size {self.data.batch_size} must be divisible by --nproc {self.hardware.nproc}")
         return self
+
+    @model_serializer(mode="wrap")
+    def _flat_dump(self, handler) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, value in handler(self).items():
+            out.update({k: _as_text(v) for k, v in value.items()} if name in PARTS else {name: value})
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        # A flat field's value from its part (``config.lr_g``): for the code written before the parts.
+        part = PART_OF.get(name)
+        if part is None:
+            return super().__getattr__(name)  # pydantic's own: private attributes, else AttributeError
+        return getattr(getattr(self, part), name)
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> TrainConfig:
+        """pydantic's copy, with ``update`` given by flat field names (``{"lr_g": 1e-3}``) as to the constructor."""
+        update = dict(update or {})
+        for part in PARTS:
+            own = {k: update.pop(k) for k in [k for k in update if PART_OF.get(k) == part]}
+            if own:
+                update[part] = update.get(part, getattr(self, part)).model_copy(update=own, deep=deep)
+        return super().model_copy(update=update, deep=deep)
+
+    @classmethod
+    def flat_fields(cls) -> dict[str, FieldInfo]:
+        """Every flag's field by its name: the top-level ones, then each part's in order."""
+        top = {k: f for k, f in cls.model_fields.items() if k not in PARTS}
+        return {**top, **{k: f for part in PARTS.values() for k, f in part.model_fields.items()}}
 
     @property
     def objective(self) -> str:
         """The GAN objective actually used (``loss`` with its family default filled in)."""
-        return self.loss or ("wgan-gp" if self.model == "wgan-gp" else "bce")
+        return self.updates.loss or ("wgan-gp" if self.network.model == "wgan-gp" else "bce")
 
     def mismatches(self, other: TrainConfig) -> list[str]:
-        """Names of fields that differ and matter for an exact resume (see ``RESUME_FREE``)."""
+        """Names of fields that differ and matter for an exact resume (see ``RESUME_FREE``), sorted."""
         a, b = self.model_dump(), other.model_dump()
-        return [k for k in a if k not in RESUME_FREE and a[k] != b.get(k)]
+        return sorted(k for k in a if k not in RESUME_FREE and a[k] != b.get(k))
+
+
+PARTS: dict[str, type[BaseModel]] = {
+    name: f.annotation for name, f in TrainConfig.model_fields.items()
+    if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)
+}  # fmt: skip
+PART_OF = {field: part for part, model in PARTS.items() for field in model.model_fields}
+_declared = [n for model in PARTS.values() for n in model.model_fields] + [n for n in TrainConfig.model_fields]
+if len(_declared) != len(set(_declared)):  # a flat name must say which field it is
+    raise TypeError(f"TrainConfig's parts share field names: {sorted({n for n in _declared if _declared.count(n) > 1})}")
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """``{"lr_g": 1e-3, ...}`` -> ``{"optim": {"lr_g": 1e-3}, ...}``; an unknown name stays on top to be refused."""
+    nested: dict[str, Any] = {part: {} for part in PARTS}
+    for k, v in flat.items():
+        if k in PARTS and isinstance(v, BaseModel):
+            v = dict(v)
+        if k in PARTS and isinstance(v, dict):
+            nested[k] = {**v, **nested[k]}
+        elif k in PART_OF:
+            nested[PART_OF[k]][k] = v
+        else:
+            nested[k] = v
+    return nested
+
+
+def _as_text(value: Any) -> Any:
+    """A layer table as config files, flags and MLflow carry it: ``(256, 128)`` -> ``"256,128"``."""
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
 
 
 @dataclass(frozen=True)
@@ -727,7 +476,8 @@ def check_preset_size(config: TrainConfig, image_size: int) -> None:
     preset = PRESETS.get(config.preset or "")
     if preset is None or preset.image_size in (None, image_size):
         return
-    if all(getattr(config, k) == preset.overrides.get(k) for k in TABLE_FIELDS):
+    flat = config.model_dump()
+    if all(flat[k] == preset.overrides.get(k) for k in TABLE_FIELDS):
         raise GanforgeError(
             f"preset {config.preset} builds the seed's {preset.image_size} px networks; the dataset has "
             f"{image_size} px images: re-ingest it with --image-size {preset.image_size}, or pick a preset for "

@@ -136,34 +136,18 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 
 
 def model_spec(config: TrainConfig, shape: tuple[int, int, int], num_classes: int):
-    """The ``ModelSpec`` of ``config`` for images of ``shape`` (C, H, W).
+    """The ``ModelSpec`` of ``config``'s network part for images of ``shape`` (C, H, W).
 
     Raises:
-        GanforgeError: the images are not square.
+        GanforgeError: the images are not square, or a seed preset's tables meet another image size.
     """
-    from ganforge.models import ModelSpec
-
     c, h, w = shape
     if h != w:
         raise GanforgeError(f"images are {h}x{w}; ganforge trains on square images (re-ingest with --image-size)")
     from ganforge.training.config import check_preset_size
 
     check_preset_size(config, h)
-    ints = {k: tuple(int(x) for x in v.split(",")) if v else None for k, v in (
-        ("g_channels", config.g_channels), ("d_channels", config.d_channels), ("g_strides", config.g_strides),
-        ("d_strides", config.d_strides), ("g_norm_layers", config.g_norm_layers),
-        ("g_norm_after", config.g_norm_after))}  # fmt: skip
-    return ModelSpec(
-        model=config.model, image_size=h, channels=c, num_classes=num_classes,
-        conditional=config.conditional, latent_dim=config.latent_dim, width=config.width,
-        upsample=config.upsample, spectral_norm=config.spectral_norm, embed_dim=config.embed_dim,
-        projection=config.projection, aux_classifier=config.aux_classifier, channel_cap=config.channel_cap,
-        kernel_size=config.kernel_size, g_activation=config.g_activation, d_activation=config.d_activation,
-        leaky_slope=config.leaky_slope, bn_momentum=config.bn_momentum, g_dropout=config.g_dropout,
-        d_dropout=config.d_dropout, d_dropout_at=config.d_dropout_at, g_norm=config.g_norm, g_base=config.g_base,
-        d_norm=config.d_norm, g_bias=config.g_bias, d_bias=config.d_bias, init=config.init, bn_eps=config.bn_eps,
-        output_activation=config.output_activation, **ints,
-    )  # fmt: skip
+    return config.network.for_images(channels=c, image_size=h, num_classes=num_classes)
 
 
 def lr_factor(config: TrainConfig, step: int, total_steps: int, steps_per_epoch: int, n_critic: int) -> float:
