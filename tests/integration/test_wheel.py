@@ -64,6 +64,8 @@ def test_wheel_ships_pipelines_and_components(installed):
         in_repo = {p.relative_to(REPO).as_posix() for p in (REPO / folder).glob("*.py")}
         assert shipped == in_repo, folder
     assert not any(n.startswith(("tests/", "benchmarks/", "docker/", "src/")) for n in names)
+    presets = {p.relative_to(REPO / "src").as_posix() for p in (REPO / "src" / "ganforge" / "presets").glob("*.yaml")}
+    assert presets and presets <= names, "the preset files are package data"
 
 
 def test_installed_wheel_compiles_the_golden_pipeline(installed, tmp_path):

@@ -164,6 +164,7 @@ SEEDS = {
 
 def test_every_seed_experiment_has_a_preset_and_the_old_presets_stay():
     assert set(SEEDS) == set(SEED_PRESETS)
+    assert all(PRESETS[name].from_seed == name[4:7] for name in SEEDS)  # each file names the write-up it rebuilds
     assert {"mnist-mlp", "kmnist-mlp", "galaxy10-dcgan-128", "folder-dcgan-128", "digits-tiny"} <= set(PRESETS)
 
 

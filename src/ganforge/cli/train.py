@@ -1,4 +1,4 @@
-"""Training commands: ``ganforge train`` and ``ganforge generate``.
+"""Training commands: ``ganforge train``, ``ganforge presets`` and ``ganforge generate``.
 
 ``train``'s flags are ``TrainConfig``'s fields, part by part (one help panel each), all optional, so that
 ``resolve_config`` can layer defaults < ``--config`` file < ``--preset`` < flags; defaults are not shown
@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 
 import typer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ganforge.cli.common import user_errors
 from ganforge.cli.options import Options, command
-from ganforge.training.config import PARTS, PRESETS, TrainConfig
+from ganforge.training.config import PARTS, PRESETS, TrainConfig, known_preset, preset_file
 
 _SIGNAL_EXIT = 128  # a run stopped by signal N exits 128 + N, as the shell would report it
 
@@ -34,7 +34,7 @@ TRAIN_RUN = Options(TrainRunOptions, "train", panel=RUN_PANEL)
 # The preset (TrainConfig's own field) beside --config, then one group per part, titled by the part.
 TRAIN = (
     Options(TrainConfig, "train", skip=PARTS, required=False, show_defaults=False, panel=RUN_PANEL,
-            notes={"preset": f"Presets: {', '.join(PRESETS)}."}),
+            notes={"preset": f"Presets: {', '.join(PRESETS)} (`ganforge presets` lists them)."}),
     *(Options(part, "train", required=False, show_defaults=False, panel=TrainConfig.model_fields[name].title)
       for name, part in PARTS.items()),
 )  # fmt: skip
@@ -68,6 +68,42 @@ def train_command(**flags) -> None:
         f"trained {result.step} steps in {result.seconds:.1f}s ({result.images_per_second:.0f} images/s); "
         f"checkpoint {result.checkpoint}{tracked}"
     )
+
+
+class PresetsOptions(BaseModel):
+    """``ganforge presets``: list the presets, or show one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str | None = Field(None, description="A preset to show in full: its file, with its why and values. "
+                             "None: list every preset.")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str | None) -> str | None:
+        return known_preset(v)
+
+
+PRESETS_OPTIONS = Options(PresetsOptions, "presets", arguments=("name",))
+
+
+def presets_command(**flags) -> None:
+    """List the training presets (name, model, length, the image sides they are for), or show one's file."""
+    opts = PRESETS_OPTIONS.build(flags)
+    if opts.name is not None:
+        typer.echo(f"# {opts.name}: ganforge/presets/{opts.name}.yaml")
+        typer.echo(preset_file(opts.name).read_text().rstrip())
+        return
+    width = max(map(len, PRESETS))
+    for name, preset in PRESETS.items():
+        values = preset.overrides
+        length = f"{values['steps']} steps" if values.get("steps") else f"{values.get('epochs')} epochs"
+        if preset.from_seed:
+            sides = f"{preset.image_size} px, seed {preset.from_seed}"
+        else:
+            sides = f"{'/'.join(map(str, preset.tuned_for))} px" if preset.tuned_for else "any size"
+        typer.echo(f"{name:<{width}}  {values['model']:<7}  {length:<12}  {sides}")
+    typer.echo("`ganforge presets NAME` shows one; `ganforge train --preset NAME` trains with it.")
 
 
 class GenerateOptions(BaseModel):
@@ -118,6 +154,7 @@ def generate_command(**flags) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``train`` and ``generate``."""
+    """Add ``train``, ``presets`` and ``generate``."""
     app.command("train")(user_errors(command(train_command, TRAIN_RUN, *TRAIN)))
+    app.command("presets")(user_errors(command(presets_command, PRESETS_OPTIONS)))
     app.command("generate")(user_errors(command(generate_command, GENERATE)))
