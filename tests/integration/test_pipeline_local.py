@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from ganforge.cli import app
 from ganforge.errors import GanforgeError
 from ganforge.pipeline.runner import local_params, run_local
+from pipelines.gan_pipeline import build
 
 pytestmark = pytest.mark.integration
 
@@ -121,7 +122,7 @@ def test_impossible_gate_registers_nothing(tracked, capsys):
     root, experiment, model_name, dataset = tracked
     params = local_params(root, dataset=dataset, experiment=experiment, model_name=model_name,
                           **{**TINY, "max_fid": 1e-9})
-    result = run_local(params, root)
+    result = run_local(params, root, build=build)
     steps = _step_lines(capsys.readouterr().err)
     assert re.search(r"do not register: not registered: FID \S+ is above max_fid 1e-09", steps["gate", "ok"])
     assert steps["register", "skipped"] == "gate-passed: condition evaluated to False"
@@ -144,7 +145,7 @@ def test_failing_step_marks_parent_failed(tracked, capsys):
                           backbone="inception-torchvision", backbone_weights=str(weights), **TINY)
     with pytest.raises(GanforgeError, match="failed: .*parent MLflow run .* is marked FAILED and nothing was registered"
                        ) as failure:
-        run_local(params, root, verbose=True)
+        run_local(params, root, verbose=True, build=build)
     # the message names the failed step, its last output line and the log file
     log = next((root / "logs").glob("kfp-*.log"))
     assert re.search(r"; evaluate: .*weights.*; executor logs: " + re.escape(str(log)) + "$", str(failure.value))

@@ -2,10 +2,9 @@
 
 The pipeline definition lives in ``pipelines/gan_pipeline.py`` (and its components in ``components/``)
 at the root of the source tree, beside ``src/``; both ship in the wheel as top-level packages
-(pyproject.toml).
-The library never imports them: each function here takes the pipeline's builder, ``build(cluster)`` ->
-the pipeline function for one ``ClusterConfig`` (``pipelines.gan_pipeline.build``), from its caller: the
-CLI, the one part of ganforge that imports ``pipelines``, or a test.
+(pyproject.toml). The library never imports them: each function here takes the pipeline's builder,
+``build(cluster)`` -> the pipeline function for one ``ClusterConfig`` (``pipelines.gan_pipeline.build``),
+from its caller: the CLI, the one part of ganforge that imports ``pipelines``, or a test.
 """
 
 from __future__ import annotations
