@@ -303,7 +303,8 @@ def check_resumable(path: Path, meta: dict, config: TrainConfig, fingerprint: st
     except (KeyError, TypeError, ValidationError):
         raise GanforgeError(f"cannot resume from {path}: its meta.json holds no valid config; pass another checkpoint"
                             ) from None
-    diffs = [f"{k} {getattr(saved, k)!r} -> {getattr(config, k)!r}" for k in saved.mismatches(config)]
+    was, now = saved.model_dump(), config.model_dump()  # flat, with layer tables as the text that was typed
+    diffs = [f"{k} {was.get(k)!r} -> {now.get(k)!r}" for k in saved.mismatches(config)]
     if meta.get("dataset_fingerprint") != fingerprint:
         diffs.append(f"dataset fingerprint {meta.get('dataset_fingerprint')} -> {fingerprint}")
     if diffs:
