@@ -31,6 +31,18 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
     raise RuntimeError(f"server at {url} did not come up in {timeout}s")
 
 
+def assert_no_runs(uri: str, experiment: str) -> None:
+    """The sqlite MLflow store at ``uri`` holds no run in ``experiment``. A store file that was never created
+    holds none: opening it would only create it (MLflow's schema migrations, 1.5 s or more on a busy core)."""
+    if not os.path.exists(uri.removeprefix("sqlite:///")):
+        return
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is None or not client.search_runs([exp.experiment_id]), f"a run in {experiment!r} at {uri}"
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
     """Tiny tensors gain nothing from threads, and a second thread spinning while the other core is

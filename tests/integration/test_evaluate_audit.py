@@ -15,6 +15,7 @@ from ganforge.audit.run import AuditConfig, audit
 from ganforge.cli import app
 from ganforge.data import load
 from ganforge.evaluate import EvalConfig, evaluate
+from tests.conftest import assert_no_runs
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
@@ -161,8 +162,6 @@ def test_records_say_which_weights_were_measured(digits16, tmp_path, monkeypatch
     ],
 )
 def test_bad_input_one_line_and_no_mlflow_run(digits16, checkpoint, tmp_path, monkeypatch, args, match):
-    from mlflow.tracking import MlflowClient
-
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     (tmp_path / "w.pt").write_bytes(b"not weights")
@@ -175,5 +174,4 @@ def test_bad_input_one_line_and_no_mlflow_run(digits16, checkpoint, tmp_path, mo
     assert res.exit_code == 2, res.output
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], res.stderr
-    exp = MlflowClient(uri).get_experiment_by_name("bad")
-    assert exp is None or not MlflowClient(uri).search_runs([exp.experiment_id])
+    assert_no_runs(uri, "bad")

@@ -15,6 +15,7 @@ import ganforge.audit.memorization as memorization
 from ganforge.audit.invariant import central, nearest_train, pixel_space, refine, shift_offsets, shifted
 from ganforge.audit.memorization import run_audit
 from ganforge.cli import app
+from tests.conftest import assert_no_runs
 
 runner = CliRunner()
 
@@ -175,8 +176,6 @@ def pngs(folder, n, size=16, seed=0):
     (["--blur", "fuzzy"], 24, 16, "--blur: Value error, blur 'fuzzy' is neither a sigma in pixels nor auto"),
 ])
 def test_bad_input_one_line_no_audit_run(digits16, tmp_path, monkeypatch, extra, n, size, match):
-    from mlflow.tracking import MlflowClient
-
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
 
@@ -189,8 +188,7 @@ def test_bad_input_one_line_no_audit_run(digits16, tmp_path, monkeypatch, extra,
     assert res.exit_code == 2, (res.output, res.exception)
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], res.stderr
-    exp = MlflowClient(uri).get_experiment_by_name("bad")
-    assert exp is None or not MlflowClient(uri).search_runs([exp.experiment_id])
+    assert_no_runs(uri, "bad")
     assert not (tmp_path / "out").exists()
 
 
