@@ -32,14 +32,23 @@ def test_no_arguments_still_prints_the_help():
     assert "compile" in res.output and "error:" not in res.output
 
 
-def test_exit_codes_through_the_console_entry(tmp_path):
-    """The real process: success 0, usage error 2, --help 0 (sys.exit is ours, not click's)."""
+def test_exit_codes_through_the_console_entry(tmp_path, monkeypatch, capsys):
+    """The console entry's call, ``app(prog_name="ganforge")`` on sys.argv: success 0, usage error 2, --help 0
+    (sys.exit is ours, not click's); the usage error once more as a real process (``python -m ganforge``: the
+    exit status and stderr a shell sees). One process, not three: each start imports torch and the CLI."""
     def code(*a):
-        return subprocess.run([sys.executable, "-m", "ganforge", *a], capture_output=True, text=True, timeout=300)
+        monkeypatch.setattr(sys, "argv", ["ganforge", *a])
+        with pytest.raises(SystemExit) as exited:
+            app(prog_name="ganforge")
+        return exited.value.code, capsys.readouterr().err
 
-    ok, bad, helped = code("datasets", "--help"), code("datasets", "show"), code("--help")
-    assert (ok.returncode, bad.returncode, helped.returncode) == (0, 2, 0)
-    assert bad.stderr.strip().startswith("error: Missing argument") and len(bad.stderr.strip().splitlines()) == 1
+    (ok, _), (bad, err), (helped, _) = code("datasets", "--help"), code("datasets", "show"), code("--help")
+    assert (ok, bad, helped) == (0, 2, 0)
+    assert err.strip().startswith("error: Missing argument") and len(err.strip().splitlines()) == 1
+    real = subprocess.run([sys.executable, "-m", "ganforge", "datasets", "show"], capture_output=True, text=True,
+                          timeout=300)
+    assert real.returncode == 2 and real.stderr.strip().startswith("error: Missing argument")
+    assert len(real.stderr.strip().splitlines()) == 1, real.stderr
 
 
 def test_generate_from_the_registry_checks_its_flags_before_any_download(monkeypatch):
