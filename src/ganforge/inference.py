@@ -99,7 +99,7 @@ def pick_weights(has: set[str], weights: str | None, where: str) -> Weights:
     if weights == "raw" and "raw" not in has:  # a registered version carries only the weights it was given
         raise GanforgeError(f"--weights raw: checkpoint {where} has no raw generator weights (generator.safetensors)"
                             + ("; pass --weights ema" if has else ""))
-    return weights
+    return "ema" if weights == "ema" else "raw"  # check_weights let no third value through
 
 
 def generator_weights(path: str | Path, weights: str | None = None, where: str | None = None) -> GeneratorWeights:

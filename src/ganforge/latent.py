@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ganforge.errors import GanforgeError
-from ganforge.models import MODELS
+from ganforge.models import MODELS, ModelSpec
 
 AUTOENCODERS = tuple(name for name, family in MODELS.items() if family.encoder is not None)  # read from the registry
 
@@ -33,7 +33,7 @@ class Autoencoder:
 
     encoder: nn.Module
     decoder: nn.Module
-    spec: object
+    spec: ModelSpec
     class_names: list[str]
 
 

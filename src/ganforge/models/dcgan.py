@@ -20,6 +20,7 @@ from torch import nn
 from ganforge.models.layers import (
     Discriminator,
     Generator,
+    M,
     Projection,
     activation,
     add_spectral_norm,
@@ -191,7 +192,7 @@ def build_generator(spec: ModelSpec) -> Generator:
     return initialise(net, [net.body], spec.init or "dcgan")
 
 
-def initialise(net: nn.Module, parts: list[nn.Module | None], scheme: str) -> nn.Module:
+def initialise(net: M, parts: list[nn.Module | None], scheme: str) -> M:
     """``init_weights`` on ``net``; DCGAN's only on ``parts`` (embeddings and label planes keep N(0, 1))."""
     if scheme != "dcgan":
         return init_weights(net, scheme)

@@ -7,9 +7,13 @@ families alike.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
+
+M = TypeVar("M", bound=nn.Module)  # a network handed back by what changes it in place
 
 NEGATIVE_SLOPE = 0.2  # LeakyReLU slope of the DCGAN paper and the PyTorch examples (Keras' default is 0.3)
 ACTIVATIONS = ("relu", "leaky_relu", "tanh")  # the hidden-layer activations a spec may name
@@ -226,7 +230,7 @@ class Discriminator(nn.Module):
         return (logits, h) if features else logits
 
 
-def init_weights(net: nn.Module, scheme: str) -> nn.Module:
+def init_weights(net: M, scheme: str) -> M:
     """Initialise ``net`` in place by one of ``INITS`` and return it.
 
     dcgan: conv/linear weights N(0, 0.02), zero biases, norm scales N(1, 0.02) and zero shifts (the DCGAN
@@ -280,7 +284,7 @@ def dcgan_init(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-def add_spectral_norm(net: nn.Module) -> nn.Module:
+def add_spectral_norm(net: M) -> M:
     """Put spectral normalisation on every conv and linear layer of ``net``, in place.
 
     Apply after initialisation: the parametrisation keeps the initialised weight as its original.

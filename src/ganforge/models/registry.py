@@ -125,7 +125,7 @@ def _check_tables(spec: ModelSpec) -> None:
                                 f"{len(chans)} and {len(strides)}")
     if spec.g_channels or spec.g_strides:
         factor = 1
-        for s in spec.g_strides or (2,) * len(spec.g_channels):
+        for s in spec.g_strides or (2,) * len(spec.g_channels or ()):
             factor *= s
         if spec.image_size % factor:
             raise GanforgeError(
@@ -135,9 +135,9 @@ def _check_tables(spec: ModelSpec) -> None:
             )
     if spec.d_channels or spec.d_strides:
         side = spec.image_size
-        for s in spec.d_strides or (2,) * len(spec.d_channels):
+        for s in spec.d_strides or (2,) * len(spec.d_channels or ()):
             side = (side - 1) // s + 1
-        if side < 1 or len(spec.d_strides or spec.d_channels) > spec.image_size.bit_length():
+        if side < 1 or len(spec.d_strides or spec.d_channels or ()) > spec.image_size.bit_length():
             raise GanforgeError(f"the discriminator's strides shrink {spec.image_size} px images below 1 px")
 
 

@@ -13,7 +13,7 @@ files, flags and MLflow params carry (``"256,128"``); a checkpoint's spec holds 
 from __future__ import annotations
 
 import typing
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -27,6 +27,10 @@ MAX_TABLE = 64  # entries in a layer table: more layers than any image side allo
 Table = tuple[int, ...]
 
 
+@overload
+def known_model(v: str) -> str: ...
+@overload
+def known_model(v: None) -> None: ...
 def known_model(v: str | None) -> str | None:
     """``v`` if it names a model family (or is None); shared by every config that takes --model."""
     if v is not None and v not in MODELS:  # the registry itself: a family added to it is known at once

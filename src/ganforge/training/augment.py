@@ -51,8 +51,9 @@ def _randint(low: int, high: int, n: int, x: Tensor, generator: torch.Generator 
 
 def _index_grid(n: int, h: int, w: int, device) -> tuple[Tensor, Tensor, Tensor]:
     """(image, row, column) index tensors of shape (n, h, w), for whole-batch gathers and scatters."""
-    return torch.meshgrid(torch.arange(n, device=device), torch.arange(h, device=device),
-                          torch.arange(w, device=device), indexing="ij")
+    image, row, column = torch.meshgrid(torch.arange(n, device=device), torch.arange(h, device=device),
+                                        torch.arange(w, device=device), indexing="ij")
+    return image, row, column
 
 
 def translation(x: Tensor, generator: torch.Generator | None = None) -> Tensor:

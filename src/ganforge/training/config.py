@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from pydantic import (
     BaseModel,
@@ -30,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails, InitErrorDetails
 
 from ganforge.errors import GanforgeError
 from ganforge.models import MODELS
@@ -106,9 +108,7 @@ class TrainConfig(BaseModel):
         try:
             return handler(_nest(data) if isinstance(data, dict) else data)
         except ValidationError as exc:
-            errors = [{**e, "loc": e["loc"][1:] if e["loc"][:1] and e["loc"][0] in PARTS else e["loc"]}
-                      for e in exc.errors()]
-            raise ValidationError.from_exception_data(exc.title, errors) from None
+            raise ValidationError.from_exception_data(exc.title, [_at_field(e) for e in exc.errors()]) from None
 
     @model_validator(mode="after")
     def _ranks_share_batches(self) -> TrainConfig:
@@ -124,13 +124,15 @@ class TrainConfig(BaseModel):
         return out
 
     def __getattr__(self, name: str) -> Any:
-        # A flat field's value from its part (``config.lr_g``): for the code written before the parts.
+        # A flat field's value from its part (``config.lr_g``): for the code written before the parts. Typed
+        # Any: a checker cannot follow the read-through, so flat reads go unchecked (``config.optim.lr_g`` is).
         part = PART_OF.get(name)
         if part is None:
-            return super().__getattr__(name)  # pydantic's own: private attributes, else AttributeError
+            # pydantic's own (private attributes, else AttributeError), defined outside TYPE_CHECKING
+            return super().__getattr__(name)  # type: ignore[misc]
         return getattr(getattr(self, part), name)
 
-    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> TrainConfig:
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         """pydantic's copy, with ``update`` given by flat field names (``{"lr_g": 1e-3}``) as to the constructor."""
         update = dict(update or {})
         for part in PARTS:
@@ -164,6 +166,15 @@ PART_OF = {field: part for part, model in PARTS.items() for field in model.model
 _declared = [n for model in PARTS.values() for n in model.model_fields] + [n for n in TrainConfig.model_fields]
 if len(_declared) != len(set(_declared)):  # a flat name must say which field it is
     raise TypeError(f"TrainConfig's parts share field names: {sorted({n for n in _declared if _declared.count(n) > 1})}")
+
+
+def _at_field(e: ErrorDetails) -> InitErrorDetails:
+    """A part's error re-raised at the field alone: ``("optim", "lr_g")`` -> ``("lr_g",)``."""
+    loc = e["loc"][1:] if e["loc"][:1] and e["loc"][0] in PARTS else e["loc"]
+    out = InitErrorDetails(type=e["type"], loc=loc, input=e["input"])
+    if "ctx" in e:
+        out["ctx"] = e["ctx"]
+    return out
 
 
 def _nest(flat: dict[str, Any]) -> dict[str, Any]:

@@ -129,6 +129,8 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         centred = x - mean.view(shape)
         var = all_reduce((centred * centred).sum(dims)) / n
         if self.track_running_stats:
+            assert self.num_batches_tracked is not None and self.running_mean is not None  # kept when tracked
+            assert self.running_var is not None
             with torch.no_grad():
                 self.num_batches_tracked += 1
                 f = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
@@ -166,10 +168,11 @@ def average_gradients(params: list[nn.Parameter], rt: Runtime) -> None:
     """Average ``.grad`` of ``params`` over ranks with one flat all-reduce (no-op for one process)."""
     if not rt.distributed:
         return
+    grads = []
     for p in params:
         if p.grad is None:  # every rank must contribute the same layout
             p.grad = torch.zeros_like(p)
-    grads = [p.grad for p in params]
+        grads.append(p.grad)
     flat = torch.cat([g.reshape(-1) for g in grads])
     dist.all_reduce(flat)
     flat /= rt.world

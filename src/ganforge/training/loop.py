@@ -309,6 +309,7 @@ def _grad_norm(params: list[torch.nn.Parameter]) -> float:
 
 def _gan_step(t: Trainer, want_norms: bool) -> dict[str, float]:
     """One generator update after ``n_critic`` discriminator updates; returns the step's numbers."""
+    assert t.D is not None and t.d_fwd is not None and t.opt_d is not None and t.objective is not None, "not a GAN"
     gen = step_generator(t.config.seed, t.step)
     d_params = list(t.D.parameters())
     for k in range(t.n_critic):
@@ -352,6 +353,7 @@ def _vae_step(t: Trainer, want_norms: bool) -> dict[str, float]:
     """One VAE or AE update (encoder and decoder share the generator's optimiser)."""
     from ganforge.training.losses import ae_loss, vae_loss
 
+    assert t.E is not None, "an autoencoder step needs the encoder"
     real, labels = t.batch(t.step)
     unit = t.config.output_activation == "sigmoid"  # the book's loss, on [0, 1] images
     with _autocast(t):

@@ -9,11 +9,17 @@ straight in and reuse it for ``g_loss``; ``g_loss`` must see the undetached ``fa
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ganforge.errors import GanforgeError
+
+# What a loss calls: a network, or what the loop calls in its place (compiled, augmenting); only ever called.
+Net = Callable[..., Any]
 
 SOFT_REAL = (0.9, 1.0)  # real targets under label smoothing (Salimans et al., 2016: one-sided)
 SOFT_FAKE = (0.0, 0.1)  # fake targets under noisy labels (which also soften the real ones)
@@ -37,7 +43,7 @@ def draw_targets(n: int, *, real: bool, soft: bool, device: torch.device | str |
     return torch.empty(n, device=device).uniform_(low, high)
 
 
-def feature_matching_loss(D: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None) -> Tensor:
+def feature_matching_loss(D: Net, real: Tensor, fake: Tensor, labels: Tensor | None) -> Tensor:
     """Mean squared distance between the mean D features of real and fake images (Salimans et al., 2016).
 
     The mean over features (not the sum) keeps its scale independent of the discriminator's width.
@@ -61,6 +67,13 @@ def _stats(**values: Tensor) -> dict[str, float]:
     """Scalars to floats with one device sync instead of one per value."""
     floats = torch.stack([v.detach().float() for v in values.values()]).tolist()
     return dict(zip(values, floats))
+
+
+def _class_targets(labels: Tensor | None) -> Tensor:
+    """AC-GAN's class targets: the batch's labels (an auxiliary classifier is built for conditional models only)."""
+    if labels is None:
+        raise ValueError("the auxiliary classifier's loss needs the batch's class labels")
+    return labels
 
 
 class Objective:
@@ -118,7 +131,7 @@ class Objective:
         """What ``d_real`` / ``d_fake`` report: the raw critic score unless overridden."""
         return logits
 
-    def d_loss(self, D: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None) -> tuple[Tensor, dict]:
+    def d_loss(self, D: Net, real: Tensor, fake: Tensor, labels: Tensor | None) -> tuple[Tensor, dict]:
         """Discriminator loss on a real and a fake batch (``fake`` is detached here).
 
         Args:
@@ -134,7 +147,8 @@ class Objective:
         extra: dict[str, Tensor] = {}
         if self.aux_classifier:
             (real_logits, real_cls), (fake_logits, fake_cls) = D(real, labels, classes=True), D(fake, labels, classes=True)
-            aux = F.cross_entropy(real_cls, labels) + F.cross_entropy(fake_cls, labels)
+            targets = _class_targets(labels)
+            aux = F.cross_entropy(real_cls, targets) + F.cross_entropy(fake_cls, targets)
             extra["loss_aux"] = aux
             extra["d_class_acc"] = (real_cls.argmax(1) == labels).float().mean()
         else:
@@ -166,13 +180,13 @@ class Objective:
         )
 
     def penalties(
-        self, D: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None
+        self, D: Net, real: Tensor, fake: Tensor, labels: Tensor | None
     ) -> dict[str, tuple[float, Tensor]]:
         """Regularisers added to the discriminator loss, as name -> (weight, value); none by default."""
         return {}
 
     def g_loss(
-        self, D: nn.Module, fake: Tensor, labels: Tensor | None, real: Tensor | None = None
+        self, D: Net, fake: Tensor, labels: Tensor | None, real: Tensor | None = None
     ) -> tuple[Tensor, dict]:
         """Generator loss.
 
@@ -191,11 +205,11 @@ class Objective:
                 raise ValueError("feature matching needs the real batch: pass real=")
             loss = feature_matching_loss(D, real, fake, labels)
             if self.aux_classifier:
-                extra["loss_aux_g"] = F.cross_entropy(D(fake, labels, classes=True)[1], labels)
+                extra["loss_aux_g"] = F.cross_entropy(D(fake, labels, classes=True)[1], _class_targets(labels))
         elif self.aux_classifier:
             logits, cls = D(fake, labels, classes=True)
             loss = self.g_term(logits)
-            extra["loss_aux_g"] = F.cross_entropy(cls, labels)
+            extra["loss_aux_g"] = F.cross_entropy(cls, _class_targets(labels))
         else:
             loss = self.g_term(D(fake, labels))
         if extra:
@@ -290,7 +304,7 @@ class WassersteinClip(Wasserstein):
 
 
 def gradient_penalty(
-    D: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None = None, eps: Tensor | None = None
+    D: Net, real: Tensor, fake: Tensor, labels: Tensor | None = None, eps: Tensor | None = None
 ) -> Tensor:
     """E[(||grad_x D(x_hat)||_2 - 1)^2] on random interpolates x_hat between real and fake.
 
@@ -328,7 +342,7 @@ class WassersteinGP(Wasserstein):
         self.gp_weight = gp_weight
 
     def penalties(
-        self, D: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None
+        self, D: Net, real: Tensor, fake: Tensor, labels: Tensor | None
     ) -> dict[str, tuple[float, Tensor]]:
         """The gradient penalty, reported as ``gp`` (unweighted)."""
         return {"gp": (self.gp_weight, gradient_penalty(D, real, fake, labels))}
@@ -380,11 +394,12 @@ def build_objective(
         raise GanforgeError(f"d_loss_sum applies to losses with a real and a fake term (bce, hinge), not {name!r}")
     if gp_weight < 0 or clip <= 0:
         raise GanforgeError(f"gp_weight must be >= 0 and clip > 0, got {gp_weight} and {clip}")
-    options: dict = {
+    own_options: dict[str, dict[str, Any]] = {
         "bce": {"label_smoothing": label_smoothing, "noisy_labels": noisy_labels},
         "wgan-gp": {"gp_weight": gp_weight},
         "wgan-clip": {"clip": clip},
-    }.get(name, {})
+    }
+    options = own_options.get(name, {})
     return OBJECTIVES[name](
         feature_matching=feature_matching, n_critic=n_critic, d_loss_sum=d_loss_sum, aux_classifier=aux_classifier,
         **options,
@@ -397,7 +412,7 @@ def reparameterise(mu: Tensor, logvar: Tensor) -> Tensor:
 
 
 def vae_loss(
-    decoder: nn.Module, encoder: nn.Module, real: Tensor, labels: Tensor | None, kl_weight: float = 1.0,
+    decoder: Net, encoder: Net, real: Tensor, labels: Tensor | None, kl_weight: float = 1.0,
     unit: bool = False,
 ) -> tuple[Tensor, dict]:
     """Negative ELBO per image: squared-error reconstruction plus ``kl_weight`` times KL(q(z|x) || N(0, I)).
@@ -432,7 +447,7 @@ def _on_unit(recon: Tensor, real: Tensor, unit: bool) -> tuple[Tensor, Tensor]:
 
 
 def ae_loss(
-    decoder: nn.Module, encoder: nn.Module, real: Tensor, labels: Tensor | None, unit: bool = False
+    decoder: Net, encoder: Net, real: Tensor, labels: Tensor | None, unit: bool = False
 ) -> tuple[Tensor, dict]:
     """Mean squared reconstruction error per pixel (the book's r_loss: ``K.mean(K.square(...))``).
 

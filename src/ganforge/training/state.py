@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
@@ -17,6 +17,12 @@ from ganforge.checkpoints import Checkpoint, load_weights
 from ganforge.errors import GanforgeError
 from ganforge.training.config import TrainConfig
 from ganforge.training.distributed import Runtime, sync_batchnorm
+
+if TYPE_CHECKING:  # imported where used (the networks, losses and backbones load on demand)
+    from ganforge.metrics.features import FeatureExtractor
+    from ganforge.models import ModelSpec
+    from ganforge.training.ema import EMA
+    from ganforge.training.losses import Objective
 
 GPU_DATA_FRACTION = 0.25  # keep the dataset on the GPU when it takes at most this share of free memory
 
@@ -28,14 +34,14 @@ class Trainer:
 
     config: TrainConfig
     rt: Runtime
-    spec: object  # ganforge.models.ModelSpec
+    spec: ModelSpec
     G: nn.Module
     D: nn.Module | None
     E: nn.Module | None
-    ema: object | None  # ganforge.training.ema.EMA
+    ema: EMA | None
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer | None
-    objective: object | None  # ganforge.training.losses.Objective; None for the vae
+    objective: Objective | None  # None for the vae and ae
     images: torch.Tensor  # (N, C, H, W) uint8, on the device when it fits
     labels: torch.Tensor  # (N,) int64, same device as images
     fingerprint: str
@@ -57,7 +63,7 @@ class Trainer:
     stop_signal: int | None = None
     run_id: str | None = None  # the MLflow run (saved in checkpoints so that a resume continues it)
     resumed_from: dict | None = None  # the checkpoint this run started from: run_id, checkpoint, step
-    fid_extractor: object | None = None  # --fid-every's backbone, built on first use
+    fid_extractor: FeatureExtractor | None = None  # --fid-every's backbone, built on first use
     metric_rows: list = field(default_factory=list)  # every logged step's metrics, for metrics.csv
     _perm: tuple[int, torch.Tensor] | None = None
 
