@@ -79,24 +79,26 @@ class JudgedImages:
 def judged_images(cfg: ImagesSource, manifest: dict) -> JudgedImages:
     """Generate ``cfg.n`` images from the checkpoint, or read the ``--images`` set."""
     if cfg.checkpoint is not None:
-        return _from_checkpoint(cfg, manifest)
+        return _from_checkpoint(cfg, cfg.checkpoint, manifest)
+    assert cfg.images is not None  # exactly one of the two (ImagesSource._one_source)
     return _from_images(cfg.images, manifest)
 
 
-def _from_checkpoint(cfg: ImagesSource, manifest: dict) -> JudgedImages:
-    checkpoint = cfg.checkpoint
-    if cfg.checkpoint.startswith(("models:/", "runs:/")):
+def _from_checkpoint(cfg: ImagesSource, given: str, manifest: dict) -> JudgedImages:
+    """``cfg.n`` images from the generator of ``given`` (``cfg.checkpoint``: a directory or a model URI)."""
+    checkpoint = given
+    if given.startswith(("models:/", "runs:/")):
         from ganforge.registry import resolve_model_uri
 
-        checkpoint = str(resolve_model_uri(cfg.checkpoint))  # a cached ckpt-<step> whose meta names its run
-    elif "://" in cfg.checkpoint:
-        raise GanforgeError(f"model URI {cfg.checkpoint!r} cannot be resolved here: pass a checkpoint directory "
+        checkpoint = str(resolve_model_uri(given))  # a cached ckpt-<step> whose meta names its run
+    elif "://" in given:
+        raise GanforgeError(f"model URI {given!r} cannot be resolved here: pass a checkpoint directory "
                             "(ckpt-<step> or a run's --output), models:/NAME@ALIAS, models:/NAME/VERSION or "
                             "runs:/RUN_ID")
     from ganforge.inference import generate, generator_weights, load_generator
 
     # resolved once: the same weights are loaded and recorded
-    source = generator_weights(checkpoint, cfg.weights, where=None if checkpoint == cfg.checkpoint else cfg.checkpoint)
+    source = generator_weights(checkpoint, cfg.weights, where=None if checkpoint == given else given)
     _, spec, meta = load_generator(source.checkpoint, source.weights)
     images = generate(str(source.checkpoint), n=cfg.n, seed=cfg.seed, weights=source.weights,
                       device=pick_device(cfg.device))

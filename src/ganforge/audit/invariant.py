@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from ganforge.errors import GanforgeError
-from ganforge.metrics.knn import knn
+from ganforge.metrics.knn import Metric, knn
 from ganforge.progress import progress_bar
 
 INVARIANCES = ("none", "mirror", "shift")
@@ -143,7 +143,7 @@ def nearest_train(
     queries: torch.Tensor,
     train: torch.Tensor,
     invariance: str = "shift",
-    metric: str = "l2",
+    metric: Metric = "l2",
     max_shift: int = 2,
     candidates: int = 16,
     dims: int = 32,
@@ -301,7 +301,7 @@ def _shift_nearest(queries, train, metric, max_shift, candidates, own, query_chu
     return Match(d_out, i_out % m, i_out >= m, shifts, lower=lower)
 
 
-def refine(match: Match, which: torch.Tensor, queries: torch.Tensor, train: torch.Tensor, metric: str = "l2",
+def refine(match: Match, which: torch.Tensor, queries: torch.Tensor, train: torch.Tensor, metric: Metric = "l2",
            max_shift: int = 2, pad: int = 0, own: torch.Tensor | None = None, query_chunk: int = 1024, ref_chunk: int = 8192,
            device: str | torch.device = "cpu") -> Match:
     """Make the answers of the queries ``which`` (bool (N,)) exact by brute force; returns a new Match.
@@ -312,6 +312,7 @@ def refine(match: Match, which: torch.Tensor, queries: torch.Tensor, train: torc
     todo = torch.nonzero(which & ~match.exact).flatten()
     if not len(todo):
         return match
+    assert match.lower is not None  # a match is inexact only below its lower bound
     m = len(train)
     offsets = shift_offsets(max_shift)
     d, i, t = _brute_shift(queries[todo], train, offsets, max_shift + pad, metric, None if own is None else own[todo], query_chunk,
@@ -343,11 +344,11 @@ def _brute_shift(q, train, offsets, margin, metric, own, query_chunk, ref_chunk,
     flat_d, flat_i = d.reshape(len(q), -1), i.reshape(len(q), -1)
     t_idx = torch.arange(nt)[:, None].expand(nt, d.shape[2]).reshape(-1)
     key = torch.stack([flat_d, flat_i.double(), t_idx.double().expand_as(flat_d)], -1)
-    best = []
+    firsts = []
     for row in key:  # a few uncertified queries only
         order = sorted(range(len(row)), key=lambda j: (row[j, 0].item(), row[j, 1].item(), row[j, 2].item()))
-        best.append(order[0])
-    best = torch.tensor(best)
+        firsts.append(order[0])
+    best = torch.tensor(firsts)
     rows = torch.arange(len(q))
     return flat_d[rows, best], flat_i[rows, best], t_idx[best]
 

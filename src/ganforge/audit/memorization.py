@@ -68,6 +68,7 @@ from ganforge.metrics.knn import knn
 from ganforge.outputs import save_npy_atomic
 
 DEFAULT_ALPHA = 0.001
+BaselineKind = Literal["heldout", "leave-one-out"]  # what calibrates the flags (``plan_baseline``)
 
 
 class AuditThresholds(BaseModel):
@@ -417,7 +418,7 @@ def _check_images(name: str, x: torch.Tensor) -> None:
                             "convert them to 0..255 uint8")
 
 
-def plan_baseline(n_train: int, n_heldout: int | None, th: AuditThresholds) -> tuple[str, int, float]:
+def plan_baseline(n_train: int, n_heldout: int | None, th: AuditThresholds) -> tuple[BaselineKind, int, float]:
     """(baseline kind, its size, alpha): held-out when it can reach alpha, else leave-one-out in train.
 
     Raises:
@@ -432,7 +433,7 @@ def plan_baseline(n_train: int, n_heldout: int | None, th: AuditThresholds) -> t
         return "leave-one-out", n_loo, alpha
     best = max(n_heldout or 0, n_loo)
     if th.alpha is None and best >= 2:  # the default alpha follows a small baseline down to what it can reach
-        kind = "heldout" if n_heldout is not None and n_heldout >= n_loo else "leave-one-out"
+        kind: BaselineKind = "heldout" if n_heldout is not None and n_heldout >= n_loo else "leave-one-out"
         return kind, best, 1.0 / (best + 1)
     raise GanforgeError(f"alpha={alpha:g} needs at least {need} baseline images; the held-out split has "
                         f"{n_heldout or 0} and a leave-one-out baseline {n_loo}; pass --alpha "
@@ -471,14 +472,17 @@ def _tail_rank(alpha: float, n: int, th: AuditThresholds) -> int:
 class BaselinePlan:
     """What calibrates the flags (``plan_baseline``): the held-out split, or training images left out."""
 
-    kind: Literal["heldout", "leave-one-out"]
+    kind: BaselineKind
     n: int  # baseline images
     alpha: float  # the per-image flag level it can reach
     own: torch.Tensor | None = None  # (n,) sorted indices of the left-out training images (leave-one-out)
 
     def images(self, train: torch.Tensor, heldout: torch.Tensor | None) -> torch.Tensor:
         """The baseline's uint8 (n, C, H, W) images."""
-        return train[self.own] if self.own is not None else heldout
+        if self.own is not None:
+            return train[self.own]
+        assert heldout is not None, "a held-out baseline is planned only with held-out images"
+        return heldout
 
 
 def plan_audit(generated: torch.Tensor, train: torch.Tensor, heldout: torch.Tensor | None, space,
@@ -542,11 +546,14 @@ def audit_space(space, th: AuditThresholds, generated: torch.Tensor, train: torc
     if isinstance(space, str):
         from ganforge.metrics.features import get_extractor
 
+        sigma = th.blur
+        assert not isinstance(sigma, str), "thresholds resolved for the image size first (AuditThresholds.resolved)"
+
         def embed(x, _label):  # uint8 in and out: distances are exact integers, the training set one byte per pixel
-            return pixel_space(x, th.levels, th.blur)
+            return pixel_space(x, th.levels, sigma)
 
         return AuditSpace("pixels", get_extractor("pixels").sha256, embed(generated, ""), embed(train, ""), embed,
-                          base_images, pad=blur_radius(th.blur))
+                          base_images, pad=blur_radius(sigma))
 
     def extract(x, label):
         return space.extract(x, batch_size, progress=f"extract {space.name} {label}")

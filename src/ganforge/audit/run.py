@@ -146,7 +146,7 @@ def audit(cfg: AuditConfig, context: RunContext | None = None):
                                                  "dataset_fingerprint": manifest["fingerprint"], "judged": judged.info}
         # the splits are evidence too: the registry refuses an audit whose baseline was the training split
         tags = {"train_split": TRAIN_SPLIT, "audit_baseline": kind}
-        if kind == "heldout":
+        if kind == "heldout" and held is not None:  # a held-out baseline is planned only with a held-out split
             tags["heldout_split"] = held
         # params record the sigma used (blur auto resolved), so the flags rerun the same audit
         publish(cfg.model_copy(update={"blur": th.blur}), "audit", record, metrics, Path(work),

@@ -297,7 +297,7 @@ def _write_shards(loc, tmp, src, cfg, selected, splits, labels, class_names):
                 for image, key in batch]
         return [(out, img.encode_png(out), img.pixel_sha256(out)) for out in outs]
 
-    def encoded(images: list[np.ndarray]):
+    def encoded(images: list[tuple[np.ndarray, object]]):
         # A task per slice, not per image: per-task overhead dominates for 28x28 images.
         step = max(1, -(-len(images) // (workers * 4)))
         for part in pool.map(encode, [images[s : s + step] for s in range(0, len(images), step)]):

@@ -234,14 +234,14 @@ def _load_verified(loc: Location, manifest: dict, split: str, verify: bool = Tru
     prefix = hashlib.sha256(f"{h}x{w}x{c}:".encode())  # images.pixel_sha256's, for images of this shape
 
     def work(span: range) -> None:
-        raw = isinstance(expected, bytes)
         for k in span:
             r = order[k]
             pixels = _decode_checked(loc.uri, pngs[r], int(ids[r]), c, h, w)
-            if verify:
+            if expected is not None and shard_of is not None:  # verify
                 digest = prefix.copy()
-                digest.update(pixels)
-                if (digest.digest() != expected[32 * k : 32 * k + 32]) if raw else (digest.hexdigest() != expected[k]):
+                digest.update(pixels.data)
+                if (digest.digest() != expected[32 * k : 32 * k + 32] if isinstance(expected, bytes)
+                        else digest.hexdigest() != expected[k]):
                     path = manifest["shards"][shard_of[r]]["path"]
                     raise GanforgeError(
                         f"dataset {loc.uri}: image id {int(ids[r])} in shard {path} does not match its sha256 "
@@ -253,7 +253,7 @@ def _load_verified(loc: Location, manifest: dict, split: str, verify: bool = Tru
     step = max(1, -(-len(pngs) // (n_workers * 4)))
     with ThreadPoolExecutor(n_workers) as pool:  # zlib inflate releases the GIL
         list(pool.map(work, [range(s, min(s + step, len(pngs))) for s in range(0, len(pngs), step)]))
-    return out, labels, fp, _order_digest(expected, labels) if verify else ""
+    return out, labels, fp, _order_digest(expected, labels) if expected is not None else ""
 
 
 def _check_no_nulls(loc: Location, shard: dict, table: pa.Table) -> None:
@@ -349,7 +349,7 @@ def _load_cached(loc: Location, raw: bytes, manifest: dict, split: str, cache_di
         _warn(f"the pixel cache of {loc.uri} split {split!r} ({os.path.dirname(paths[0])}) is unusable "
               f"({problem}); rebuilding it")
     # the record vouches for these files' identity: only this split's pixels remain to be checked
-    images, labels, fp, order = _load_verified(loc, manifest, split, known=record and record["fingerprint"])
+    images, labels, fp, order = _load_verified(loc, manifest, split, known=record["fingerprint"] if record is not None else None)
     try:
         _write_entry(_entry_paths(cache_dir, fp, split, order), images, labels, fp, split, order)
         if stats is not None:
@@ -539,7 +539,7 @@ class ParquetImageDataset(torch.utils.data.Dataset):
                                         part.column("label").take(rows).to_numpy().astype(np.int64)))
                 start += size
         self._starts = np.cumsum([0] + [len(entry[2]) for entry in self._index])
-        self._cached: tuple[tuple[str, int], object] | None = None
+        self._cached: tuple[tuple[str, int], pa.Table] | None = None
         meta = self.manifest["image"]
         self._prefix = f"{meta['height']}x{meta['width']}x{self.channels}:".encode()  # bytes: the dataset pickles
 
@@ -579,7 +579,7 @@ class ParquetImageDataset(torch.utils.data.Dataset):
         pixels = _decode_checked(self.loc.uri, table.column("image")[row].as_py(), i, self.channels,
                                  meta["height"], meta["width"])
         digest = hashlib.sha256(self._prefix)
-        digest.update(pixels)
+        digest.update(pixels.data)
         if digest.hexdigest() != shas[k].as_py():
             raise GanforgeError(f"dataset {self.loc.uri}: item {i} in shard {path} does not match its sha256 (the "
                                 "shard was changed after the dataset was opened); re-ingest with --overwrite")

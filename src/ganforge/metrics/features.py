@@ -176,9 +176,12 @@ class FeatureExtractor:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Module output for preprocessed images (n, C, H, W), in calls of at most ``forward_batch``."""
+        module = self.module
+        if module is None:  # the identity (``pixels``)
+            return x
         if self.forward_batch is None or len(x) <= self.forward_batch:
-            return self.module(x)
-        return torch.cat([self.module(part) for part in x.split(self.forward_batch)])
+            return module(x)
+        return torch.cat([module(part) for part in x.split(self.forward_batch)])
 
     @torch.inference_mode()
     def extract(self, images: torch.Tensor, batch_size: int = 64, progress: str | None = None) -> torch.Tensor:
@@ -380,6 +383,7 @@ def weights_file(name: str, weights: str | Path | None) -> Path | None:
 
 def _inception_tf(weights=None, device="cpu", expected_sha256=None, **_) -> FeatureExtractor:
     path = weights_file("inception-tf", weights)
+    assert path is not None  # only ``pixels`` has no file
     sha = _check_hash("inception-tf", path, expected_sha256, (INCEPTION_TF_SHA256,))
     module = _load_torchscript(path, "inception-tf")
     contract = InputContract(size=(299, 299), channels=3, value_range=TF_RANGE)
@@ -404,7 +408,7 @@ def _custom(weights=None, device="cpu", expected_sha256=None, input_size=None, v
     contract = InputContract(size=tuple(input_size), channels=channels, value_range=tuple(value_range))
     ext = FeatureExtractor("custom", module, contract, None, sha, device)
     # One probe image fixes D, so a file that does not map images to features fails here, not mid-run.
-    probe = torch.zeros(1, channels or 3, *contract.size, dtype=torch.uint8)
+    probe = torch.zeros(1, channels or 3, *input_size, dtype=torch.uint8)
     try:
         ext.dim = int(ext.extract(probe).shape[1])
     except GanforgeError:

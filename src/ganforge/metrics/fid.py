@@ -88,6 +88,7 @@ class Float64FID(FrechetInceptionDistance):
 
     def __init__(self, feature_dim: int, device: str | torch.device | None = None):
         """Create the metric for ``feature_dim``-d features."""
+        device = torch.device(device) if isinstance(device, str) else device  # torcheval's Metric.to() does so too
         super().__init__(model=torch.nn.Identity(), feature_dim=feature_dim, device=device)
         # Re-register torcheval's sums in float64 (see the module docstring for why).
         for name in ("real_sum", "fake_sum"):

@@ -25,6 +25,7 @@ from ganforge.errors import GanforgeError
 from ganforge.progress import progress_bar
 
 DISTANCES = ("l2", "l1")  # the `metric` argument: a distance, not an image metric of ganforge.metrics
+Metric = Literal["l2", "l1"]  # one of DISTANCES
 _U32 = 2.0**-24  # unit roundoff of float32
 
 
@@ -90,7 +91,7 @@ def knn(
     queries: torch.Tensor,
     refs: torch.Tensor,
     k: int = 1,
-    metric: Literal["l2", "l1"] = "l2",
+    metric: Metric = "l2",
     query_chunk: int = 1024,
     ref_chunk: int = 4096,
     device: str | torch.device = "cpu",

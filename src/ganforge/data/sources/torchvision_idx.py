@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.error import URLError
 
 import numpy as np
 
 from ganforge.data.sources.base import Source
 from ganforge.errors import GanforgeError
+
+if TYPE_CHECKING:  # imported where used (torchvision loads on demand); KMNIST and FashionMNIST are MNISTs
+    from torchvision.datasets import MNIST
 
 DATA_ROOT_ENV = "GANFORGE_DATA_ROOT"
 DEFAULT_ROOT = "~/.cache/ganforge/torchvision"
@@ -74,7 +78,7 @@ def resolve_root(input_path: str | None) -> Path:
     return Path(root).expanduser()
 
 
-def _open_idx(name: str, dataset_cls: type, input_path: str | None, download: bool) -> Source:
+def _open_idx(name: str, dataset_cls: type[MNIST], input_path: str | None, download: bool) -> Source:
     root = resolve_root(input_path)
     train = _load_split(dataset_cls, root, train=True, download=download)
     # The train split already downloaded (or found) all four files; never ask twice.
@@ -132,7 +136,7 @@ def _check_split(ds, raw: Path, split: str, n_classes: int) -> None:
         )
 
 
-def _load_split(dataset_cls: type, root: Path, train: bool, download: bool):
+def _load_split(dataset_cls: type[MNIST], root: Path, train: bool, download: bool):
     """Build the torchvision dataset, turning its errors into one-line ``GanforgeError``s."""
     try:
         return dataset_cls(root=str(root), train=train, download=download)
@@ -154,7 +158,7 @@ def _load_split(dataset_cls: type, root: Path, train: bool, download: bool):
         raise _invalid_idx(dataset_cls, root, err) from err
 
 
-def _invalid_idx(dataset_cls: type, root: Path, err: BaseException) -> GanforgeError:
+def _invalid_idx(dataset_cls: type[MNIST], root: Path, err: BaseException) -> GanforgeError:
     reason = " ".join(str(err).split())[:160] or type(err).__name__
     return GanforgeError(
         f"{dataset_cls.__name__} files under {root / dataset_cls.__name__ / 'raw'} are not valid IDX "
@@ -162,16 +166,16 @@ def _invalid_idx(dataset_cls: type, root: Path, err: BaseException) -> GanforgeE
     )
 
 
-def _expected_files(dataset_cls: type) -> list[str]:
+def _expected_files(dataset_cls: type[MNIST]) -> list[str]:
     # resources hold the archive names (``*.gz``); torchvision reads them without the suffix.
     return [os.path.splitext(os.path.basename(url))[0] for url, _md5 in dataset_cls.resources]
 
 
-def _missing_files(dataset_cls: type, raw: Path) -> list[str]:
+def _missing_files(dataset_cls: type[MNIST], raw: Path) -> list[str]:
     return [name for name in _expected_files(dataset_cls) if not (raw / name).is_file()]
 
 
-def _missing_message(dataset_cls: type, raw: Path, missing: list[str]) -> str:
+def _missing_message(dataset_cls: type[MNIST], raw: Path, missing: list[str]) -> str:
     gzipped = [name for name in missing if (raw / f"{name}.gz").is_file()]
     if gzipped:
         fix = f"decompress them (gunzip {raw}/*.gz): torchvision reads only the uncompressed files"
