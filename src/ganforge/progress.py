@@ -219,6 +219,7 @@ class Bar:
         """Set the items done (and, on a bar, an extra text shown after it)."""
         self.done = done
         if self.mode == "bar":
+            assert self._rich is not None, "the bar was closed"
             fields = {} if info is None else {"info": info}
             self._rich.update(self._task, completed=done, **fields)
         elif self.mode == "plain" and self._shown < done < self.total:  # the last line is close()'s
@@ -229,6 +230,7 @@ class Bar:
     def message(self, text: str) -> None:
         """Print a line without breaking the bar (nothing when off)."""
         if self.mode == "bar":
+            assert self._rich is not None, "the bar was closed"
             self._rich.console.print(text)
         elif self.mode == "plain":
             print(text, file=self._stream or sys.stderr, flush=True)

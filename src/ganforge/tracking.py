@@ -53,7 +53,10 @@ class RunContext:
 class Tracker(Protocol):
     """What the training loop needs from experiment tracking."""
 
-    run_id: str | None
+    @property
+    def run_id(self) -> str | None:
+        """The MLflow run written to; None when nothing is recorded."""
+
     active: bool  # False: nothing is recorded, so the loop skips rendering sample grids
     continued: bool  # True: run_id is the run asked for (an unfinished one reopened), not a new run
 

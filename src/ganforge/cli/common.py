@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 import typer
 from typer.core import TyperGroup
@@ -12,7 +14,8 @@ from typer.core import TyperGroup
 try:  # typer >= 0.20 carries its own copy of click
     from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 except ImportError:  # pragma: no cover - older typer on plain click
-    from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+    # the same classes from click itself; the checker sees typer's copy
+    from click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # type: ignore[assignment]
 
 from ganforge.cli.options import PENDING_WARNINGS, one_line_validation_error
 from ganforge.errors import GanforgeError
@@ -25,11 +28,19 @@ class OneLineErrors(TyperGroup):
     help to read.
     """
 
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
         if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
         try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            rv = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
         except NoArgsIsHelpError as exc:  # `ganforge` or `ganforge pipeline` alone: the help, not an error
             exc.show()
             sys.exit(exc.exit_code)

@@ -39,7 +39,7 @@ from pydantic_core import PydanticUndefined
 try:  # typer >= 0.20 carries its own copy of click
     from typer._click.exceptions import ClickException
 except ImportError:  # pragma: no cover - older typer on plain click
-    from click.exceptions import ClickException
+    from click.exceptions import ClickException  # type: ignore[assignment]  # click's own; the checker sees typer's copy
 
 from ganforge.errors import GanforgeError
 
@@ -132,7 +132,8 @@ def _number(x) -> str:
 
 def rule(field: FieldInfo) -> str:
     """A field's range from its constraints, as words: ``in (0, 0.5)``, ``> 0``, ``>= 2``; "" when it has none."""
-    lo = hi = None
+    lo: object = None
+    hi: object = None
     lo_open = hi_open = False
     for m in _constraints(field):
         if isinstance(m, annotated_types.Gt):
@@ -389,8 +390,10 @@ def command(fn: Callable, *groups: Options) -> Callable:
     names = [p.name for p in params]
     if len(names) != len(set(names)):
         raise ValueError(f"{fn.__name__}: two option groups share a field: {sorted(n for n in names if names.count(n) > 1)}")
-    fn.__signature__ = inspect.Signature(params)
-    # which field each parameter fills (read by tests that walk every option of every command)
-    fn.ganforge_fields = {param: (g.model, name) for g in groups for name in g.fields
-                          for param in (name, *([g._alias_param(name)] if name in g.aliases else []))}
+    # Both set on the function object, which a checker does not follow: typer reads the signature, and
+    # ganforge_fields says which field each parameter fills (read by tests that walk every option of every command).
+    fn.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    fields = {param: (g.model, name) for g in groups for name in g.fields
+              for param in (name, *([g._alias_param(name)] if name in g.aliases else []))}
+    fn.ganforge_fields = fields  # type: ignore[attr-defined]
     return fn

@@ -16,6 +16,7 @@ import typing
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.json_schema import JsonDict
 
 from ganforge.data.sources import SOURCE_NAMES
 from ganforge.errors import GanforgeError
@@ -31,7 +32,7 @@ PIPELINE_BACKBONES = tuple(name for name in EXTRACTORS if name != "custom")
 
 # Marks a field that is also a ``TrainConfig`` field: the pipeline hands it to the train task, whose
 # component passes it on to ``resolve_config`` by name (see ``train_flags``).
-TRAIN_FLAG = {"train_flag": True}
+TRAIN_FLAG: JsonDict = {"train_flag": True}
 
 
 class PipelineParams(BaseModel):
@@ -131,6 +132,7 @@ def _kfp_type(name: str) -> type:
     annotation = PipelineParams.model_fields[name].annotation
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    assert isinstance(annotation, type), f"pipeline parameter {name} is not str, int, float or bool"
     return annotation
 
 
@@ -161,7 +163,8 @@ def decode(name: str, value):
 
 def train_flags() -> tuple[str, ...]:
     """The parameters that are ``TrainConfig`` fields, handed to the train task by name."""
-    return tuple(k for k, f in PipelineParams.model_fields.items() if (f.json_schema_extra or {}).get("train_flag"))
+    return tuple(k for k, f in PipelineParams.model_fields.items()
+                 if isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get("train_flag"))
 
 
 def check_given(values: dict) -> None:
@@ -215,7 +218,7 @@ class ClusterConfig(BaseModel):
     @classmethod
     def _positive_quantity(cls, v: str, info) -> str:
         cpu = info.field_name == "cpu_request"
-        if not (CPU_QUANTITY if cpu else MEMORY_QUANTITY).fullmatch(v) or float(re.match(r"[0-9.]*", v).group() or 0) <= 0:
+        if not (CPU_QUANTITY if cpu else MEMORY_QUANTITY).fullmatch(v) or _number_part(v) <= 0:
             raise ValueError(f"{v!r} is not a positive {'CPU' if cpu else 'memory'} quantity; use e.g. "
                              f"{'4, 0.5 or 500m' if cpu else '16Gi or 512Mi'}")
         return v
@@ -252,6 +255,14 @@ LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 # the forms KFP's set_cpu_request / set_memory_request accept (a subset of Kubernetes quantities)
 CPU_QUANTITY = re.compile(r"([0-9]*\.)?[0-9]+m?")
 MEMORY_QUANTITY = re.compile(r"[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?")
+
+
+def _number_part(quantity: str) -> float:
+    """The number a quantity starts with: ``"500m"`` -> 500.0 (0.0 when it starts with none)."""
+    digits = re.match(r"[0-9.]*", quantity)  # always matches, maybe nothing
+    return float(digits.group() or 0) if digits else 0.0
+
+
 # the distribution spec's reference grammar: [host[:port]/]path[:tag][@digest]
 IMAGE_REF = re.compile(r"(?:[a-zA-Z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
                        r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?")

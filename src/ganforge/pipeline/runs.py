@@ -34,8 +34,8 @@ def log_outcome(run_id: str, metrics: dict[str, float], tags: dict[str, str]) ->
     c = client()
     for k, v in metrics.items():
         c.log_metric(run_id, k, float(v))
-    for k, v in tags.items():
-        c.set_tag(run_id, k, str(v)[:5000])
+    for name, text in tags.items():
+        c.set_tag(run_id, name, str(text)[:5000])
 
 
 SAMPLES_KEY = "samples"  # the parent run's image key: the chart view shows it beside the runs table's columns

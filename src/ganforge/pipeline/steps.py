@@ -108,9 +108,9 @@ def _train(dataset: str, output: Path, model_dir: str, asked: dict, *, gpus: int
     if finished.get("asked") == asked and (output / finished["result"]["checkpoint"]).is_dir():
         # a retry of a task whose training finished (the pod died while publishing): training again would
         # open a new, empty MLflow run (a finished run is never reopened) and register would get its id
-        result = TrainResult(**{**finished["result"], "output": str(output)})
-        result.checkpoint = str(output / result.checkpoint)
-        _publish_checkpoint(Path(result.checkpoint), model_dir)
+        checkpoint = output / finished["result"]["checkpoint"]
+        result = TrainResult(**{**finished["result"], "output": str(output), "checkpoint": str(checkpoint)})
+        _publish_checkpoint(checkpoint, model_dir)
         return result
     config = resolve_config({**asked, "output": str(output), "experiment": experiment, "nproc": max(1, gpus),
                              "device": "cuda" if gpus > 0 else "auto",
@@ -121,10 +121,11 @@ def _train(dataset: str, output: Path, model_dir: str, asked: dict, *, gpus: int
     record = {k: v for k, v in dataclasses.asdict(result).items() if k != "output"}
     record["checkpoint"] = Path(result.checkpoint).name
     grid = output / "samples" / "final.png"
-    if result.run_id and grid.is_file():  # tracked: the runs table's row gets the generator's samples too
+    parent = context.parent_run_id
+    if result.run_id and parent is not None and grid.is_file():  # tracked: the runs table's row gets the samples too
         from ganforge.pipeline.runs import log_samples
 
-        log_samples(context.parent_run_id, grid, result.step)
+        log_samples(parent, grid, result.step)
     write_text_atomic(done, json.dumps({"asked": asked, "result": record}, indent=2, sort_keys=True, default=float))
     _publish_checkpoint(Path(result.checkpoint), model_dir)
     return result

@@ -24,10 +24,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 STOP_GRACE_SECONDS = 30.0  # a training step checkpoints and ends its MLflow run in this time, even on a busy CPU
 KILL_WAIT_SECONDS = 10.0  # after SIGKILL, how long to wait for the processes to vanish
 SHELLS = frozenset({"sh", "bash", "dash", "ash", "zsh", "busybox"})  # kfp.local's wrapper around each step
+SignalHandler = Callable[[int, FrameType | None], Any] | int | None  # what signal.signal takes and gives back
 
 
 class Stopped(BaseException):
@@ -154,7 +157,7 @@ class StopOnSignals:
         self.ended = (0, 0)  # (ended on the signal, killed)
         self._phase = "running"  # then "stopping" (ending processes), then "stopped" (the clean-up)
         self.hurried = False  # a second signal came while the processes ended: the rest were killed at once
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, SignalHandler] = {}
         self.processes: StepProcesses | None = None
 
     def __enter__(self) -> StopOnSignals:

@@ -206,7 +206,7 @@ def task_groups(pipeline_spec) -> dict[str, tuple[str, list[str]]]:
         return components[component].WhichOneof("implementation") == "dag"
 
     def steps(component: str) -> list[str]:
-        out = []
+        out: list[str] = []
         for name, task in components[component].dag.tasks.items():
             out += steps(task.component_ref.name) if is_group(task.component_ref.name) else [name]
         return out

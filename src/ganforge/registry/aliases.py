@@ -140,6 +140,7 @@ def _compare(new: Evidence, old: Evidence, v_new, v_old) -> str | None:
     if new.fid_key != old.fid_key or new.backbone.get("backbone_sha256") != old.backbone.get("backbone_sha256"):
         return (f"FIDs not comparable: version {v_new} has {new.fid_key} ({new.backbone.get('backbone')}), "
                 f"version {v_old} has {old.fid_key} ({old.backbone.get('backbone')}); evaluate both alike")
+    assert new.fid is not None  # the same FID key as the holder's, which has a value
     if new.fid > old.fid:
         return f"version {v_new} is worse than the current holder version {v_old} (FID {new.fid:.4g} > {old.fid:.4g})"
     return None

@@ -8,10 +8,14 @@ audit runs are joined through their ``training_run_id`` tag, wherever they were 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from ganforge.errors import GanforgeError
 from ganforge.registry import store
 from ganforge.registry.evidence import not_evidence
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
 
 # Short column names for the joined evaluation numbers; --sort-by accepts these or any column.
 SCORES = {"fid": "eval/fid_", "kid": "eval/kid_mean_", "precision": "eval/precision_", "recall": "eval/recall_"}
@@ -58,12 +62,13 @@ def compare_runs(experiment: str, sort_by: str = "fid", descending: bool = False
     return {"columns": columns, "rows": rows, "sort_by": sort_by}
 
 
-def _training_runs(c, experiment_id: str, max_runs: int) -> list:
+def _training_runs(c, experiment_id: str, max_runs: int) -> list[Run]:
     """The newest ``max_runs`` training runs, paging past evaluate/audit runs logged to the same experiment.
 
     (Asking MLflow for ``max_runs`` runs and dropping the judging ones used to return fewer, even none.)
     """
-    runs, token = [], None
+    runs: list[Run] = []
+    token: str | None = None
     while len(runs) < max_runs:
         page = c.search_runs([experiment_id], order_by=["attributes.start_time DESC"], page_token=token,
                              max_results=min(1000, max(100, max_runs)))

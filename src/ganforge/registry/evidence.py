@@ -16,6 +16,10 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for annotations only: store and generator_model are the registry's mlflow importers
+    from mlflow.entities import Run
 
 TRAIN_SPLIT = "train"  # the split ganforge trains on and the audit compares against
 EVAL_PREFIXES = ("eval/fid_", "eval/kid_mean_", "eval/precision_", "eval/recall_")
@@ -42,8 +46,8 @@ def scrub_tree(obj):
 class Evidence:
     """The newest evaluation and audit of one training run (None where there is none)."""
 
-    evaluation: object | None = None  # mlflow Run
-    audit: object | None = None
+    evaluation: Run | None = None
+    audit: Run | None = None
     backbone: dict = field(default_factory=dict)  # {"backbone": name, "backbone_sha256": hash}
     ignored: list[str] = field(default_factory=list)  # why newer evaluate/audit runs did not count
 
@@ -59,7 +63,7 @@ class Evidence:
     def fid(self) -> float | None:
         """The overall FID, or None without an evaluation that computed it."""
         key = self.fid_key
-        return self.evaluation.data.metrics[key] if key else None
+        return self.evaluation.data.metrics[key] if key and self.evaluation is not None else None
 
     @property
     def verdict(self) -> str | None:

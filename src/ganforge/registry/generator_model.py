@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 import torch
 from mlflow.models import ModelSignature
+from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, Schema
 
 MODEL_CODE = Path(__file__)  # logged by reference: MLflow runs this file to load the model
@@ -69,7 +70,7 @@ def decode_png(text: str) -> np.ndarray:
     return a[..., None] if a.ndim == 2 else a
 
 
-class GeneratorModel(mlflow.pyfunc.PythonModel):
+class GeneratorModel(PythonModel):
     """A ganforge generator rebuilt from ``meta.json`` + ``generator.safetensors``."""
 
     def load_context(self, context) -> None:
@@ -94,14 +95,17 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
         total = sum(int(r.n) for r in requests)
         if any(r.n < 1 for r in requests) or total > MAX_IMAGES:
             raise ValueError(f"n must be >= 1 per row and at most {MAX_IMAGES} images per request (got {total})")
-        out = {"row": [], "seed": [], "label": [], "index": [], "png": []}
+        out: dict[str, list[int | str]] = {"row": [], "seed": [], "label": [], "index": [], "png": []}
         for i, (seed, label, n) in enumerate(requests):
             z, labels = self._latents(int(seed), int(label), int(n))
             images = to_uint8(sample(self.generator, z, labels))
             used = labels.tolist() if labels is not None else [NO_LABEL] * n
             for k in range(n):
-                out["row"].append(i), out["seed"].append(int(seed)), out["label"].append(int(used[k]))
-                out["index"].append(k), out["png"].append(png_base64(images[k]))
+                out["row"].append(i)
+                out["seed"].append(int(seed))
+                out["label"].append(int(used[k]))
+                out["index"].append(k)
+                out["png"].append(png_base64(images[k]))
         return pd.DataFrame(out).astype({c: "int64" for c in ("row", "seed", "label", "index")})
 
     def _latents(self, seed: int, label: int, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -415,14 +415,17 @@ def resolve_model_uri(uri: str) -> Path:
     c = client()
     with mlflow_errors(f"resolving {uri}"):
         if ref.kind == "runs":
+            assert ref.run_id is not None  # parse_uri sets it for runs:/
             return _resolve_run(c, ref.run_id, uri)
+        assert ref.name is not None  # and the name for models:/
+        name = ref.name
         mv = get_version(c, ref)
         check_complete(mv, uri)
         # "named": the weights file is named by what it holds (ema/raw); copies laid out before are not reused
         key = hashlib.sha256(f"{mv.source}|{mv.run_id}|named".encode()).hexdigest()[:12]
-        dest = cache_root() / "models" / _safe(ref.name) / f"v{mv.version}-{key}"
+        dest = cache_root() / "models" / _safe(name) / f"v{mv.version}-{key}"
         found = _cached(dest)
-        return found or _publish(dest, lambda tmp: _download_version(c, ref.name, mv.version, tmp))
+        return found or _publish(dest, lambda tmp: _download_version(c, name, mv.version, tmp))
 
 
 REGISTRATION = "ganforge.registration"  # version tag: pending while a registration runs, complete once it finished

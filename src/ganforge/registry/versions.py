@@ -94,10 +94,11 @@ def register(run_id: str, name: str = store.DEFAULT_NAME, force: bool = False,
             existing = _existing_version(c, name, run_id, source)
             if existing is not None and finished(c, name, existing):
                 return _summary(c, name, existing, created=False)
-            if existing is None and model_id is None:  # the pending version vanished (deleted by hand)
-                raise GanforgeError(f"the interrupted registration of run {run_id} as {name!r} was deleted "
-                                    "meanwhile; re-run the command")
             if existing is None:
+                if model_id is None:  # the pending version vanished (deleted by hand)
+                    raise GanforgeError(f"the interrupted registration of run {run_id} as {name!r} was deleted "
+                                        "meanwhile; re-run the command")
+                assert tags is not None and description is not None  # made with model_id
                 existing = _create_version(c, lock, name, run_id, source, model_id, tags, description)
             return _summary(c, name, _complete(c, lock, name, existing), created=True)
 
