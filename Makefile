@@ -39,8 +39,10 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
 
+# Ruff over the code and tests, then mypy over src/ (configured in pyproject.toml's [tool.mypy]; run from here).
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
