@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +30,14 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
         except Exception:  # noqa: BLE001 - not up yet
             time.sleep(0.2)
     raise RuntimeError(f"server at {url} did not come up in {timeout}s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """SIGKILL to a test server started in its own session (``start_new_session=True``), and to its workers:
+    its store is thrown away with the test's folder, and a graceful stop waits out the clients' kept-alive
+    connections (4 s or more)."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
 
 
 def assert_no_runs(uri: str, experiment: str) -> None:

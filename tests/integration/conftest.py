@@ -1,6 +1,7 @@
 """Integration fixtures: a real ``mlflow server`` on 127.0.0.1 and a tiny real dataset.
 
-The helpers ``free_port`` and ``wait_http`` come from the root conftest (the moto S3 fixture uses them).
+The helpers ``free_port``, ``wait_http`` and ``stop_server`` come from the root conftest (the moto S3 fixture
+uses the first two).
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import free_port, wait_http
+from tests.conftest import free_port, stop_server, wait_http
 
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """An ``mlflow server`` process (sqlite backend, local artifact store) on a free 127.0.0.1 port.
 
-    Yields its URL once ``/health`` answers; the process is stopped at teardown.
+    Yields its URL once ``/health`` answers; the process is killed at teardown (``stop_server``).
     """
     root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
@@ -39,12 +40,7 @@ def mlflow_server(tmp_path_factory):
         proc.wait(10)
         raise RuntimeError(f"mlflow server did not start; log:\n{(root / 'server.log').read_text()[-3000:]}") from None
     yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+    stop_server(proc)
     log.close()
 
 

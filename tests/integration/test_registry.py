@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from ganforge.cli import app
 from ganforge.errors import GanforgeError
-from tests.conftest import free_port, wait_http
+from tests.conftest import free_port, stop_server, wait_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 runner = CliRunner()
@@ -329,12 +329,7 @@ def test_mlflow_models_serve_answers_invocations(runs, mlflow_server, tmp_path):
         raise AssertionError((tmp_path / "serve.log").read_text()[-3000:]) from None
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, 15)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
-                proc.wait(10)
+            stop_server(proc)
         log.close()
     assert [(p["row"], p["index"]) for p in preds] == [(0, 0), (0, 1), (1, 0)]
     assert decode_png(preds[0]["png"]).shape == (16, 16, 1)

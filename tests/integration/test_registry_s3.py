@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
 
-from tests.conftest import free_port, wait_http
+from tests.conftest import free_port, stop_server, wait_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -32,12 +31,7 @@ def s3_mlflow_server(s3_env, moto_server, tmp_path):
         wait_http(url + "/health", proc, timeout=120)
         yield url, s3_env
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:  # a busy machine: don't let teardown fail the test
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        stop_server(proc)
         log.close()
 
 
