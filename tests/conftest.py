@@ -64,6 +64,28 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_click_tree():
+    """typer's ``CliRunner.invoke(app)`` rebuilds the click command tree from the typer app on every call
+    (20-40 ms; the suite invokes ganforge's app some 1,700 times): ganforge's app is built once per process.
+    Any other typer app (a test's own) is built per call as before."""
+    import typer.testing
+
+    build, built = typer.testing._get_command, {}
+
+    def get_command(app):
+        cli = sys.modules.get("ganforge.cli.app")
+        if cli is None or app is not cli.app:
+            return build(app)
+        if "tree" not in built:
+            built["tree"] = build(app)
+        return built["tree"]
+
+    typer.testing._get_command = get_command
+    yield
+    typer.testing._get_command = build
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """No test reads or writes the user's ~/.cache/ganforge."""

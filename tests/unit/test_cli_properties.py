@@ -248,18 +248,6 @@ def world(tmp_path_factory, digits16):
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_click_tree():
-    """``CliRunner.invoke(app)`` rebuilds the click tree from the typer app on every call, half of a case's
-    time over 740 cases; here each case runs the tree walked above (``ROOT``), built from the same app."""
-    import typer.testing
-
-    build = typer.testing._get_command
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(typer.testing, "_get_command", lambda a: ROOT if a is app else build(a))
-        yield
-
-
 @pytest.mark.parametrize("path, name, k, value", CASES)
 def test_every_option_refuses_cleanly_or_succeeds(world, path, name, k, value):
     cmd = dict(commands())[path]
