@@ -32,6 +32,12 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
     raise RuntimeError(f"server at {url} did not come up in {timeout}s")
 
 
+# The environment of a test's ``mlflow server``: no job runner. MLflow 3 starts one beside the server, with
+# seven huey consumer processes for its GenAI jobs (ganforge has none): 8 more Python start-ups, 11 s of CPU
+# of a server's 19 s on a busy machine, and 4 s more before it answers.
+MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def stop_server(proc: subprocess.Popen) -> None:
     """SIGKILL to a test server started in its own session (``start_new_session=True``), and to its workers:
     its store is thrown away with the test's folder, and a graceful stop waits out the clients' kept-alive

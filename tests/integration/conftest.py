@@ -14,7 +14,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import free_port, stop_server, wait_http
+from tests.conftest import MLFLOW_SERVER_ENV, free_port, stop_server, wait_http
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +31,7 @@ def mlflow_server(tmp_path_factory):
          "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
          "--workers", "1"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,  # its own group: its workers go too
+        env={**os.environ, **MLFLOW_SERVER_ENV},
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:

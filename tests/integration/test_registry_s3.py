@@ -9,7 +9,7 @@ import sys
 import pandas as pd
 import pytest
 
-from tests.conftest import free_port, stop_server, wait_http
+from tests.conftest import MLFLOW_SERVER_ENV, free_port, stop_server, wait_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 def s3_mlflow_server(s3_env, moto_server, tmp_path):
     """An ``mlflow server`` proxying artifacts to ``s3://<bucket>/mlflow`` on moto; yields (url, bucket)."""
     port = free_port()
-    env = {**os.environ, "MLFLOW_S3_ENDPOINT_URL": moto_server}
+    env = {**os.environ, **MLFLOW_SERVER_ENV, "MLFLOW_S3_ENDPOINT_URL": moto_server}
     log = open(tmp_path / "server.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path}/mlflow.db",
