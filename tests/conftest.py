@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -44,6 +45,35 @@ def stop_server(proc: subprocess.Popen) -> None:
     connections (4 s or more)."""
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(30)
+
+
+@pytest.fixture(scope="session")
+def empty_mlflow_store(tmp_path_factory):
+    """An empty sqlite MLflow store, made once per test process for ``sqlite_store`` and ``copy_store`` to copy.
+    MLflow makes a new store by running its schema migrations: 1.5 s, 5 s on a busy core, per test."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("empty-mlflow-store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()  # creates it (sqlite's rollback journal: one file)
+    return path
+
+
+def copy_store(template, folder) -> str:
+    """``folder/mlflow.db``, an empty MLflow store (a copy of ``template``); returns its absolute sqlite URI.
+    Only the Default experiment's artifact folder differs from a store MLflow would make here: ganforge never
+    logs to Default, and every other experiment's is set when the store is opened, as before."""
+    from pathlib import Path
+
+    path = Path(folder) / "mlflow.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def sqlite_store(empty_mlflow_store, tmp_path) -> str:
+    """The URI of an empty sqlite MLflow store at ``tmp_path/mlflow.db`` (``copy_store``)."""
+    return copy_store(empty_mlflow_store, tmp_path)
 
 
 def assert_no_runs(uri: str, experiment: str) -> None:

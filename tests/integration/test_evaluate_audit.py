@@ -112,14 +112,14 @@ def test_results_reach_a_real_mlflow_server(digits16, checkpoint, tmp_path, mlfl
     assert {a.path for a in client.list_artifacts(runs[0].info.run_id)} >= {"audit.json", "audit_sheet.png"}
 
 
-def test_records_say_which_weights_were_measured(digits16, tmp_path, monkeypatch):
+def test_records_say_which_weights_were_measured(digits16, tmp_path, monkeypatch, sqlite_store):
     """evaluate.json, audit.json, stdout and the MLflow run name the weights: ema or raw, step, file hash."""
     from mlflow.tracking import MlflowClient
 
     from ganforge.checkpoints import list_checkpoints
     from ganforge.judgement import PROVENANCE
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = sqlite_store
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     run = tiny_run(digits16, tmp_path / "run", ema_decay=0.9)
     ckpt = list_checkpoints(run)[-1]

@@ -47,7 +47,7 @@ def wait_for_training(uri: str, proc: subprocess.Popen, log: Path, timeout: floa
     deadline, client = time.monotonic() + timeout, None
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"the pipeline ended before training: {_text(log)[-3000:]}"
-        if client is None and "Executing task 'train'" in _text(log):  # start-run made the store before
+        if client is None and "Executing task 'train'" in _text(log):  # start-run made the experiment before
             client = MlflowClient(uri)
         exp = client.get_experiment_by_name(EXPERIMENT) if client is not None else None
         if exp is not None:
@@ -63,9 +63,9 @@ def _text(path: Path) -> str:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
-def test_a_signal_during_training_leaves_no_running_run_and_no_process(tmp_path, signum):
+def test_a_signal_during_training_leaves_no_running_run_and_no_process(tmp_path, signum, sqlite_store):
     root = tmp_path / f"run-{signum.name}"
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = sqlite_store
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1"}
     args = ["pipeline", "run", "--local", "--dir", str(root), "--experiment", EXPERIMENT, "--image-size", "16",
             "--limit", "128", "--steps", "100000"]

@@ -16,10 +16,10 @@ import components  # noqa: E402
 
 
 @pytest.fixture
-def kfp_local(tmp_path, monkeypatch):
+def kfp_local(tmp_path, monkeypatch, sqlite_store):
     import kfp.local
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_store)
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"),
                    raise_on_error=False)
     return tmp_path

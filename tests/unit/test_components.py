@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import components  # noqa: E402
+from tests.conftest import copy_store  # noqa: E402
 
 
 class FakeArtifact:
@@ -31,13 +32,13 @@ class FakeArtifact:
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory):
+def chain(tmp_path_factory, empty_mlflow_store):
     """Run the components in pipeline order once; yields what each returned and wrote."""
     import os
 
     tmp = tmp_path_factory.mktemp("components")
     saved = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = copy_store(empty_mlflow_store, tmp)
     out = {"tmp": tmp}
     try:
         out["parent"] = components.start_run.python_func(
@@ -146,10 +147,10 @@ def test_register_and_finish(chain):
     assert MlflowClient().get_run(chain["parent"]).info.status == "FINISHED"
 
 
-def test_finish_marks_parent_failed(tmp_path, monkeypatch):
+def test_finish_marks_parent_failed(tmp_path, monkeypatch, sqlite_store):
     from mlflow.tracking import MlflowClient
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_store)
     parent = components.start_run.python_func(experiment="unit", pipeline_run_id="kfp-run-2", dataset="d",
                                               preset="digits-tiny", model_name="m", max_fid=1.0)
 

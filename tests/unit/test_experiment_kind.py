@@ -13,8 +13,8 @@ KIND = "mlflow.experimentKind"
 VIEW = "mlflow.sharedViewState.ganforge"
 
 
-def test_experiment_kind(tmp_path, monkeypatch):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_experiment_kind(sqlite_store, monkeypatch):
+    uri = sqlite_store
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     client = MlflowClient(uri)
     assert EXPERIMENT_KIND == {KIND: "custom_model_development"}

@@ -48,7 +48,7 @@ def test_save_png_round_trips_one_channel(tmp_path):
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["x.png"]  # no temp file left
 
 
-def test_the_loss_plot_is_one_picture_for_the_output_and_the_tracker(tmp_path, monkeypatch):
+def test_the_loss_plot_is_one_picture_for_the_output_and_the_tracker(tmp_path, monkeypatch, sqlite_store):
     """Issue 23: the trainer's loss_curve.png and the one its MLflow run gets are drawn by one function."""
     from PIL import Image
 
@@ -60,7 +60,7 @@ def test_the_loss_plot_is_one_picture_for_the_output_and_the_tracker(tmp_path, m
     written = write_loss_plot(tmp_path / "out", HISTORY)
     assert written == tmp_path / "out" / LOSS_PLOT and written.read_bytes() == png
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")  # absolute: mlflow caches stores by URI
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_store)  # absolute: mlflow caches stores by URI
     tracker = open_tracker(True, "unit", None, {}, {})
     tracker.log_loss_curves(HISTORY)
     tracker.close()

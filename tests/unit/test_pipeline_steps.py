@@ -7,10 +7,10 @@ from pathlib import Path
 from ganforge.pipeline.steps import train_dir, train_step
 
 
-def test_retried_train_task_resumes(tmp_path, monkeypatch):
+def test_retried_train_task_resumes(tmp_path, monkeypatch, sqlite_store):
     from ganforge.data.ingest import ingest
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_store)
     data = ingest("digits", str(tmp_path / "data"), image_size=16, limit=128).uri
     kw = dict(preset="digits-tiny", model="", epochs=0, seed=0, gpus=0, experiment="steps", parent_run_id="p",
               pipeline_run_id="kfp-7")
@@ -53,14 +53,14 @@ def test_more_than_one_gpu_trains_through_torchrun(tmp_path, monkeypatch):
     assert seen["context"] == RunContext("p", "kfp-8")  # the parent run travels as an argument
 
 
-def test_retry_after_finished_training_reuses_it(tmp_path, monkeypatch):
+def test_retry_after_finished_training_reuses_it(tmp_path, monkeypatch, sqlite_store):
     """A task retried after its training finished (pod lost while publishing) trains nothing and opens no
     MLflow run: the finished run's id and checkpoint are what register gets."""
     from mlflow.tracking import MlflowClient
 
     from ganforge.data.ingest import ingest
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = sqlite_store
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     data = ingest("digits", str(tmp_path / "data"), image_size=16, limit=128).uri
     kw = dict(preset="digits-tiny", model="", epochs=0, steps=3, seed=0, gpus=0, experiment="steps",

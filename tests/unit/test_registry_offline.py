@@ -197,12 +197,13 @@ def test_refusing_server_is_one_line(refusing_server, monkeypatch, args):
     ["evaluate", "--checkpoint", f"runs:/{RUN}", "--dataset", "DIGITS", "--no-track", "--backbone", "pixels"],
     ["generate", "--model-uri", f"runs:/{RUN}", "--out", "OUT"],
 ])  # fmt: skip
-def test_unknown_run_names_the_uri_not_a_flag_the_user_did_not_type(args, digits16, tmp_path, monkeypatch):
+def test_unknown_run_names_the_uri_not_a_flag_the_user_did_not_type(args, digits16, tmp_path, monkeypatch,
+                                                                    sqlite_store):
     """Issue 22: ``evaluate --checkpoint runs:/...`` of an unknown run named ``--run-id``."""
     args = [str(digits16) if a == "DIGITS" else str(tmp_path / "out") if a == "OUT" else a for a in args]
     from mlflow import MlflowClient
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = sqlite_store
     MlflowClient(uri).create_experiment("other")  # a store that exists, without that run
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     res = runner.invoke(app, args)

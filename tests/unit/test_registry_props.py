@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from ganforge.cli import app
+from tests.conftest import copy_store
 
 runner = CliRunner()
 SETTINGS = settings(max_examples=int(os.environ.get("GANFORGE_HYPOTHESIS_EXAMPLES", "25")), deadline=None,
@@ -32,12 +33,12 @@ OUTCOMES: dict[str, int] = {}  # kind of outcome -> count, printed at the end fo
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(tmp_path_factory, empty_mlflow_store):
     """A sqlite tracking store: run RUN, model ``gan`` v1/v2 (evaluated, audited; v2 scored worse)."""
     from mlflow.tracking import MlflowClient
 
     root = tmp_path_factory.mktemp("props")
-    uri = f"sqlite:///{root}/mlflow.db"
+    uri = copy_store(empty_mlflow_store, root)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)  # anything MLflow writes relative to the working directory stays in here
         c = MlflowClient(uri, registry_uri=uri)

@@ -59,10 +59,11 @@ def test_dry_run_checks_optimisers_and_augmentation_on_the_meta_device(digits16,
     assert not (tmp_path / "out").exists()  # a dry run creates nothing
 
 
-def test_the_resolved_config_is_on_disk_and_in_mlflow_before_the_first_step(digits16, tmp_path, monkeypatch):
+def test_the_resolved_config_is_on_disk_and_in_mlflow_before_the_first_step(digits16, tmp_path, monkeypatch,
+                                                                           sqlite_store):
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = sqlite_store
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     out = tmp_path / "run"
     cfg = tiny(digits16, out, track=True, experiment="resolved", preset=None)

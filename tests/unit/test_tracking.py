@@ -121,18 +121,18 @@ def test_sqlite_store_paths(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["db"]  # the probe leaves nothing
 
 
-def test_a_finished_run_is_never_reopened(tmp_path, monkeypatch):
+def test_a_finished_run_is_never_reopened(sqlite_store, monkeypatch):
     """Issue 13 item 1: only an interrupted run is continued; otherwise a new run carries the lineage tags."""
     from mlflow.tracking import MlflowClient
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_store)
     link = {"resumed_from_run_id": "parent", "resumed_from_step": "2"}
     first = open_tracker(True, "unit", None, {"steps": 2}, {})
     first.close("KILLED")
     again = open_tracker(True, "unit", None, {"steps": 4}, {}, run_id=first.run_id, lineage=link)
     assert again.continued and again.run_id == first.run_id
     again.close()
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    client = MlflowClient(sqlite_store)
     assert "resumed_from_run_id" not in client.get_run(first.run_id).data.tags
     third = open_tracker(True, "unit", None, {"steps": 6}, {}, run_id=first.run_id, lineage=link)
     assert not third.continued and third.run_id != first.run_id
@@ -144,13 +144,13 @@ def test_a_finished_run_is_never_reopened(tmp_path, monkeypatch):
     unknown.close()
 
 
-def test_end_pipeline_runs_ends_only_the_unfinished_runs_of_that_pipeline_run(tmp_path, monkeypatch):
+def test_end_pipeline_runs_ends_only_the_unfinished_runs_of_that_pipeline_run(tmp_path, monkeypatch, sqlite_store):
     """What a stopped local pipeline calls: its parent and its steps' RUNNING runs end KILLED, with the reason."""
     from mlflow.tracking import MlflowClient
 
     from ganforge.tracking import PIPELINE_RUN_TAG, end_pipeline_runs
 
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)  # sqlite_store put an empty store at tmp_path/mlflow.db
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
     c = MlflowClient("sqlite:///mlflow.db")
     exp = c.create_experiment("stop")
