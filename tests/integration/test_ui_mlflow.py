@@ -175,6 +175,34 @@ def test_experiment_opens_on_runs_table(browser, pipeline_run):
     assert parent.data.tags["audit_verdict"] in row and str(parent.data.metrics["eval/fid"])[:5] in row
 
 
+def _scroll_charts_until(page, target, deadline_s: float = 240) -> None:
+    """Scroll the charts pane until ``target`` is attached, or fail after ``deadline_s``.
+
+    MLflow renders a chart card only once it is scrolled into view, and the image card sits in the "Model
+    metrics" section below the metric charts, inside the pane's own scroll container: a single scroll made
+    before that section has laid out (a busy machine) leaves the card unrendered for good, so keep scrolling.
+    """
+    import time
+
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    section = page.get_by_text("Model metrics", exact=True).first
+    section.wait_for(timeout=int(deadline_s * 1000))
+    end = time.monotonic() + deadline_s
+    while True:
+        section.scroll_into_view_if_needed()
+        box = section.bounding_box()
+        if box:  # wheel over the pane itself: the page around it does not scroll
+            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            page.mouse.wheel(0, 400)
+        try:
+            target.wait_for(state="attached", timeout=5_000)
+            return
+        except PlaywrightTimeout:
+            if time.monotonic() > end:
+                raise
+
+
 @pytest.mark.timeout(1500)
 def test_chart_view_shows_the_pipeline_runs_samples_beside_its_numbers(browser, pipeline_run):
     """The runs table's Chart view: the parent run's FID chart and its final sample grid (image key samples)."""
@@ -183,11 +211,8 @@ def test_chart_view_shows_the_pipeline_runs_samples_beside_its_numbers(browser, 
     try:
         page.goto(pipeline_run["runs_table"] + "&compareRunsMode=CHART")
         page.get_by_text("eval/fid", exact=True).first.wait_for(timeout=60_000)
-        # charts render when scrolled into view; the image card sits in the "Model metrics" section
-        page.get_by_text("Model metrics", exact=True).first.scroll_into_view_if_needed()
-        page.mouse.wheel(0, 600)
         grid = page.locator(f"img[src*='images%2Fsamples'][src*='run_uuid={parent.info.run_id}']").first
-        grid.wait_for(timeout=60_000)
+        _scroll_charts_until(page, grid)
         page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=grid.element_handle(),
                                timeout=60_000)
         _shot(page, "experiment-chart-view")
