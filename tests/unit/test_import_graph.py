@@ -221,3 +221,15 @@ def test_only_the_tracking_boundary_imports_mlflow():
             clients.add(module)
     assert importers == MLFLOW_MODULES
     assert clients == {"ganforge.tracking"}  # one client factory
+
+
+def test_the_bookkeeping_pipeline_steps_start_without_torch():
+    """start-run, gate, register's bookkeeping and finish-run import ``ganforge.pipeline.steps`` in a fresh
+    task process: it must not load torch (3 s of each light task's start before ``ganforge.names``)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import ganforge.pipeline.steps, ganforge.pipeline.gate, ganforge.pipeline.runs; "
+            "print(sorted(m for m in ('torch', 'torchvision', 'torcheval') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

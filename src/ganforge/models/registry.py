@@ -15,6 +15,7 @@ from torch import nn
 
 from ganforge.errors import GanforgeError
 from ganforge.models import ae, dcgan, mlp, vae
+from ganforge.names import MODEL_NAMES, check_registry
 
 if TYPE_CHECKING:
     from ganforge.models.spec import ModelSpec
@@ -62,6 +63,7 @@ MODELS: dict[str, ModelFamily] = {
     "vae": ModelFamily(vae.build_decoder, None, vae.build_encoder, dcgan.SIZES),
     "ae": ModelFamily(ae.build_decoder, None, ae.build_encoder, dcgan.SIZES),
 }
+check_registry("model", MODELS, MODEL_NAMES)
 
 
 def _describe(sizes: Sequence[int]) -> str:

@@ -20,14 +20,13 @@ from pydantic.json_schema import JsonDict
 
 from ganforge.data.sources import SOURCE_NAMES
 from ganforge.errors import GanforgeError
-from ganforge.metrics.features import EXTRACTORS
-from ganforge.training.config import MODEL_NAMES
+from ganforge.names import BACKBONE_NAMES, MODEL_NAMES
 
 DEFAULT_IMAGE = "ganforge:latest"
 IMAGE_ENV = "GANFORGE_IMAGE"  # the one setting that names the project image
 
 # the backbone registry less custom, whose input contract no pipeline parameter carries
-PIPELINE_BACKBONES = tuple(name for name in EXTRACTORS if name != "custom")
+PIPELINE_BACKBONES = tuple(name for name in BACKBONE_NAMES if name != "custom")
 
 
 # Marks a field that is also a ``TrainConfig`` field: the pipeline hands it to the train task, whose

@@ -53,7 +53,7 @@ __all__ = ["ACTIVATION_NAMES", "AUGMENT_NAMES", "MAX_SEED", "MODEL_NAMES", "PART
            "TrainConfig", "check_preset_size", "known_model", "known_preset", "load_config_file", "preset_file",
            "preset_size_note", "resolve_config"]
 
-MODEL_NAMES = tuple(MODELS)  # read from the registry (declared once), as every list of names
+MODEL_NAMES = tuple(MODELS)  # the registry's keys, checked equal to ganforge.names.MODEL_NAMES at import
 ACTIVATION_NAMES = ACTIVATIONS
 
 # Fields that may change between a run and its resume without changing what is trained: where things
