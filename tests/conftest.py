@@ -149,9 +149,8 @@ def moto_server():
     proc.wait(10)
 
 
-@pytest.fixture
-def s3_env(moto_server, monkeypatch):
-    """Point boto3 and pyarrow at the moto server with dummy credentials; yields a fresh bucket name."""
+def s3_bucket(moto_server: str, monkeypatch) -> str:
+    """Point boto3 and pyarrow at the moto server with dummy credentials; returns a fresh bucket's name."""
     import uuid
 
     import boto3
@@ -163,6 +162,12 @@ def s3_env(moto_server, monkeypatch):
     bucket = f"gf-{uuid.uuid4().hex[:10]}"
     boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").create_bucket(Bucket=bucket)
     return bucket
+
+
+@pytest.fixture
+def s3_env(moto_server, monkeypatch):
+    """``s3_bucket`` for one test; yields the bucket name."""
+    return s3_bucket(moto_server, monkeypatch)
 
 
 @pytest.fixture(scope="session")

@@ -1,68 +1,93 @@
 """The whole pipeline through kfp.local (SubprocessRunner) against a real ``mlflow server`` and a real S3
-endpoint (moto), both on 127.0.0.1: a run that registers, one the gate stops, one whose step fails.
+endpoint (moto), both on 127.0.0.1: a run that registers, what its console, MLflow runs and registry say,
+and what a user then sees of it in the MLflow UI, checked in headless Chromium.
 
-Each run is tiny (16 px digits on S3, 20 training steps, 64 evaluated and 24 audited images); most of
-its time is the start-up of one Python process per task.
+The run (16 px digits on S3, 20 training steps, 64 evaluated and 24 audited images) happens once per module
+and every test reads it; most of its time is the start-up of one Python process per task. The runs that
+stop at the gate or fail in a step are test_pipeline_outcomes.py.
+
+The browser checks (marked ``browser``; ``pytest -m browser`` runs them alone) drive Debian's ``chromium``
+package through Playwright, which never downloads a browser here; they are skipped where it is missing
+(``.ci/run`` installs it in CI). They open the evaluate run page (the FID metric), the training run's
+sample-grid artifact, the registered model page (the ``candidate`` alias), the runs-table link the command
+prints (the Model training view, not MLflow 3's GenAI overview, with FID, KID and the audit verdict as
+columns) and its chart view (the parent run's sample grid). Every request the page makes outside the
+server is blocked. Screenshots land in ``tests/artifacts/ui/`` (git-ignored): look at them after a run.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from ganforge.cli import app
-from ganforge.errors import GanforgeError
-from ganforge.pipeline.runner import local_params, run_local
-from pipelines.gan_pipeline import build
+from tests.conftest import s3_bucket
+from tests.integration.kfp_runs import STEPS, TINY, step_lines, step_runs
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]  # the run takes minutes on a busy CPU
 
-TINY = {"image_size": 16, "steps": 20, "n": 64, "audit_n": 24, "max_fid": 1000.0}  # 20 steps: a loose gate
-STEPS = ("ingest", "start-run", "train", "evaluate", "audit", "gate", "register", "finish-run")
-STEP_LINE = re.compile(r"^\d\d:\d\d:\d\d (?P<step>[\w-]+) +(?P<status>\w+)\b *(?P<rest>.*)$")
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "ui"
 
 
-def _step_lines(output: str) -> dict[tuple[str, str], str]:
-    """``(step, status) -> the rest of the line`` of the console's step lines."""
-    found = {}
-    for line in output.splitlines():
-        if m := STEP_LINE.match(line):
-            found[(m.group("step"), m.group("status"))] = m.group("rest")
-    return found
+@dataclass
+class Registered:
+    """The registering run: where it ran, its names, its console output and its MLflow runs by step."""
+
+    root: Path
+    url: str
+    experiment: str
+    model_name: str
+    dataset: str
+    exit_code: int
+    output: str
+
+    def lines(self) -> dict[str, str]:
+        """The summary lines by label (``registered``, ``MLflow run``, ``runs table``, ...)."""
+        return {ln.split(":")[0].strip(): ln for ln in self.output.splitlines() if ":" in ln}
+
+    def parent(self):
+        return MlflowClient(self.url).get_run(self.lines()["MLflow run"].split(":", 1)[1].split()[0])
+
+
+@pytest.fixture(scope="module")
+def registered(mlflow_server, moto_server, tmp_path_factory):
+    """``ganforge pipeline run --local`` once for the module: MLflow at the server, the dataset on S3."""
+    root = tmp_path_factory.mktemp("registered")
+    experiment, model_name = "exp-registers", "gen-registers"
+    with pytest.MonkeyPatch.context() as mp:
+        dataset = f"s3://{s3_bucket(moto_server, mp)}/datasets/digits16"
+        mp.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+        mp.setenv("GANFORGE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        mp.setenv("OMP_NUM_THREADS", "1")
+        args = ["pipeline", "run", "--local", "--dir", str(root), "--dataset", dataset, "--experiment", experiment,
+                "--model-name", model_name,
+                *[x for k, v in TINY.items() for x in (f"--{k.replace('_', '-')}", str(v))]]
+        res = CliRunner().invoke(app, args)
+    return Registered(root, mlflow_server, experiment, model_name, dataset, res.exit_code, res.output)
 
 
 @pytest.fixture
-def tracked(mlflow_server, s3_env, monkeypatch, tmp_path, request):
-    """MLflow at the server, datasets on the moto bucket; yields (root dir, experiment, model name, S3 URI)."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    name = request.node.name.replace("_", "-")[:40]
-    return tmp_path, f"exp-{name}", f"gen-{name}", f"s3://{s3_env}/datasets/digits16"
+def run(registered, monkeypatch):
+    """The registering run, checked to have succeeded; ``MlflowClient()`` talks to its server."""
+    assert registered.exit_code == 0, registered.output[-3000:]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registered.url)
+    return registered
 
 
-def _runs(experiment: str, pipeline_run_id: str) -> dict:
-    client = MlflowClient()
-    exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id], f"tags.`ganforge.pipeline_run_id` = '{pipeline_run_id}'")
-    return {r.data.tags.get("ganforge.step", "train"): r for r in runs}
-
-
-def _versions(name: str) -> list:
-    return MlflowClient().search_model_versions(f"name = '{name}'")
-
-
-def test_local_run_registers_candidate(tracked):
-    root, experiment, model_name, dataset = tracked
-    args = ["pipeline", "run", "--local", "--dir", str(root), "--dataset", dataset, "--experiment", experiment,
-            "--model-name", model_name, *[x for k, v in TINY.items() for x in (f"--{k.replace('_', '-')}", str(v))]]
-    res = CliRunner().invoke(app, args)
-    assert res.exit_code == 0, res.output[-3000:]
+def test_local_run_registers_candidate(run):
+    root, experiment, model_name, dataset, res = run.root, run.experiment, run.model_name, run.dataset, run
     # one screen: a start and an end line per step, then the summary; kfp.local's own logs are in the file
     assert len(res.output.splitlines()) <= 40, res.output
     assert "Executing task" not in res.output and "Streamed logs" not in res.output
-    steps = _step_lines(res.output)
+    steps = step_lines(res.output)
     for step in STEPS:
         assert (step, "start") in steps and (step, "ok") in steps, (step, res.output)
     assert re.match(r"0:\d\d:\d\d  digits16: 1,797 images, fingerprint [0-9a-f]{12} ", steps["ingest", "ok"])
@@ -94,7 +119,7 @@ def test_local_run_registers_candidate(tracked):
     assert parent.data.tags["ganforge.registered_model"] == f"{model_name}/1"
     assert parent.data.metrics["gate/passed"] == 1.0 and parent.data.metrics["eval/fid"] > 0
 
-    runs = _runs(experiment, kfp_run)
+    runs = step_runs(experiment, kfp_run)
     assert set(runs) == {"pipeline", "train", "evaluate", "audit"}
     for step in ("train", "evaluate", "audit"):
         assert runs[step].data.tags["mlflow.parentRunId"] == parent_id, step
@@ -118,48 +143,158 @@ def test_local_run_registers_candidate(tracked):
     assert version.tags["dataset_fingerprint"] == runs["train"].data.tags["dataset_fingerprint"]
 
 
-def test_impossible_gate_registers_nothing(tracked, capsys):
-    root, experiment, model_name, dataset = tracked
-    params = local_params(root, dataset=dataset, experiment=experiment, model_name=model_name,
-                          **{**TINY, "max_fid": 1e-9})
-    result = run_local(params, root, build=build)
-    steps = _step_lines(capsys.readouterr().err)
-    assert re.search(r"do not register: not registered: FID \S+ is above max_fid 1e-09", steps["gate", "ok"])
-    assert steps["register", "skipped"] == "gate-passed: condition evaluated to False"
-    assert ("register", "start") not in steps and ("finish-run", "ok") in steps
-    assert result.status == "FINISHED" and result.registered is None
-    assert result.outcome.startswith("not registered: FID") and "above max_fid 1e-09" in result.outcome
-    parent = MlflowClient().get_run(result.parent_run_id)
-    assert parent.data.metrics["gate/passed"] == 0.0
-    assert "ganforge.registered_model" not in parent.data.tags
-    assert _versions(model_name) == []
+# --- what the MLflow UI shows of the run ------------------------------------------------------------------
 
 
-def test_failing_step_marks_parent_failed(tracked, capsys):
-    root, experiment, model_name, dataset = tracked
-    # weights that exist (the up-front check passes) but are not the backbone's: evaluate fails after training,
-    # inside the exit handler
-    weights = root / "not-inception.pth"
-    weights.write_bytes(b"not a state dict")
-    params = local_params(root, dataset=dataset, experiment=experiment, model_name=model_name,
-                          backbone="inception-torchvision", backbone_weights=str(weights), **TINY)
-    with pytest.raises(GanforgeError, match="failed: .*parent MLflow run .* is marked FAILED and nothing was registered"
-                       ) as failure:
-        run_local(params, root, verbose=True, build=build)
-    # the message names the failed step, its last output line and the log file
-    log = next((root / "logs").glob("kfp-*.log"))
-    assert re.search(r"; evaluate: .*weights.*; executor logs: " + re.escape(str(log)) + "$", str(failure.value))
-    err = capsys.readouterr().err
-    steps = _step_lines(err)
-    assert ("evaluate", "FAILED") in steps and "weights" in steps["evaluate", "FAILED"]
-    assert "upstream" in steps["gate", "skipped"] and ("finish-run", "ok") in steps
-    assert "Executing task" in err  # --verbose: kfp.local's logs reach the console as well as the file
-    assert "Task 'evaluate' finished with status FAILURE" in log.read_text()
-    client = MlflowClient()
-    exp = client.get_experiment_by_name(experiment)
-    parents = client.search_runs([exp.experiment_id], "tags.`ganforge.step` = 'pipeline'")
-    assert len(parents) == 1 and parents[0].info.status == "FAILED"
-    assert parents[0].data.tags["ganforge.pipeline_state"] == "FAILED"
-    runs = _runs(experiment, parents[0].data.tags["ganforge.pipeline_run_id"])
-    assert runs["train"].info.status == "FINISHED" and "evaluate" not in runs
-    assert _versions(model_name) == []
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (Debian) to run the MLflow UI check")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[dev]' (playwright)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def ui(run):
+    """The registering run's ids as the UI checks need them."""
+    parent = run.parent()
+    runs = step_runs(run.experiment, parent.data.tags["ganforge.pipeline_run_id"])
+    n = TINY["n"]
+    return {"url": run.url, "exp": parent.info.experiment_id, "parent": parent, "runs": runs,
+            "fid_key": f"eval/fid_{n}_train", "runs_table": run.lines()["runs table"].split(":", 1)[1].strip(),
+            "model": run.model_name, "root": run.root}
+
+
+@pytest.fixture
+def page(browser, ui):
+    context, pg = _page(browser, ui["url"])
+    yield pg
+    context.close()
+
+
+def _page(browser, base: str):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    # Only the server, and the blob:/data: URLs its pages make, may be fetched: nothing leaves the machine.
+    pg.route("**/*", lambda route: route.continue_() if route.request.url.startswith((base, "blob:", "data:"))
+             else route.abort())
+    return context, pg
+
+
+def _shot(pg, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+@pytest.mark.browser
+def test_run_page_shows_fid(page, ui):
+    evaluate = ui["runs"]["evaluate"]
+    page.goto(f"{ui['url']}/#/experiments/{ui['exp']}/runs/{evaluate.info.run_id}")
+    page.get_by_text(ui["fid_key"], exact=True).first.wait_for(timeout=60_000)
+    _shot(page, "evaluate-run")
+    body = page.inner_text("body")
+    assert evaluate.data.params["backbone"] in body  # the backbone param sits next to the metric
+    fid = evaluate.data.metrics[ui["fid_key"]]
+    assert repr(fid)[:8] in body, f"FID {fid} not on the page"  # the metrics table shows the full value
+
+
+@pytest.mark.browser
+def test_artifact_page_shows_sample_grid(page, ui, tmp_path):
+    from PIL import Image
+
+    train = ui["runs"]["train"].info.run_id
+    grid = Path(MlflowClient(ui["url"]).download_artifacts(train, "samples/final.png", str(tmp_path)))
+    page.goto(f"{ui['url']}/#/experiments/{ui['exp']}/runs/{train}/artifacts/samples/final.png")
+    page.get_by_text("samples/final.png", exact=True).first.wait_for(timeout=60_000)
+    img = page.locator("img[src^='blob:']").first
+    img.wait_for(timeout=60_000)
+    page.wait_for_function("el => el.complete && el.naturalWidth > 0", arg=img.element_handle(), timeout=30_000)
+    _shot(page, "sample-grid-artifact")
+    width, height = Image.open(grid).size
+    shown = img.evaluate("el => [el.naturalWidth, el.naturalHeight]")
+    assert shown == [width, height], "the page shows a different image than the logged samples/final.png"
+    assert img.bounding_box()["width"] > 0  # laid out, not hidden
+
+
+@pytest.mark.browser
+def test_model_page_shows_candidate_alias(page, ui):
+    page.goto(f"{ui['url']}/#/models/{ui['model']}")
+    alias = page.get_by_text(re.compile(r"^@\s*candidate$")).filter(visible=True).first  # the "@ candidate" chip
+    alias.wait_for(timeout=60_000)
+    _shot(page, "registered-model")
+    body = page.inner_text("body")
+    assert alias.bounding_box()["width"] > 0
+    assert ui["fid_key"] in body  # the version's tags carry the score it was registered with
+
+
+@pytest.mark.browser
+def test_experiment_opens_on_runs_table(browser, ui):
+    parent = ui["parent"]
+    url = ui["runs_table"]
+    assert url.startswith(f"{ui['url']}/#/experiments/{parent.info.experiment_id}/runs?")
+    context, page = _page(browser, ui["url"])
+    try:
+        page.goto(url)
+        page.get_by_text(parent.info.run_name, exact=True).first.wait_for(timeout=60_000)
+        for column in ("eval/fid", "eval/kid", "audit_verdict"):  # the columns of ganforge's shared view
+            page.get_by_text(column, exact=True).first.wait_for(timeout=30_000)
+        _shot(page, "experiment-runs-table")
+        body = page.inner_text("body")
+    finally:
+        context.close()
+    assert "Run Name" in body and "matching run" in body  # the runs table
+    # not the GenAI overview MLflow 3 opens by default (traces, latency, token usage: all empty here)
+    assert "Token Usage" not in body and "No data available for the selected time range" not in body
+    row = body[body.index(parent.info.run_name):]
+    row = row.split("matching run")[0]
+    assert parent.data.tags["audit_verdict"] in row and str(parent.data.metrics["eval/fid"])[:5] in row
+
+
+def _scroll_charts_until(page, target, deadline_s: float = 240) -> None:
+    """Scroll the charts pane until ``target`` is attached, or fail after ``deadline_s``.
+
+    MLflow renders a chart card only once it is scrolled into view, and the image card sits in the "Model
+    metrics" section below the metric charts, inside the pane's own scroll container: a single scroll made
+    before that section has laid out (a busy machine) leaves the card unrendered for good, so keep scrolling.
+    """
+    import time
+
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    section = page.get_by_text("Model metrics", exact=True).first
+    section.wait_for(timeout=int(deadline_s * 1000))
+    end = time.monotonic() + deadline_s
+    while True:
+        section.scroll_into_view_if_needed()
+        box = section.bounding_box()
+        if box:  # wheel over the pane itself: the page around it does not scroll
+            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            page.mouse.wheel(0, 400)
+        try:
+            target.wait_for(state="attached", timeout=5_000)
+            return
+        except PlaywrightTimeout:
+            if time.monotonic() > end:
+                raise
+
+
+@pytest.mark.browser
+def test_chart_view_shows_the_pipeline_runs_samples_beside_its_numbers(browser, ui):
+    """The runs table's Chart view: the parent run's FID chart and its final sample grid (image key samples)."""
+    parent = ui["parent"]
+    context, page = _page(browser, ui["url"])
+    try:
+        page.goto(ui["runs_table"] + "&compareRunsMode=CHART")
+        page.get_by_text("eval/fid", exact=True).first.wait_for(timeout=60_000)
+        grid = page.locator(f"img[src*='images%2Fsamples'][src*='run_uuid={parent.info.run_id}']").first
+        _scroll_charts_until(page, grid)
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=grid.element_handle(),
+                               timeout=60_000)
+        _shot(page, "experiment-chart-view")
+        body = page.inner_text("body")
+    finally:
+        context.close()
+    assert "samples" in body and parent.info.run_name in body

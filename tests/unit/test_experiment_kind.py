@@ -1,5 +1,5 @@
 """Experiments ganforge creates or uses carry ``mlflow.experimentKind`` and a shared runs-table view, so the
-MLflow UI opens the runs table with FID, KID and the audit verdict (the browser check: test_ui_mlflow.py)."""
+MLflow UI opens the runs table with FID, KID and the audit verdict (the browser check: test_pipeline_local.py)."""
 
 from __future__ import annotations
 
