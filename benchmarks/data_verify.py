@@ -80,7 +80,7 @@ def cold(uri: str, work: str, repeat: int) -> dict:
     def without():  # load()'s cold path before issue 22: read, decode, write the two .npy files
         n = 0
         for s in SPLITS:
-            images, labels, _, _ = loader._load_verified(loc, manifest, s, verify=False)
+            images, labels, _, _, _ = loader._load_verified(loc, manifest, s, verify=False)
             d = os.path.join(cache, "datasets", manifest["fingerprint"])
             save_npy_atomic(os.path.join(d, f"{s}-labels.npy"), labels)
             save_npy_atomic(os.path.join(d, f"{s}-images.npy"), images)

@@ -22,12 +22,12 @@ from ganforge.data import images as img
 from ganforge.data.config import IngestConfig
 from ganforge.data.parquet import (
     MANIFEST,
-    SCHEMA,
     SCHEMA_VERSION,
     ShardWriter,
     fingerprint,
     manifest_bytes,
     parse_manifest,
+    schema,
     write_manifest,
 )
 from ganforge.data.sources import Source, open_source
@@ -135,6 +135,7 @@ def check_source(src: Source) -> None:
     for what, values in (("split", src.splits), ("key", src.keys)):
         if values is not None and len(values) != n:
             raise GanforgeError(f"source {src.name} has {n} labels but {len(values)} {what} entries; fix the input")
+    _check_attributes(src, n)
     k = len(src.class_names)
     bad = np.flatnonzero((labels < 0) | (labels >= k))
     if len(bad):
@@ -143,6 +144,23 @@ def check_source(src: Source) -> None:
             f"source {src.name}: image {where} has label {labels[bad[0]]}, outside 0..{k - 1} ({k} classes; "
             f"{len(bad)} such labels); fix the label data"
         )
+
+
+def _check_attributes(src: Source, n: int) -> None:
+    """Attribute names and values come together: (N, A) bools for A distinct, non-empty names."""
+    names, values = src.attribute_names, src.attributes
+    if names is None and values is None:
+        return
+    fix = "fix the attribute data"
+    if names is None or values is None:
+        raise GanforgeError(f"source {src.name} has attribute {'values' if names is None else 'names'} without "
+                            f"attribute {'names' if names is None else 'values'}; {fix}")
+    if not names or not all(isinstance(a, str) and a for a in names) or len(set(names)) != len(names):
+        raise GanforgeError(f"source {src.name}: attribute names {names!r} are not distinct, non-empty names; {fix}")
+    shape = np.shape(values)
+    if shape != (n, len(names)) or np.asarray(values).dtype != np.bool_:
+        raise GanforgeError(f"source {src.name} has {np.asarray(values).dtype} attributes of shape {shape}, not "
+                            f"{n} images x {len(names)} attributes of yes/no; {fix}")
 
 
 def _reuse_or_refuse(loc: Location, cfg: IngestConfig, existing: dict | None, inputs_key: str, t0: float):
@@ -180,7 +198,7 @@ def _write_and_publish(loc, cfg, src, inputs_key, selected, splits, labels, clas
     version = None
     try:
         shards, records, shape = _write_shards(loc, tmp, src, cfg, selected, splits, labels, class_names)
-        fp = fingerprint(records)
+        fp = fingerprint(records, src.attribute_names)
         # Unique per ingest, so that a loser on S3 deletes only its own files, never the winner's.
         version = f"v-{fp[:16]}-{token}"
         loc.move_tree(tmp, version)
@@ -287,8 +305,8 @@ def _class_ids(class_names: list[str], wanted: tuple[str, ...] | None) -> list[i
 
 def _write_shards(loc, tmp, src, cfg, selected, splits, labels, class_names):
     """Read, prepare, encode and write the selected images; returns shards, fingerprint records, shape."""
-    writer = ShardWriter(loc, tmp, cfg.shard_size_mb)
-    records: list[tuple[str, int, str]] = []
+    writer = ShardWriter(loc, tmp, cfg.shard_size_mb, columns=schema(src.attributes is not None))
+    records: list = []  # (pixel sha256, label, split[, attribute bits]) per row
     shapes: set[tuple[int, int, int]] = set()
     workers = os.cpu_count() or 1
 
@@ -319,8 +337,9 @@ def _write_shards(loc, tmp, src, cfg, selected, splits, labels, class_names):
                     shapes.add(out.shape)
                     img.check_uniform(shapes)
                     label = int(labels[i])
-                    records.append((sha, label, str(splits[i])))
-                    writer.add(_row(i, splits[i], label, class_names[label], out, png, sha, src, chunk[j]))
+                    row = _row(i, splits[i], label, class_names[label], out, png, sha, src, chunk[j])
+                    records.append((sha, label, str(splits[i]), *([row["attributes"]] if "attributes" in row else [])))
+                    writer.add(row)
                 bar.advance(len(chunk))
             shards = writer.close()  # the last shard's flush belongs to the step
     except BaseException:
@@ -332,14 +351,17 @@ def _write_shards(loc, tmp, src, cfg, selected, splits, labels, class_names):
 def _row(i, split, label, label_name, out, png, sha, src, src_index) -> dict:
     key = str(src.keys[src_index]) if src.keys is not None else str(int(src_index))
     h, w, c = out.shape
-    return dict(id=i, split=str(split), label=label, label_name=label_name, height=h, width=w,
-                channels=c, image=png, sha256=sha, source_key=key)
+    row = dict(id=i, split=str(split), label=label, label_name=label_name, height=h, width=w,
+               channels=c, image=png, sha256=sha, source_key=key)
+    if src.attributes is not None:  # "0"/"1" per attribute, in the order of src.attribute_names
+        row["attributes"] = (np.asarray(src.attributes[src_index], dtype=np.uint8) + ord("0")).tobytes().decode()
+    return row
 
 
 def _manifest(cfg, src, inputs_key, fp, shards, records, shape, class_names) -> dict:
     split_counts = Counter(r[2] for r in records)
     class_counts: dict[str, Counter] = {}
-    for _, label, split in records:
+    for _, label, split, *_bits in records:
         class_counts.setdefault(split, Counter())[class_names[label]] += 1
     return {
         "schema_version": SCHEMA_VERSION,
@@ -352,12 +374,13 @@ def _manifest(cfg, src, inputs_key, fp, shards, records, shape, class_names) -> 
         "inputs_key": inputs_key,
         "image": {"height": shape[0], "width": shape[1], "channels": shape[2], "encoding": "png"},
         "class_names": class_names,
+        **({"attributes": list(src.attribute_names)} if src.attribute_names is not None else {}),
         "counts": {
             "total": len(records),
             "splits": dict(sorted(split_counts.items())),
             "classes": {s: dict(sorted(c.items())) for s, c in sorted(class_counts.items())},
         },
-        "columns": [f.name for f in SCHEMA],
+        "columns": schema(src.attribute_names is not None).names,
         "shards": shards,
     }
 

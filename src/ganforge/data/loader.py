@@ -4,9 +4,10 @@ What a reader hands out is checked against the bytes it read (the dataset's *ver
 
 * each shard's SHA-256, recorded in the manifest at ingest, is checked as the shard is read
   (``parquet.read_shard``; manifests written before shard digests have none and rely on the next two);
-* the fingerprint is recomputed from every row's (pixel sha256, label, split) and must be the one the
-  manifest claims, and the manifest's class names must be the rows' label names: a manifest edited, or
-  copied from another dataset, is refused with one line naming it;
+* the fingerprint is recomputed from every row's (pixel sha256, label, split, and attribute bits where the
+  dataset has attributes) and must be the one the manifest claims, and the manifest's class names must be
+  the rows' label names: a manifest edited, or copied from another dataset, is refused with one line
+  naming it;
 * each decoded image of the split must hash to its row's ``sha256`` (checked in the decode threads).
 
 So ``ImageData.fingerprint``, which a training run records, is a checked value, not a claim.
@@ -48,7 +49,14 @@ import pyarrow.compute as pc
 import torch
 
 from ganforge.data.images import decode_png
-from ganforge.data.parquet import MANIFEST, parse_manifest, read_manifest_bytes, read_shard, table_fingerprint
+from ganforge.data.parquet import (
+    ATTRIBUTES,
+    MANIFEST,
+    parse_manifest,
+    read_manifest_bytes,
+    read_shard,
+    table_fingerprint,
+)
 from ganforge.data.parquet import read_manifest as _read_manifest
 from ganforge.errors import GanforgeError
 from ganforge.outputs import save_npy_atomic, write_text_atomic
@@ -57,6 +65,11 @@ from ganforge.storage import Location, parse
 CACHE_FORMAT = 2  # of a cache entry's meta; 1 was the bare .npy pair keyed by the claimed fingerprint
 RECORD_FORMAT = "ganforge-verified-location/1"
 IDENTITY_COLUMNS = ["sha256", "label", "split", "label_name"]
+
+
+def identity_columns(manifest: dict) -> list[str]:
+    """The columns the identity checks read: :data:`IDENTITY_COLUMNS`, and the attribute bits if any."""
+    return IDENTITY_COLUMNS + ([ATTRIBUTES.name] if "attributes" in manifest else [])
 
 
 @dataclass
@@ -71,6 +84,9 @@ class ImageData:
         uri: where the dataset lives.
         split: which split this is.
         manifest: the whole manifest.
+        attributes: (N, A) bool tensor, image i has attribute j, for datasets with attributes (CelebA's);
+            None for the others.
+        attribute_names: the names of the A attributes (the manifest's ``attributes``); empty when none.
     """
 
     images: torch.Tensor
@@ -80,6 +96,8 @@ class ImageData:
     uri: str
     split: str
     manifest: dict = field(repr=False)
+    attributes: torch.Tensor | None = None
+    attribute_names: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -122,13 +140,16 @@ def load(
     manifest = parse_manifest(raw, loc.uri)
     _check_split(loc, manifest, split)
     if use_cache:
-        images_np, labels_np, fp = _load_cached(loc, raw, manifest, split, cache_dir or default_cache_dir())
+        images_np, labels_np, fp, attrs_np = _load_cached(loc, raw, manifest, split, cache_dir or default_cache_dir())
     else:
-        images_np, labels_np, fp, _ = _load_verified(loc, manifest, split)
+        images_np, labels_np, fp, _, attrs_np = _load_verified(loc, manifest, split)
     images, labels = torch.from_numpy(images_np), torch.from_numpy(labels_np)
+    attributes = torch.from_numpy(np.asarray(attrs_np)) if attrs_np is not None else None
     if device is not None:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-    return ImageData(images, labels, list(manifest["class_names"]), fp, loc.uri, split, manifest)
+        attributes = attributes.to(device) if attributes is not None else None
+    return ImageData(images, labels, list(manifest["class_names"]), fp, loc.uri, split, manifest, attributes,
+                     list(manifest.get("attributes", [])))
 
 
 def verified_fingerprint(uri: str, cache_dir: str | None = None) -> str:
@@ -157,7 +178,7 @@ def _verify_identity(loc: Location, raw: bytes, manifest: dict, cache_dir: str, 
     record = _matching_record(cache_dir, loc, manifest_sha, stats)
     if record is not None and not columns:
         return record["fingerprint"], None
-    want = IDENTITY_COLUMNS if record is None else columns
+    want = identity_columns(manifest) if record is None else columns
     tables = []
     for shard in manifest["shards"]:  # checks each shard is there, whole, ingest's and unchanged
         table = read_shard(loc, shard, list(dict.fromkeys(want + columns)), check_digest=record is None)
@@ -197,17 +218,20 @@ def _load_verified(loc: Location, manifest: dict, split: str, verify: bool = Tru
     (benchmarks/data_verify.py), never for handing data out.
 
     Returns:
-        (images, labels (N,) int64, the verified fingerprint, the split's order digest).
+        (images, labels (N,) int64, the verified fingerprint, the split's order digest, and (N, A) bool
+        attributes or None for a dataset without them).
     """
     identify = verify and known is None  # check digests, fingerprint and label names
-    columns = ["id", "label", "image", "split"] + (["sha256"] if verify else []) + (["label_name"] if identify else [])
+    attributed = "attributes" in manifest
+    columns = (["id", "label", "image", "split"] + (["sha256"] if verify else []) + (["label_name"] if identify else [])
+               + ([ATTRIBUTES.name] if attributed else []))
     parts, identity = [], []
     for i, shard in enumerate(manifest["shards"]):
         table = read_shard(loc, shard, columns, check_digest=identify)
         if verify:
             _check_no_nulls(loc, shard, table)
         if identify:
-            identity.append(table.select(IDENTITY_COLUMNS))
+            identity.append(table.select(identity_columns(manifest)))
         table = table.filter(pc.equal(table.column("split"), split))
         if verify:
             table = table.append_column("shard", pa.array(np.full(table.num_rows, i, dtype=np.int32)))
@@ -224,6 +248,7 @@ def _load_verified(loc: Location, manifest: dict, split: str, verify: bool = Tru
     order = np.argsort(ids, kind="stable")
     pngs = table.column("image").to_pylist()
     labels = table.column("label").to_numpy().astype(np.int64)[order]
+    attributes = _attribute_bits(loc, manifest, table.column(ATTRIBUTES.name).take(order)) if attributed else None
     # each row's expected pixel hash, in id order: 32 raw bytes per row (``expected[32 k : 32 k + 32]``)
     # when every value is 64 hex characters, else the strings (a forged column: compared exactly, and refused)
     expected = _digests(table.column("sha256").take(order)) if verify else None
@@ -253,11 +278,11 @@ def _load_verified(loc: Location, manifest: dict, split: str, verify: bool = Tru
     step = max(1, -(-len(pngs) // (n_workers * 4)))
     with ThreadPoolExecutor(n_workers) as pool:  # zlib inflate releases the GIL
         list(pool.map(work, [range(s, min(s + step, len(pngs))) for s in range(0, len(pngs), step)]))
-    return out, labels, fp, _order_digest(expected, labels) if expected is not None else ""
+    return out, labels, fp, _order_digest(expected, labels, attributes) if expected is not None else "", attributes
 
 
 def _check_no_nulls(loc: Location, shard: dict, table: pa.Table) -> None:
-    for name in IDENTITY_COLUMNS:
+    for name in IDENTITY_COLUMNS + [ATTRIBUTES.name]:
         if name in table.column_names and table.column(name).null_count:
             raise GanforgeError(
                 f"dataset {loc.uri}: shard {shard['path']} has empty {name} values, which ingest never writes; "
@@ -272,7 +297,7 @@ def _verified_fingerprint(loc: Location, manifest: dict, identity: list[pa.Table
     ids, not what they are called).
     """
     table = pa.concat_tables(identity)  # a manifest lists at least one shard (its splits are not empty)
-    claimed, actual = manifest["fingerprint"], table_fingerprint(table)
+    claimed, actual = manifest["fingerprint"], table_fingerprint(table, manifest.get("attributes"))
     fix = f"re-ingest it: ganforge ingest ... --output {loc.uri} --overwrite"
     if actual != claimed:
         raise GanforgeError(
@@ -308,11 +333,35 @@ def _digests(shas: pa.ChunkedArray) -> bytes | list[str]:
     return arr.to_pylist()
 
 
-def _order_digest(expected: bytes | list[str], labels: np.ndarray) -> str:
-    """The split's rows in id order (pixel hashes and labels): the fingerprint leaves order out, the cache not."""
+def _order_digest(expected: bytes | list[str], labels: np.ndarray, attributes: np.ndarray | None = None) -> str:
+    """The split's rows in id order (pixel hashes, labels and any attributes): the fingerprint leaves order
+    out, the cache not."""
     h = hashlib.sha256(expected if isinstance(expected, bytes) else "\n".join(expected).encode())
     h.update(np.ascontiguousarray(labels, dtype="<i8").tobytes())
+    if attributes is not None:
+        h.update(np.packbits(attributes, axis=None).tobytes() + str(attributes.shape).encode())
     return h.hexdigest()
+
+
+def _attribute_bits(loc: Location, manifest: dict, bits: pa.ChunkedArray) -> np.ndarray:
+    """An ``attributes`` column ("0"/"1" per attribute, one string per row) as (N, A) bool.
+
+    Raises:
+        GanforgeError: a value that is not A characters of 0 and 1 (ingest never writes one).
+    """
+    a = len(manifest["attributes"])
+    arr = pc.cast(bits.combine_chunks(), pa.large_string())
+    if arr.null_count:
+        raise GanforgeError(f"dataset {loc.uri}: the shards have empty attributes values, which ingest never writes; "
+                            "re-ingest with --overwrite")
+    if len(arr) == 0:
+        return np.zeros((0, a), dtype=bool)
+    offsets = np.frombuffer(arr.buffers()[1], dtype="<i8", count=len(arr) + 1, offset=8 * arr.offset)
+    values = np.frombuffer(arr.buffers()[2] or pa.py_buffer(b""), dtype=np.uint8)[offsets[0] : offsets[-1]]
+    if (np.diff(offsets) != a).any() or ((values != ord("0")) & (values != ord("1"))).any():
+        raise GanforgeError(f"dataset {loc.uri}: the shards' attributes are not {a} characters of 0 and 1 per row, as "
+                            f"its {MANIFEST} names {a} attributes; re-ingest with --overwrite")
+    return (values == ord("1")).reshape(len(arr), a)
 
 
 def _decode_checked(uri: str, png, row_id: int, c: int, h: int, w: int) -> np.ndarray:
@@ -336,7 +385,8 @@ def _decode_checked(uri: str, png, row_id: int, c: int, h: int, w: int) -> np.nd
 
 
 def _load_cached(loc: Location, raw: bytes, manifest: dict, split: str, cache_dir: str):
-    """(images, labels, fingerprint): from the cache when this location's record vouches for it, else verified."""
+    """(images, labels, fingerprint, attributes or None): from the cache when this location's record vouches for
+    it, else verified."""
     manifest_sha = hashlib.sha256(raw).hexdigest()
     stats = _shard_stats(loc, manifest)  # before reading: a shard changed meanwhile fails the next match
     record = _matching_record(cache_dir, loc, manifest_sha, stats)
@@ -345,34 +395,41 @@ def _load_cached(loc: Location, raw: bytes, manifest: dict, split: str, cache_di
         paths = _entry_paths(cache_dir, fp, split, order)
         got, problem = _read_entry(paths, manifest, fp, split, order)
         if got is not None:
-            return (*got, fp)
+            images, labels, attributes = got
+            return images, labels, fp, attributes
         _warn(f"the pixel cache of {loc.uri} split {split!r} ({os.path.dirname(paths[0])}) is unusable "
               f"({problem}); rebuilding it")
     # the record vouches for these files' identity: only this split's pixels remain to be checked
-    images, labels, fp, order = _load_verified(loc, manifest, split, known=record["fingerprint"] if record is not None else None)
+    images, labels, fp, order, attributes = _load_verified(loc, manifest, split,
+                                                          known=record["fingerprint"] if record is not None else None)
     try:
-        _write_entry(_entry_paths(cache_dir, fp, split, order), images, labels, fp, split, order)
+        _write_entry(_entry_paths(cache_dir, fp, split, order), images, labels, fp, split, order, attributes,
+                     manifest.get("attributes"))
         if stats is not None:
             splits = dict(record["splits"]) if record is not None else {}
             _write_record(cache_dir, loc, manifest_sha, stats, fp, {**splits, split: order})
     except OSError as err:
         _warn(f"cannot write the pixel cache under {cache_dir} ({err.strerror or err}); the next load decodes again")
-    return images, labels, fp
+    return images, labels, fp, attributes
 
 
-def _entry_paths(cache_dir: str, fp: str, split: str, order: str) -> tuple[str, str, str]:
+def _entry_paths(cache_dir: str, fp: str, split: str, order: str) -> tuple[str, str, str, str]:
+    """The images, labels, meta and (datasets with attributes only) attributes files of a cache entry."""
     stem = os.path.join(cache_dir, "datasets", fp, f"{split}-{order[:16]}")
-    return f"{stem}-images.npy", f"{stem}-labels.npy", f"{stem}-meta.json"
+    return f"{stem}-images.npy", f"{stem}-labels.npy", f"{stem}-meta.json", f"{stem}-attributes.npy"
 
 
-def _entry_meta(fp: str, split: str, order: str, shape: tuple[int, ...]) -> dict:
-    return {"format": CACHE_FORMAT, "fingerprint": fp, "split": split, "order": order, "shape": list(shape),
+def _entry_meta(fp: str, split: str, order: str, shape: tuple[int, ...], attributes: list[str] | None) -> dict:
+    meta = {"format": CACHE_FORMAT, "fingerprint": fp, "split": split, "order": order, "shape": list(shape),
             "dtype": "uint8"}
+    return meta if attributes is None else meta | {"attributes": attributes}
 
 
 def _read_entry(paths, manifest: dict, fp: str, split: str, order: str):
-    """((images, labels), None) when the entry is whole and is what ``manifest`` describes; else (None, why)."""
-    images_path, labels_path, meta_path = paths
+    """((images, labels, attributes or None), None) when the entry is whole and is what ``manifest``
+    describes; else (None, why)."""
+    images_path, labels_path, meta_path, attributes_path = paths
+    names = manifest.get("attributes")
     img = manifest["image"]
     n = manifest["counts"]["splits"][split]
     shape = (n, img["channels"], img["height"], img["width"])
@@ -385,11 +442,12 @@ def _read_entry(paths, manifest: dict, fp: str, split: str, order: str):
         return None, f"unreadable meta.json: {type(err).__name__}"
     if not isinstance(meta, dict):
         return None, "meta.json is not an object"
-    for key, want in _entry_meta(fp, split, order, shape).items():
+    for key, want in _entry_meta(fp, split, order, shape, names).items():
         if meta.get(key) != want:
             return None, f"meta.json says {key} {meta.get(key)!r}, the manifest {want!r}"
+    files = [(images_path, "images_bytes"), (labels_path, "labels_bytes")]
     try:
-        for path, key in ((images_path, "images_bytes"), (labels_path, "labels_bytes")):
+        for path, key in files + ([(attributes_path, "attributes_bytes")] if names is not None else []):
             size = os.path.getsize(path)
             if size != meta.get(key):
                 return None, f"{os.path.basename(path)} has {size} bytes, not {meta.get(key)}"
@@ -397,6 +455,7 @@ def _read_entry(paths, manifest: dict, fp: str, split: str, order: str):
         # and the tensor stays writable without ever changing the cache file.
         images = np.load(images_path, mmap_mode="c")
         labels = np.load(labels_path)
+        attributes = np.load(attributes_path) if names is not None else None
     except Exception as err:  # noqa: BLE001 - any file that does not read as the array it should be is rebuilt
         return None, " ".join(f"{type(err).__name__}: {err}".split())[:160]
     if images.shape != shape or images.dtype != np.uint8:
@@ -405,15 +464,24 @@ def _read_entry(paths, manifest: dict, fp: str, split: str, order: str):
         return None, f"labels are {labels.dtype} {labels.shape}, not int64 ({n},)"
     if n and not (0 <= labels.min() and labels.max() < len(manifest["class_names"])):
         return None, "labels outside the manifest's classes"
-    return (images, labels), None
+    if attributes is not None and names is not None and (attributes.shape != (n, len(names))
+                                                         or attributes.dtype != np.bool_):
+        return None, f"attributes are {attributes.dtype} {attributes.shape}, not bool ({n}, {len(names)})"
+    return (images, labels, attributes), None
 
 
-def _write_entry(paths, images: np.ndarray, labels: np.ndarray, fp: str, split: str, order: str) -> None:
-    """Labels, images, then the meta: its presence (with the files' sizes) marks a whole entry."""
-    images_path, labels_path, meta_path = paths
+def _write_entry(paths, images: np.ndarray, labels: np.ndarray, fp: str, split: str, order: str,
+                 attributes: np.ndarray | None = None, names: list[str] | None = None) -> None:
+    """Labels, attributes (with their ``names``, if any), images, then the meta: its presence (with the files'
+    sizes) marks a whole entry."""
+    images_path, labels_path, meta_path, attributes_path = paths
     save_npy_atomic(labels_path, labels)
+    sizes = {}
+    if attributes is not None:
+        save_npy_atomic(attributes_path, attributes)
+        sizes["attributes_bytes"] = os.path.getsize(attributes_path)
     save_npy_atomic(images_path, images)
-    meta = _entry_meta(fp, split, order, images.shape) | {
+    meta = _entry_meta(fp, split, order, images.shape, names) | sizes | {
         "images_bytes": os.path.getsize(images_path), "labels_bytes": os.path.getsize(labels_path)}
     write_text_atomic(Path(meta_path), json.dumps(meta, sort_keys=True))
 

@@ -14,12 +14,16 @@ truncated, edited or corrupt file is a one-line error naming the file, never a t
 Every shard has the columns of :data:`SCHEMA`; ``image`` holds lossless PNG bytes and ``sha256``
 the hash of the decoded pixels (see ``ganforge.data.images.pixel_sha256``).
 
+A dataset whose source has per-image yes/no attributes (CelebA's ``Smiling``, ...) has one column more,
+``attributes`` (:data:`ATTRIBUTES`): per row a string of ``0``/``1``, one character per name of the
+manifest's ``attributes`` list, in that order.
+
 Identity: the manifest's ``fingerprint`` is :func:`fingerprint` of every row's (pixel sha256, label,
-split), and each shard entry carries ``sha256``, the SHA-256 of the shard file's bytes, hashed while
-ingest wrote them. ``read_shard`` checks that digest, so a shard replaced or edited after ingest is
-refused; manifests written before shard digests existed have none, and readers then verify by content
-(``table_fingerprint`` against the claimed fingerprint, decoded pixels against ``sha256``; see
-``ganforge.data.loader``).
+split), and of its attribute bits and the attribute names when the dataset has them; each shard entry
+carries ``sha256``, the SHA-256 of the shard file's bytes, hashed while ingest wrote them.
+``read_shard`` checks that digest, so a shard replaced or edited after ingest is refused; manifests
+written before shard digests existed have none, and readers then verify by content (``table_fingerprint``
+against the claimed fingerprint, decoded pixels against ``sha256``; see ``ganforge.data.loader``).
 """
 
 from __future__ import annotations
@@ -51,6 +55,18 @@ SCHEMA = pa.schema(
         ("source_key", pa.string()),
     ]
 )
+# The column of datasets with attributes only: "0"/"1" per attribute, in the manifest's order of names.
+ATTRIBUTES = pa.field("attributes", pa.string())
+
+
+def schema(attributes: bool) -> pa.Schema:
+    """The shards' columns: :data:`SCHEMA`, and :data:`ATTRIBUTES` for a dataset with attributes."""
+    return SCHEMA.append(ATTRIBUTES) if attributes else SCHEMA
+
+
+def column(name: str) -> pa.Field:
+    """The field of a shard column by name (KeyError for a column no shard has)."""
+    return ATTRIBUTES if name == ATTRIBUTES.name else SCHEMA.field(name)
 
 
 class _HashingSink:
@@ -87,8 +103,9 @@ class ShardWriter:
     Each entry of :attr:`shards` records the shard file's SHA-256 (``sha256``) for readers to check.
     """
 
-    def __init__(self, loc: Location, prefix: str, shard_size_mb: float, row_group_rows: int = 2048):
-        self.loc, self.prefix = loc, prefix
+    def __init__(self, loc: Location, prefix: str, shard_size_mb: float, row_group_rows: int = 2048,
+                 columns: pa.Schema = SCHEMA):
+        self.loc, self.prefix, self.schema = loc, prefix, columns
         self.max_bytes = int(shard_size_mb * 1e6)
         self.row_group_rows = row_group_rows
         self.shards: list[dict] = []  # {"path", "rows", "bytes", "sha256"}, path relative to the dataset root
@@ -117,9 +134,9 @@ class ShardWriter:
             sink = self.loc.fs.open_output_stream(self.loc.join(self.prefix, name))
             self._sink, self._hashing = sink, _HashingSink(sink)
             # Page CRCs let readers tell a damaged shard from a valid one (zstd alone has no checksum).
-            self._writer = pq.ParquetWriter(pa.PythonFile(self._hashing, mode="w"), SCHEMA, compression="zstd",
+            self._writer = pq.ParquetWriter(pa.PythonFile(self._hashing, mode="w"), self.schema, compression="zstd",
                                             write_page_checksum=True)
-        table = pa.Table.from_pylist(self._buffer, schema=SCHEMA)
+        table = pa.Table.from_pylist(self._buffer, schema=self.schema)
         self._writer.write_table(table)
         self.shards[-1]["rows"] += table.num_rows
         self._buffer = []
@@ -144,34 +161,47 @@ class ShardWriter:
         self._writer = None
 
 
-def fingerprint(records: list[tuple[str, int, str]]) -> str:
+def fingerprint(records: list[tuple[str, int, str]] | list[tuple[str, int, str, str]],
+                attribute_names: list[str] | None = None) -> str:
     """The dataset's identity: SHA-256 over the sorted (pixel sha256, label, split) triples.
 
     Sorting makes it independent of row order and sharding; it changes with any pixel, label or
-    split assignment.
+    split assignment. A dataset with attributes passes their names and (sha256, label, split, bits)
+    records: the names are hashed first and each line ends in the row's bits, so renaming, reordering or
+    flipping an attribute changes it too. Without attributes the value is what it always was.
     """
-    h = hashlib.sha256(f"ganforge-dataset-v{SCHEMA_VERSION}\n".encode())
-    for sha, label, split in sorted(records):
-        h.update(f"{sha} {label} {split}\n".encode())
+    h = hashlib.sha256(_fingerprint_header(attribute_names))
+    for record in sorted(records):
+        h.update((" ".join(map(str, record)) + "\n").encode())
     return h.hexdigest()
 
 
 FINGERPRINT_COLUMNS = ["sha256", "label", "split"]
 
 
-def table_fingerprint(table: pa.Table) -> str:
-    """:func:`fingerprint` of a table's ``sha256``, ``label`` and ``split`` columns, computed in Arrow.
+def _fingerprint_header(attribute_names: list[str] | None) -> bytes:
+    head = f"ganforge-dataset-v{SCHEMA_VERSION}\n"
+    if attribute_names is not None:  # JSON: names may hold any character but are read back unambiguously
+        head += f"attributes {json.dumps(attribute_names)}\n"
+    return head.encode()
 
-    The same value as ``fingerprint(list of (sha256, label, split))``: Arrow orders strings by their
-    UTF-8 bytes, which is Python's code-point order, and numbers by value; the lines ``"sha label split\\n"``
-    are built in Arrow and hashed straight from its buffer, without a Python string per row. The
-    columns must hold no nulls.
+
+def table_fingerprint(table: pa.Table, attribute_names: list[str] | None = None) -> str:
+    """:func:`fingerprint` of a table's ``sha256``, ``label`` and ``split`` columns (and ``attributes``
+    when ``attribute_names`` is given), computed in Arrow.
+
+    The same value as ``fingerprint(list of (sha256, label, split[, bits]), attribute_names)``: Arrow orders
+    strings by their UTF-8 bytes, which is Python's code-point order, and numbers by value; the lines
+    ``"sha label split[ bits]\\n"`` are built in Arrow and hashed straight from its buffer, without a Python
+    string per row. The columns must hold no nulls.
     """
-    t = table.select(FINGERPRINT_COLUMNS)
-    t = t.take(pc.sort_indices(t, sort_keys=[(c, "ascending") for c in FINGERPRINT_COLUMNS]))
-    lines = pc.binary_join_element_wise(t.column("sha256"), pc.cast(t.column("label"), pa.string()),
-                                        pc.binary_join_element_wise(t.column("split"), "", "\n"), " ")
-    h = hashlib.sha256(f"ganforge-dataset-v{SCHEMA_VERSION}\n".encode())
+    columns = FINGERPRINT_COLUMNS + ([ATTRIBUTES.name] if attribute_names is not None else [])
+    t = table.select(columns)
+    t = t.take(pc.sort_indices(t, sort_keys=[(c, "ascending") for c in columns]))
+    fields = [t.column("sha256"), pc.cast(t.column("label"), pa.string()), *(t.column(c) for c in columns[2:])]
+    fields[-1] = pc.binary_join_element_wise(fields[-1], "", "\n")  # the last field ends the line
+    lines = pc.binary_join_element_wise(*fields, " ")
+    h = hashlib.sha256(_fingerprint_header(attribute_names))
     for chunk in lines.chunks:
         if len(chunk):  # a string array's values are its strings back to back, from offsets[0] to offsets[-1]
             chunk = pc.cast(chunk, pa.large_string())  # 64-bit offsets, whatever the size
@@ -262,6 +292,11 @@ def _manifest_problem(m: dict) -> str | None:
     names = m.get("class_names")
     if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
         return "class_names must be a non-empty list of names"
+    if "attributes" in m:  # only datasets with attributes have the key
+        attributes = m["attributes"]
+        named = isinstance(attributes, list) and all(isinstance(n, str) and n for n in attributes)
+        if not (named and attributes and len(set(attributes)) == len(attributes)):
+            return "attributes must be a non-empty list of distinct names"
     counts = m.get("counts")
     if not isinstance(counts, dict):
         return "counts missing"
@@ -318,7 +353,7 @@ def read_rows(loc: Location, manifest: dict, columns: list[str], split: str | No
             table = table.filter(pc.equal(table.column("split"), split)).select(columns)
         tables.append(table)
     if not tables:
-        return pa.schema([SCHEMA.field(c) for c in columns]).empty_table()
+        return pa.schema([column(c) for c in columns]).empty_table()
     out = pa.concat_tables(tables)
     expected = manifest["counts"]["splits"][split] if split is not None else manifest["counts"]["total"]
     if out.num_rows != expected:
@@ -368,7 +403,7 @@ def read_shard(loc: Location, shard: dict, columns: list[str], check_digest: boo
             raise GanforgeError(describe_io_error(loc, f"read shard {path} of", err)) from None
         reason = " ".join(str(err).split())[:160]
         raise GanforgeError(f"dataset {loc.uri}: shard {path} is corrupt ({reason}); {fix}") from None
-    want = pa.schema([SCHEMA.field(c) for c in columns])
+    want = pa.schema([column(c) for c in columns])
     if not table.schema.equals(want, check_metadata=False):
         raise GanforgeError(f"dataset {loc.uri}: shard {path} does not have ganforge's columns and types; {fix}")
     return table

@@ -35,6 +35,8 @@ def print_dataset(uri: str, console: Console | None = None, split: str | None = 
         f"{m['counts']['total']} images, {len(m['shards'])} shard(s), schema v{m['schema_version']}"
     )
     console.print("options " + json.dumps(m["options"], sort_keys=True))
+    if m.get("attributes"):  # per-image yes/no attributes (celeba): their names, for reconstruct --attribute
+        console.print(f"attributes ({len(m['attributes'])}): " + ", ".join(m["attributes"]), markup=False)
     splits = list(m["counts"]["splits"])
     table = Table("class", *splits, "histogram (train)" if "train" in splits else "histogram")
     hist_split = "train" if "train" in splits else splits[0]
