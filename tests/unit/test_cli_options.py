@@ -149,14 +149,28 @@ def test_audit_space_still_works_with_a_warning(digits16, tmp_path):
     assert old.stderr == "warning: --space is deprecated for audit; use --backbone\n"
 
 
-def test_adding_a_command_group_is_one_module_and_one_line():
-    from ganforge.cli import app as app_module_app
-    from ganforge.cli.app import GROUPS
+def test_adding_a_command_group_is_one_module_and_its_commands_names():
+    """``COMMANDS`` names exactly what each module's ``register`` adds: nothing listed that no module adds,
+    nothing added that ``ganforge --help`` would not list."""
+    from ganforge.cli.app import COMMANDS, GROUPS, load_group
 
-    names = {c.name for c in app_module_app.registered_commands} | {g.name for g in app_module_app.registered_groups}
+    added = {name: module for module in GROUPS for name in load_group(module)}
+    assert added == COMMANDS
     assert {"ingest", "train", "generate", "evaluate", "audit", "register", "promote", "rollback", "datasets",
-            "runs", "pipeline"} <= names
-    assert all(callable(getattr(m, "register", None)) for m in GROUPS)
+            "runs", "pipeline"} <= set(COMMANDS)
+
+
+def test_a_light_command_starts_without_torch():
+    """``ganforge promote`` (and ingest, pipeline compile, ...) import only their own command module."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom ganforge.cli import app\n"
+            "for args in (['promote', '--help'], ['ingest', '--help'], ['pipeline', 'compile', '--help']):\n"
+            "    assert CliRunner().invoke(app, args).exit_code == 0, args\n"
+            "print(sorted(m for m in ('torch', 'torchvision', 'torcheval') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 # --- issue 22: finite means finite, and errors name the flag as typed --------------------------------------------

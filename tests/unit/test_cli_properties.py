@@ -72,7 +72,8 @@ WORK = (("ganforge.training", "train"), ("ganforge.pipeline.runner", "load_pipel
 
 def commands(group=ROOT, path: tuple[str, ...] = ()):
     """Every leaf command of the app: (its words, the click command)."""
-    for name, cmd in group.commands.items():
+    for name in group.list_commands(None):  # the top-level group loads a command's module when asked
+        cmd = group.get_command(None, name)
         if hasattr(cmd, "commands"):
             yield from commands(cmd, (*path, name))
         else:

@@ -78,7 +78,7 @@ def train_options() -> list[str]:
 
     from ganforge.cli.app import app
 
-    cmd = typer.main.get_command(app).commands["train"]
+    cmd = typer.main.get_command(app).get_command(None, "train")
     return sorted(o for p in cmd.params for o in (*p.opts, *p.secondary_opts))
 
 

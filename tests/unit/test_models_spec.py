@@ -69,7 +69,7 @@ def test_the_config_is_flat_outside():
 
 
 def test_train_lists_each_part_in_its_own_help_panel():
-    cmd = typer.main.get_command(app).commands["train"]
+    cmd = typer.main.get_command(app).get_command(None, "train")
     panels = {p.name: p.rich_help_panel for p in cmd.params}
     for part, model in PARTS.items():
         title = TrainConfig.model_fields[part].title
