@@ -11,7 +11,7 @@ def ingest(source: str, dataset: str, image_size: int, dataset_out: Output[Datas
     """Write ``source`` as a Parquet dataset at ``dataset``; reuses it when the inputs are unchanged.
 
     Args:
-        source: source name (digits, mnist, fashion-mnist, kmnist, galaxy10, folder).
+        source: an ingest source's name (`ganforge ingest --help` lists them).
         dataset: dataset URI to write (local directory or s3://).
         image_size: square side in pixels.
         dataset_out: the dataset; metadata holds its ``uri`` and ``fingerprint``.

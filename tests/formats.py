@@ -238,3 +238,130 @@ def write_galaxy10_arrays(path: str | Path, datasets: dict[str, np.ndarray]) -> 
         for name, array in datasets.items():
             f.create_dataset(name, data=array)
     return path
+
+
+# --- the data of seed 001 (Generative Deep Learning): Quick, Draw!, CIFAR-10 binary, CelebA -------------------
+
+QUICKDRAW_PREFIX = "full_numpy_bitmap_"
+
+
+def write_quickdraw_npy(folder: str | Path, category: str, n: int = 6, seed: int = 0) -> np.ndarray:
+    """Write ``folder/full_numpy_bitmap_<category>.npy`` as Google publishes it: uint8 (n, 784), each row a
+    28x28 drawing row after row.
+
+    Returns:
+        The (n, 784) array written.
+    """
+    rng = np.random.default_rng(seed)
+    drawings = _patterned(rng, (n, 28, 28)).reshape(n, 784)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / f"{QUICKDRAW_PREFIX}{category}.npy", drawings, allow_pickle=False)
+    return drawings
+
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR10_RECORD = 1 + 3 * 32 * 32
+
+
+def cifar10_record(label: int, image: np.ndarray) -> bytes:
+    """One record of CIFAR-10's binary version: the label byte, then the red, green and blue 32x32 planes."""
+    return bytes([label]) + np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.uint8).tobytes()
+
+
+def write_cifar10_bin(
+    root: str | Path, n_per_batch: tuple[int, ...] = (3, 2, 2, 1, 2), n_test: int = 3, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Write ``root/cifar-10-batches-bin/`` as ``cifar-10-binary.tar.gz`` extracts it (the real batches hold
+    10,000 records each): ``data_batch_1.bin`` .. ``data_batch_5.bin``, ``test_batch.bin`` and
+    ``batches.meta.txt`` (the class names, one per line, then blank lines, as in the release).
+
+    Returns:
+        (images (N, 32, 32, 3) uint8, labels (N,) int64, splits (N,) str), in file order (train batches, then test).
+    """
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / "cifar-10-batches-bin"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "batches.meta.txt").write_text("\n".join(CIFAR10_CLASSES) + "\n\n")
+    images, labels, splits = [], [], []
+    names = [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]
+    for name, n in zip(names, (*n_per_batch, n_test)):
+        batch = _patterned(rng, (n, 32, 32, 3))
+        batch_labels = rng.integers(0, 10, size=n)
+        (folder / name).write_bytes(b"".join(cifar10_record(int(y), x) for x, y in zip(batch, batch_labels)))
+        images.append(batch)
+        labels.append(batch_labels)
+        splits += ["test" if name == "test_batch.bin" else "train"] * n
+    return np.concatenate(images), np.concatenate(labels).astype(np.int64), np.array(splits)
+
+
+CELEBA_ATTRIBUTES = (
+    "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose Black_Hair Blond_Hair "
+    "Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses Goatee Gray_Hair Heavy_Makeup High_Cheekbones Male "
+    "Mouth_Slightly_Open Mustache Narrow_Eyes No_Beard Oval_Face Pale_Skin Pointy_Nose Receding_Hairline Rosy_Cheeks "
+    "Sideburns Smiling Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat Wearing_Lipstick Wearing_Necklace "
+    "Wearing_Necktie Young"
+).split()
+
+
+class CelebaImage(NamedTuple):
+    """One image written by ``write_celeba``.
+
+    Attributes:
+        pixels: (H, W, 3) uint8 before JPEG compression.
+        attributes: (40,) bool, in ``CELEBA_ATTRIBUTES`` order.
+        partition: 0 (train), 1 (validation) or 2 (test).
+    """
+
+    pixels: np.ndarray
+    attributes: np.ndarray
+    partition: int
+
+
+def write_celeba(
+    root: str | Path, n: int = 8, size: tuple[int, int] = (26, 22), seed: int = 0, partition: bool = True,
+    csv: bool = False,
+) -> dict[str, CelebaImage]:
+    """Write a CelebA folder as the release lays it out: ``img_align_celeba/000001.jpg`` ... (the release's are
+    218x178 JPEGs), ``list_attr_celeba.txt`` (the count, the 40 names, then a file name and right-aligned
+    1/-1 per attribute) and ``list_eval_partition.txt`` (file name and 0/1/2). ``csv=True`` writes Kaggle's
+    copy instead: the images one folder deeper and the two tables as ``.csv`` with ``image_id`` headers.
+
+    Args:
+        root: the folder to fill.
+        n: number of images; partitions cycle 0, 0, 1, 2 so that every split has some.
+        size: (H, W) of every image.
+        seed: seeds pixels and attributes.
+        partition: write the partition table.
+        csv: Kaggle's layout.
+
+    Returns:
+        {file name: CelebaImage}, in the tables' order.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    images = root / ("img_align_celeba/img_align_celeba" if csv else "img_align_celeba")
+    images.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for i in range(n):
+        name = f"{i + 1:06d}.jpg"
+        pixels = _patterned(rng, (1, *size, 3))[0]
+        Image.fromarray(pixels).save(images / name, quality=95)
+        written[name] = CelebaImage(pixels, rng.random(len(CELEBA_ATTRIBUTES)) < 0.5, (0, 0, 1, 2)[i % 4])
+    if csv:
+        rows = [",".join(["image_id", *CELEBA_ATTRIBUTES])]
+        rows += [",".join([name, *("1" if a else "-1" for a in img.attributes)]) for name, img in written.items()]
+        (root / "list_attr_celeba.csv").write_text("\n".join(rows) + "\n")
+        if partition:
+            parts = ["image_id,partition"] + [f"{name},{img.partition}" for name, img in written.items()]
+            (root / "list_eval_partition.csv").write_text("\n".join(parts) + "\n")
+        return written
+    lines = [str(n), " ".join(CELEBA_ATTRIBUTES) + " "]
+    lines += [name + " " + " ".join(" 1" if a else "-1" for a in img.attributes) for name, img in written.items()]
+    (root / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
+    if partition:
+        parts = "".join(f"{name} {img.partition}\n" for name, img in written.items())
+        (root / "list_eval_partition.txt").write_text(parts)
+    return written

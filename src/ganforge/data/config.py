@@ -30,7 +30,9 @@ class IngestConfig(BaseModel):
     input: str | None = Field(
         None,
         description="The source's files: torchvision root (mnist, fashion-mnist, kmnist), the HDF5 file "
-        "(galaxy10) or the image directory (folder). None: the source's default location.",
+        "(galaxy10), the image directory (folder), a .npy bitmap file or a folder of them (quickdraw), the "
+        "cifar-10-batches-bin folder (cifar10) or the folder with list_attr_celeba.txt (celeba). None: the "
+        "source's default location.",
     )
     download: bool = Field(False, description="Let torchvision/astroNN download missing files (needs network).")
     image_size: int | None = Field(

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ganforge.data.sources import digits, folder, galaxy10, torchvision_idx
-from ganforge.data.sources.base import ImageReader, Source
+from ganforge.data.sources import celeba, cifar10, digits, folder, galaxy10, quickdraw, torchvision_idx
+from ganforge.data.sources.base import ImageReader, RowKeys, Source
 from ganforge.errors import GanforgeError
 
-__all__ = ["SOURCES", "SOURCE_NAMES", "ImageReader", "Source", "open_source"]
+__all__ = ["SOURCES", "SOURCE_NAMES", "ImageReader", "RowKeys", "Source", "open_source"]
 
 # name -> opener(input_path: str | None, download: bool) -> Source
 SOURCES: dict[str, Callable[[str | None, bool], Source]] = {
@@ -22,6 +22,9 @@ SOURCES: dict[str, Callable[[str | None, bool], Source]] = {
     "galaxy10": galaxy10.open_galaxy10,
     "folder": folder.open_folder,
     "digits": digits.open_digits,
+    "quickdraw": quickdraw.open_quickdraw,
+    "cifar10": cifar10.open_cifar10,
+    "celeba": celeba.open_celeba,
 }
 SOURCE_NAMES = tuple(SOURCES)
 
