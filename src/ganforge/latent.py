@@ -2,20 +2,27 @@
 
 Generative Deep Learning ch. 3's "latent space arithmetic": an attribute's vector is the mean latent of
 the images that have it minus the mean latent of those that do not; adding ``alpha`` times it to an
-image's latent and decoding adds (or, below 0, removes) the attribute. Here an attribute is a class of
-the dataset. A VAE encodes to the mean of q(z | x), so the same image always lands on the same point.
+image's latent and decoding adds (or, below 0, removes) the attribute. Here an attribute is one of the
+dataset's per-image attributes (CelebA's ``Smiling``, ingested from ``list_attr_celeba.txt``, as the book
+adds a smile) or one of its classes. A VAE encodes to the mean of q(z | x), so the same image always lands
+on the same point.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ganforge.errors import GanforgeError
 from ganforge.models import MODELS, ModelSpec
+
+if TYPE_CHECKING:
+    from ganforge.data import ImageData
 
 AUTOENCODERS = tuple(name for name, family in MODELS.items() if family.encoder is not None)  # read from the registry
 
@@ -125,8 +132,11 @@ def shift(z: torch.Tensor, vector: torch.Tensor, alphas: list[float]) -> torch.T
     return (z.unsqueeze(1) + a * vector.view(1, 1, -1)).reshape(-1, z.shape[1])
 
 
-def load_images(ae: Autoencoder, dataset: str, split: str, limit: int | None = None):
-    """The uint8 images and labels of a dataset split, checked against what the autoencoder was trained on.
+def load_images(ae: Autoencoder, dataset: str, split: str, limit: int | None = None) -> ImageData:
+    """A dataset split (its first ``limit`` images), checked against what the autoencoder was trained on.
+
+    Returns:
+        The split's ``ImageData``: uint8 images, labels, class names, and attributes where it has them.
 
     Raises:
         GanforgeError: the images' size or channels differ from the checkpoint's.
@@ -140,8 +150,36 @@ def load_images(ae: Autoencoder, dataset: str, split: str, limit: int | None = N
             f"dataset {dataset} has {h} px images with {c} channel(s); the checkpoint was trained on "
             f"{ae.spec.image_size} px with {ae.spec.channels}: ingest the data at that size"
         )
-    n = data.images.shape[0] if limit is None else min(limit, data.images.shape[0])
-    return data.images[:n], data.labels[:n], list(data.class_names)
+    if limit is None or limit >= len(data):
+        return data
+    return dataclasses.replace(data, images=data.images[:limit], labels=data.labels[:limit],
+                               attributes=data.attributes[:limit] if data.attributes is not None else None)
+
+
+def attribute_mask(name: str, data: ImageData) -> tuple[torch.Tensor, str]:
+    """Which images of ``data`` have the attribute ``name``, and what it is, for :func:`attribute_vector`.
+
+    ``name`` is first looked up among the dataset's attributes (``Smiling``: the images whose attribute is
+    set), then among its classes, by name or id (``7``: the images of class 7).
+
+    Returns:
+        ((N,) bool, ``"attribute 'Smiling'"`` or ``"class '7'"``).
+
+    Raises:
+        GanforgeError: neither an attribute nor a class of the dataset; the message lists both.
+    """
+    if data.attributes is not None and name in data.attribute_names:
+        return data.attributes[:, data.attribute_names.index(name)].bool(), f"attribute {name!r}"
+    try:
+        c = class_id(name, data.class_names)
+    except GanforgeError:
+        classes = f"{', '.join(data.class_names)} (or ids 0 to {len(data.class_names) - 1})"
+        if data.attribute_names:
+            raise GanforgeError(f"unknown attribute {name!r}; the dataset's attributes: "
+                                f"{', '.join(data.attribute_names)}; its classes: {classes}") from None
+        raise GanforgeError(f"unknown class {name!r}; the dataset's classes: {classes}; it has no attributes (a "
+                            "dataset ingested with an attribute table, such as celeba's, has)") from None
+    return data.labels == c, f"class {data.class_names[c]!r}"
 
 
 def class_id(name: str, class_names: list[str]) -> int:

@@ -25,7 +25,8 @@ class EncodeOptions(_Source):
     """``ganforge encode``: latents of a dataset split."""
 
     limit: int | None = Field(None, ge=1, description="Encode the first this many images. None: all.")
-    out: str = Field(description="An .npz file: z (N, latent_dim), labels (N,), class_names.")
+    out: str = Field(description="An .npz file: z (N, latent_dim), labels (N,), class_names; and attributes (N, A) "
+                     "bool and attribute_names for a dataset with attributes (celeba).")
 
 
 class ReconstructOptions(_Source):
@@ -33,8 +34,9 @@ class ReconstructOptions(_Source):
 
     n: int = Field(8, ge=1, le=1024, description="Images to show (the first n of --split).")
     attribute: str | None = Field(
-        None, description="A class (name or id): add alpha times its attribute vector (mean latent of the class "
-        "minus that of the rest of --split) to each image's latent. None: plain reconstructions.",
+        None, description="An attribute of the dataset (celeba's Smiling, ...) or a class (name or id): add alpha "
+        "times its vector (the mean latent of the images of --split with it minus that of those without) to each "
+        "image's latent. None: plain reconstructions.",
     )
     # beyond +-100 a shifted latent decodes to saturated noise, and 1e300 overflows float32 to inf
     alphas: tuple[Annotated[float, Field(ge=-100, le=100)], ...] = Field(
@@ -72,16 +74,19 @@ def encode_command(**flags) -> None:
     opts = ENCODE.build(flags)
     _check_out(opts.out, ".npz")
     ae = load_autoencoder(opts.checkpoint, opts.weights, select_device(opts.device))
-    images, labels, names = load_images(ae, opts.dataset, opts.split, opts.limit)
-    z = encode(ae, images, labels)
+    data = load_images(ae, opts.dataset, opts.split, opts.limit)
+    z = encode(ae, data.images, data.labels)
+    extra = {} if data.attributes is None else {"attributes": data.attributes.cpu().numpy(),
+                                                "attribute_names": np.array(data.attribute_names)}
     buf = io.BytesIO()
-    np.savez(buf, z=z.numpy().astype(np.float32), labels=labels.numpy(), class_names=np.array(names))
+    np.savez(buf, z=z.numpy().astype(np.float32), labels=data.labels.numpy(), class_names=np.array(data.class_names),
+             **extra)
     write_bytes_atomic(Path(opts.out), buf.getvalue())
     typer.echo(f"wrote {len(z)} latents of size {z.shape[1]} to {opts.out}")
 
 
 def reconstruct_command(**flags) -> None:
-    """Reconstruct images with an ae or vae checkpoint, or move them along a class's attribute vector."""
+    """Reconstruct images with an ae or vae checkpoint, or move them along an attribute's (or a class's) vector."""
     from pathlib import Path
 
     import torch
@@ -93,21 +98,22 @@ def reconstruct_command(**flags) -> None:
     opts = RECONSTRUCT.build(flags)
     _check_out(opts.out, ".png")
     ae = lt.load_autoencoder(opts.checkpoint, opts.weights, select_device(opts.device))
-    images, labels, names = lt.load_images(ae, opts.dataset, opts.split)
+    data = lt.load_images(ae, opts.dataset, opts.split)
+    images, labels = data.images, data.labels
     shown, shown_labels = images[: opts.n], labels[: opts.n]
     if opts.attribute is None:
         grid = torch.cat([lt.to_unit(shown), lt.reconstruct(ae, shown, shown_labels)])
         save_png(Path(opts.out), grid_image(grid, nrow=len(shown)))
         typer.echo(f"wrote {len(shown)} images and their reconstructions to {opts.out}")
         return
-    c = lt.class_id(opts.attribute, names)
-    vector = lt.attribute_vector(lt.encode(ae, images, labels), labels == c)
+    has, what = lt.attribute_mask(opts.attribute, data)
+    vector = lt.attribute_vector(lt.encode(ae, images, labels), has.cpu())
     moved = lt.decode(ae, lt.shift(lt.encode(ae, shown, shown_labels), vector, list(opts.alphas)),
                    shown_labels.repeat_interleave(len(opts.alphas)))  # fmt: skip
     rows = torch.cat([lt.to_unit(shown).unsqueeze(1), moved.view(len(shown), len(opts.alphas), *moved.shape[1:])], 1)
     save_png(Path(opts.out), grid_image(rows.flatten(0, 1), nrow=1 + len(opts.alphas)))
     typer.echo(f"wrote {len(shown)} rows (original, then alpha {', '.join(map(str, opts.alphas))} x the "
-               f"'{names[c]}' vector) to {opts.out}")
+               f"{what} vector) to {opts.out}")
 
 
 def register(app: typer.Typer) -> None:
