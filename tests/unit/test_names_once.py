@@ -24,6 +24,7 @@ from ganforge.models.layers import ACTIVATIONS
 from ganforge.training.augment import AUGMENTS
 from ganforge.training.config import PRESETS
 from ganforge.training.losses import OBJECTIVES
+from ganforge.training.updates import UPDATES
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "ganforge"
 
@@ -36,6 +37,7 @@ REGISTRIES = {  # what -> (its names, the one file that declares them)
     "preset": (PRESETS, "training/config.py"),
     "augmentation": (AUGMENTS, "training/augment.py"),
     "activation": (ACTIVATIONS, "models/layers.py"),
+    "update": (UPDATES, "training/updates.py"),
 }
 
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from ganforge.cli import app
 from ganforge.errors import GanforgeError
 from ganforge.training import TrainConfig, train
-from ganforge.training import loop as loop_module
+from ganforge.training import updates as updates_module
 from ganforge.training.preflight import RESOLVED_CONFIG, preflight
 
 runner = CliRunner()
@@ -68,7 +68,7 @@ def test_the_resolved_config_is_on_disk_and_in_mlflow_before_the_first_step(digi
     out = tmp_path / "run"
     cfg = tiny(digits16, out, track=True, experiment="resolved", preset=None)
     seen = []
-    first_step = loop_module._gan_step
+    first_step = updates_module.UPDATES["alternating"]
 
     def step(t, want_norms):
         if not seen:  # the first generator update: the record must already exist in both places
@@ -77,7 +77,7 @@ def test_the_resolved_config_is_on_disk_and_in_mlflow_before_the_first_step(digi
             seen.append((on_disk, logged))
         return first_step(t, want_norms)
 
-    monkeypatch.setattr(loop_module, "_gan_step", step)
+    monkeypatch.setitem(updates_module.UPDATES, "alternating", step)
     result = train(cfg)
     on_disk, logged = seen[0]
     assert on_disk == cfg.model_dump(mode="json") and RESOLVED_CONFIG in logged

@@ -11,7 +11,7 @@ import torch
 from ganforge.checkpoints import list_checkpoints
 from ganforge.errors import GanforgeError
 from ganforge.training import TrainConfig, train
-from ganforge.training import loop as loop_module
+from ganforge.training import updates as updates_module
 
 GAN_KEYS = {"train/loss_g", "train/loss_d", "train/d_acc", "train/d_real", "train/d_fake", "train/grad_norm_g",
             "train/grad_norm_d", "train/lr_g", "train/lr_d", "time/images_per_second"}  # fmt: skip
@@ -122,7 +122,7 @@ def test_overfit_on_a_handful_of_images(tmp_path):
 
 def _poison(monkeypatch, at_step: int, times: int = 1):
     """Make the step at ``at_step`` report a NaN loss (``times`` times)."""
-    real_step, calls = loop_module._gan_step, {"n": 0}
+    real_step, calls = updates_module.UPDATES["alternating"], {"n": 0}
 
     def step(t, want_norms):
         stats = real_step(t, want_norms)
@@ -131,7 +131,7 @@ def _poison(monkeypatch, at_step: int, times: int = 1):
             stats["loss_d"] = float("nan")
         return stats
 
-    monkeypatch.setattr(loop_module, "_gan_step", step)
+    monkeypatch.setitem(updates_module.UPDATES, "alternating", step)
 
 
 def test_nan_loss_stops_with_a_clear_message(digits16, tmp_path, monkeypatch):

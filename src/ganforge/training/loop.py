@@ -33,7 +33,8 @@ from ganforge.training.run_files import (
     write_loss_plot,
     write_metrics_csv,
 )
-from ganforge.training.state import Trainer, build_trainer, restore, step_generator, trainer_state
+from ganforge.training.state import Trainer, build_trainer, restore, trainer_state
+from ganforge.training.updates import UPDATES, autocast, grad_norm
 from ganforge.training.visuals import interpolation_strip
 
 MAX_ROLLBACKS = 3  # --on-nan rollback gives up after this many (each halves the learning rates)
@@ -190,7 +191,7 @@ def _run(t: Trainer, tracker) -> TrainResult:
     """The loop proper: step; every N steps log, sample and checkpoint; finish or stop cleanly."""
     c, rt = t.config, t.rt
     progress = Progress(t.total_steps, t.step, rt.is_main)
-    step_fn = _vae_step if t.E is not None else _gan_step
+    step_fn = _vae_step if t.E is not None else UPDATES[c.update]
     if t.rt.is_main and t.step and not t.metric_rows:  # a resume: keep the rows logged up to the checkpoint
         t.metric_rows = [r for r in read_metrics_csv(c.output) if r["step"] <= t.step]
     status, last_ckpt, metrics = "FAILED", None, {}
@@ -297,58 +298,6 @@ def _fid_extractor(c: TrainConfig, device):
     return get_extractor(c.fid_backbone, c.fid_backbone_weights, device, expected_sha256=c.fid_backbone_sha256)
 
 
-def _autocast(t: Trainer):
-    """bf16 autocast on CUDA (fp32 master weights, no loss scaling needed); nothing on CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if t.amp else contextlib.nullcontext()
-
-
-def _grad_norm(params: list[torch.nn.Parameter]) -> float:
-    norms = [torch.linalg.vector_norm(p.grad.detach().float()) for p in params if p.grad is not None]
-    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
-
-
-def _gan_step(t: Trainer, want_norms: bool) -> dict[str, float]:
-    """One generator update after ``n_critic`` discriminator updates; returns the step's numbers."""
-    assert t.D is not None and t.d_fwd is not None and t.opt_d is not None and t.objective is not None, "not a GAN"
-    gen = step_generator(t.config.seed, t.step)
-    d_params = list(t.D.parameters())
-    for k in range(t.n_critic):
-        real, labels = t.batch(t.step * t.n_critic + k)
-        z = t.latents(gen)
-        with _autocast(t):
-            # one critic step: reuse this forward for the G update (as the DCGAN example does);
-            # several: the fakes only train D, so skip their graph
-            with contextlib.nullcontext() if t.n_critic == 1 else torch.no_grad():
-                fake = t.g_fwd(z, labels)
-            loss_d, stats = t.objective.d_loss(t.d_fwd, real, fake, labels)  # detaches fake itself
-        t.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        ddp.average_gradients(d_params, t.rt)
-        if want_norms and k == t.n_critic - 1:
-            stats["grad_norm_d"] = _grad_norm(d_params)
-        t.opt_d.step()
-        t.objective.after_d_step(t.D)
-    if t.n_critic > 1:
-        with _autocast(t):
-            fake = t.g_fwd(t.latents(gen), labels)
-    t.D.requires_grad_(False)  # G's update needs gradients through D, not of D's weights
-    try:
-        with _autocast(t):
-            loss_g, g_stats = t.objective.g_loss(t.d_fwd, fake, labels, real=real)
-        t.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-    finally:
-        t.D.requires_grad_(True)
-    g_params = list(t.G.parameters())
-    ddp.average_gradients(g_params, t.rt)
-    if want_norms:
-        g_stats["grad_norm_g"] = _grad_norm(g_params)
-    t.opt_g.step()
-    if t.ema is not None:
-        t.ema.update(t.G, t.step + 1)  # t.step counts updates before this one
-    return {**stats, **g_stats}
-
-
 def _vae_step(t: Trainer, want_norms: bool) -> dict[str, float]:
     """One VAE or AE update (encoder and decoder share the generator's optimiser)."""
     from ganforge.training.losses import ae_loss, vae_loss
@@ -356,7 +305,7 @@ def _vae_step(t: Trainer, want_norms: bool) -> dict[str, float]:
     assert t.E is not None, "an autoencoder step needs the encoder"
     real, labels = t.batch(t.step)
     unit = t.config.output_activation == "sigmoid"  # the book's loss, on [0, 1] images
-    with _autocast(t):
+    with autocast(t):
         if t.config.model == "ae":
             loss, s = ae_loss(t.g_fwd, t.E, real, labels, unit=unit)
         else:
@@ -367,7 +316,7 @@ def _vae_step(t: Trainer, want_norms: bool) -> dict[str, float]:
     ddp.average_gradients(params, t.rt)
     stats = {"loss_g": s.get("loss_vae", s["loss_recon"]), **{k: v for k, v in s.items() if k != "loss_vae"}}
     if want_norms:
-        stats["grad_norm_g"] = _grad_norm(params)
+        stats["grad_norm_g"] = grad_norm(params)
     t.opt_g.step()
     if t.ema is not None:
         t.ema.update(t.G, t.step + 1)  # t.step counts updates before this one

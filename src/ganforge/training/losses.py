@@ -69,6 +69,17 @@ def _stats(**values: Tensor) -> dict[str, float]:
     return dict(zip(values, floats))
 
 
+def _forward(D: Net, real: Tensor, fake: Tensor, labels: Tensor | None, joint: bool, **kw) -> tuple[Any, Any]:
+    """D's outputs on real and on fake: two forwards, or one on their concatenation split in two."""
+    if not joint:
+        return D(real, labels, **kw), D(fake, labels, **kw)
+    both = D(torch.cat([real, fake]), None if labels is None else torch.cat([labels, labels]), **kw)
+    n = len(real)
+    if isinstance(both, tuple):
+        return tuple(x[:n] for x in both), tuple(x[n:] for x in both)
+    return both[:n], both[n:]
+
+
 def _class_targets(labels: Tensor | None) -> Tensor:
     """AC-GAN's class targets: the batch's labels (an auxiliary classifier is built for conditional models only)."""
     if labels is None:
@@ -114,9 +125,17 @@ class Objective:
         self.d_loss_sum = d_loss_sum
         self.aux_classifier = aux_classifier
 
-    def d_real_fake(self, real_logits: Tensor, fake_logits: Tensor) -> tuple[Tensor, Tensor]:
-        """The real and the fake term of a two-term discriminator loss."""
+    # Whether the discriminator's penalties need the real and the fake batch together (the gradient penalty
+    # interpolates between them): such an objective cannot step on a real and a fake batch apart.
+    penalty_needs_both = False
+
+    def d_term(self, logits: Tensor, real: bool) -> Tensor:
+        """The discriminator's loss term on a batch that is all real (``real``) or all fake."""
         raise NotImplementedError
+
+    def d_real_fake(self, real_logits: Tensor, fake_logits: Tensor) -> tuple[Tensor, Tensor]:
+        """The real and the fake term of the discriminator loss (their sum is ``d_terms``)."""
+        return self.d_term(real_logits, True), self.d_term(fake_logits, False)
 
     def d_terms(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
         """Discriminator loss from its outputs on real and fake images (the sum of the two terms)."""
@@ -131,7 +150,9 @@ class Objective:
         """What ``d_real`` / ``d_fake`` report: the raw critic score unless overridden."""
         return logits
 
-    def d_loss(self, D: Net, real: Tensor, fake: Tensor, labels: Tensor | None) -> tuple[Tensor, dict]:
+    def d_loss(
+        self, D: Net, real: Tensor, fake: Tensor, labels: Tensor | None, *, joint: bool = False
+    ) -> tuple[Tensor, dict]:
         """Discriminator loss on a real and a fake batch (``fake`` is detached here).
 
         Args:
@@ -139,6 +160,8 @@ class Objective:
             real: Real images (N, C, H, W) in [-1, 1].
             fake: Generated images (N, C, H, W); detached here.
             labels: Class ids (N,) for both batches, or None.
+            joint: One forward of D on the concatenation of real and fake (Keras' ``train_on_batch`` on
+                ``np.concatenate``: D's batch-norm statistics mix both) instead of one forward each.
 
         Returns:
             (loss, stats) with stats keys ``loss_d``, ``d_real``, ``d_fake`` and one per penalty.
@@ -146,13 +169,13 @@ class Objective:
         fake = fake.detach()
         extra: dict[str, Tensor] = {}
         if self.aux_classifier:
-            (real_logits, real_cls), (fake_logits, fake_cls) = D(real, labels, classes=True), D(fake, labels, classes=True)
+            (real_logits, real_cls), (fake_logits, fake_cls) = _forward(D, real, fake, labels, joint, classes=True)
             targets = _class_targets(labels)
             aux = F.cross_entropy(real_cls, targets) + F.cross_entropy(fake_cls, targets)
             extra["loss_aux"] = aux
             extra["d_class_acc"] = (real_cls.argmax(1) == labels).float().mean()
         else:
-            real_logits, fake_logits = D(real, labels), D(fake, labels)
+            real_logits, fake_logits = _forward(D, real, fake, labels, joint)
         if self.two_terms:
             real_term, fake_term = self.d_real_fake(real_logits, fake_logits)
             loss = (real_term + fake_term) * (1.0 if self.d_loss_sum else 0.5)
@@ -178,6 +201,53 @@ class Objective:
             **extra,
             **{name: value for name, (_, value) in penalties.items()},
         )
+
+    def d_loss_one(self, D: Net, images: Tensor, labels: Tensor | None, real: bool) -> tuple[Tensor, dict]:
+        """Discriminator loss on a batch that is all real or all fake (one Keras ``train_on_batch`` of the
+        book's GAN): the one term, with the AC-GAN class term on the same batch; no penalty.
+
+        Returns:
+            (loss, stats) with stats keys ``loss_d_real`` or ``loss_d_fake`` and ``d_real`` or ``d_fake``.
+        """
+        if self.penalty_needs_both:
+            raise GanforgeError(f"loss {self.name!r} penalises between real and fake images; it needs both in one step")
+        images = images.detach()
+        which = "real" if real else "fake"
+        extra: dict[str, Tensor] = {}
+        if self.aux_classifier:
+            logits, cls = D(images, labels, classes=True)
+            extra[f"loss_aux_{which}"] = F.cross_entropy(cls, _class_targets(labels))
+        else:
+            logits = D(images, labels)
+        term = self.d_term(logits, real)
+        loss = term + extra[f"loss_aux_{which}"] if extra else term
+        return loss, _stats(**{f"loss_d_{which}": term, f"d_{which}": self.score(logits).mean()}, **extra)
+
+    def joint_losses(self, D: Net, real: Tensor, fake: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor, dict]:
+        """Both players' losses from one forward of D on the real and on the (undetached) fake batch, as
+        TensorFlow's two gradient tapes take them: D's loss, G's loss and their stats. The caller takes each
+        loss's gradient with respect to its own player only.
+        """
+        if self.feature_matching or self.aux_classifier:
+            raise GanforgeError("feature matching and the AC-GAN class term need forwards of their own; "
+                                "one shared forward (update simultaneous) cannot give them")
+        real_logits, fake_logits = D(real, labels), D(fake, labels)
+        if self.two_terms:
+            real_term, fake_term = self.d_real_fake(real_logits, fake_logits)
+            loss_d = (real_term + fake_term) * (1.0 if self.d_loss_sum else 0.5)
+            reported = {"loss_d": (real_term + fake_term) * 0.5}
+            if self.d_loss_sum:
+                reported["loss_d_sum"] = real_term + fake_term
+        else:
+            loss_d = self.d_terms(real_logits, fake_logits)
+            reported = {"loss_d": loss_d}
+        penalties = self.penalties(D, real, fake, labels)  # detach fake themselves
+        for weight, value in penalties.values():
+            loss_d = loss_d + weight * value
+        loss_g = self.g_term(fake_logits)
+        stats = _stats(**reported, d_real=self.score(real_logits).mean(), d_fake=self.score(fake_logits).mean(),
+                       loss_g=loss_g, **{name: value for name, (_, value) in penalties.items()})
+        return loss_d, loss_g, stats
 
     def penalties(
         self, D: Net, real: Tensor, fake: Tensor, labels: Tensor | None
@@ -241,15 +311,11 @@ class NonSaturatingBCE(Objective):
         self.label_smoothing = label_smoothing
         self.noisy_labels = noisy_labels
 
-    def d_real_fake(self, real_logits: Tensor, fake_logits: Tensor) -> tuple[Tensor, Tensor]:
-        """BCE on real (target ~1) and on fake (target ~0)."""
-        soft_real = self.label_smoothing or self.noisy_labels
-        real_t = draw_targets(len(real_logits), real=True, soft=soft_real, device=real_logits.device)
-        fake_t = draw_targets(len(fake_logits), real=False, soft=self.noisy_labels, device=fake_logits.device)
-        return (
-            F.binary_cross_entropy_with_logits(real_logits, real_t.to(real_logits.dtype)),
-            F.binary_cross_entropy_with_logits(fake_logits, fake_t.to(fake_logits.dtype)),
-        )
+    def d_term(self, logits: Tensor, real: bool) -> Tensor:
+        """BCE against targets ~1 (real) or ~0 (fake)."""
+        soft = (self.label_smoothing or self.noisy_labels) if real else self.noisy_labels
+        targets = draw_targets(len(logits), real=real, soft=soft, device=logits.device)
+        return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype))
 
     def g_term(self, fake_logits: Tensor) -> Tensor:
         """-log sigmoid(D(G(z))): strong gradients while D still rejects the fakes."""
@@ -265,9 +331,9 @@ class Hinge(Objective):
 
     name = "hinge"
 
-    def d_real_fake(self, real_logits: Tensor, fake_logits: Tensor) -> tuple[Tensor, Tensor]:
-        """max(0, 1 - D(x)) and max(0, 1 + D(G(z)))."""
-        return F.relu(1.0 - real_logits).mean(), F.relu(1.0 + fake_logits).mean()
+    def d_term(self, logits: Tensor, real: bool) -> Tensor:
+        """max(0, 1 - D(x)) on real images, max(0, 1 + D(G(z))) on fakes."""
+        return F.relu(1.0 - logits).mean() if real else F.relu(1.0 + logits).mean()
 
 
 class Wasserstein(Objective):
@@ -275,6 +341,10 @@ class Wasserstein(Objective):
 
     default_n_critic = 5  # the critic should be near optimal before each generator step
     two_terms = False
+
+    def d_term(self, logits: Tensor, real: bool) -> Tensor:
+        """-E[D(x)] on real images, E[D(G(z))] on fakes (Keras' -mean(y * pred) with y = 1 and -1)."""
+        return -logits.mean() if real else logits.mean()
 
     def d_terms(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
         """Negative Wasserstein estimate: E[D(G(z))] - E[D(x)]."""
@@ -330,6 +400,7 @@ class WassersteinGP(Wasserstein):
     """WGAN-GP (Gulrajani et al., 2017): the Wasserstein loss plus a gradient penalty, no clipping."""
 
     name = "wgan-gp"
+    penalty_needs_both = True
 
     def __init__(self, *, gp_weight: float = 10.0, **common) -> None:
         """Set the penalty weight.

@@ -15,10 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ganforge.models.spec import check_count
 from ganforge.training.augment import AUGMENTS
 from ganforge.training.losses import OBJECTIVES
+from ganforge.training.updates import UPDATES
 
 # Each list of names is read from its registry (declared once): a new objective or augmentation is one
 # registry line, and these flags' help and checks follow.
 LOSS_NAMES = tuple(OBJECTIVES)
+UPDATE_NAMES = tuple(UPDATES)
 OPTIMIZER_NAMES = ("adam", "rmsprop")
 SCHEDULE_NAMES = ("none", "step", "cosine")
 AUGMENT_NAMES = tuple(AUGMENTS)
@@ -95,6 +97,10 @@ class UpdateScheme(Part):
     loss: str | None = Field(
         None, description=f"GAN objective: {', '.join(LOSS_NAMES)}. None: wgan-gp for wgan-gp, else bce."
     )
+    update: str = Field(
+        "alternating", description=f"How a step updates the players: {', '.join(UPDATE_NAMES)} (see "
+        "ganforge/training/updates.py; the seed presets use their seed's).",
+    )
     label_smoothing: bool = Field(False, description="One-sided label smoothing: real targets in [0.9, 1.0].")
     noisy_labels: bool = Field(False, description="Noisy labels: real targets in [0.9, 1], fake in [0, 0.1].")
     feature_matching: bool = Field(False, description="Generator matches D's mean features on real data.")
@@ -119,6 +125,13 @@ class UpdateScheme(Part):
     def _known_loss(cls, v: str | None) -> str | None:
         if v is not None and v not in LOSS_NAMES:
             raise ValueError(f"unknown loss {v!r}; choose one of {', '.join(LOSS_NAMES)}")
+        return v
+
+    @field_validator("update")
+    @classmethod
+    def _known_update(cls, v: str) -> str:
+        if v not in UPDATE_NAMES:
+            raise ValueError(f"unknown update scheme {v!r}; choose one of {', '.join(UPDATE_NAMES)}")
         return v
 
     # Every float is checked here, not by torch at step 0: nan passes every "<" test, so each range

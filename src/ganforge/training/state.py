@@ -215,6 +215,7 @@ def training_parts(config: TrainConfig, G: nn.Module, D: nn.Module | None, E: nn
     """
     from ganforge.training.augment import AugmentedDiscriminator
     from ganforge.training.losses import build_objective
+    from ganforge.training.updates import check_update
 
     objective, opt_d, d_fwd = None, None, None
     if D is not None:
@@ -223,6 +224,7 @@ def training_parts(config: TrainConfig, G: nn.Module, D: nn.Module | None, E: nn
             feature_matching=config.feature_matching, gp_weight=config.gp_weight, clip=config.clip,
             n_critic=config.n_critic, d_loss_sum=config.d_loss_sum, aux_classifier=config.aux_classifier,
         )  # fmt: skip
+        check_update(config.update, objective)
         opt_d = make_optimizer(config, D.parameters(), config.lr_d)
         d_fwd = AugmentedDiscriminator(D, config.diffaugment) if config.diffaugment else D
     g_params = list(G.parameters()) + (list(E.parameters()) if E is not None else [])

@@ -1,0 +1,215 @@
+"""Each update scheme (``--update``) takes one step exactly as its seed's own loop does.
+
+For every scheme, one ganforge step runs beside a short hand-written reference of the seed's loop in plain
+PyTorch (the same networks' starting weights, the same real batch and latents, Adam with the same numbers),
+and the weights after the step must be equal. Each reference is also run against every *other* scheme and
+must differ: a scheme swapped for another fails. The networks are a tiny DCGAN with batch norm in G and D,
+so the things the schemes differ in all show: D stepped before or after G's gradient, one forward on the
+concatenation or one per batch (D's batch statistics), ``predict`` fakes (G's moving statistics), one or two
+D steps, reused or fresh noise, and Keras' frozen D (its batch norm on moving statistics).
+
+The references are written from the seeds' code, not from ganforge's:
+
+* alternating: the PyTorch DCGAN example (``netD.zero_grad(); errD_real.backward(); ...
+  optimizerD.step(); output = netD(fake)`` for G).
+* simultaneous: the TensorFlow DCGAN tutorial's ``train_step`` (two ``GradientTape``s over one forward,
+  ``apply_gradients`` twice).
+* keras-combined: seed 003 (``generator.predict``, ``discriminator.train_on_batch(concatenate(...))``,
+  ``gan.train_on_batch(noise, ones)`` on fresh noise).
+* keras-two-batch: the book's GAN ``train_discriminator`` (``train_on_batch`` on real, then on fake) and
+  ``train_generator`` on fresh noise.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ganforge.errors import GanforgeError
+from ganforge.training.config import TrainConfig
+from ganforge.training.distributed import Runtime
+from ganforge.training.state import build_trainer, step_generator
+from ganforge.training.updates import UPDATES
+
+SCHEMES = tuple(UPDATES)
+
+
+def config(dataset: str, output, update: str, **kw) -> TrainConfig:
+    base = dict(dataset=dataset, output=str(output), model="dcgan", batch_size=16, width=4, latent_dim=8, steps=1,
+                track=False, lr_g=5e-3, lr_d=5e-3, beta1=0.5, seed=3, update=update)  # fmt: skip
+    return TrainConfig(**{**base, **kw})
+
+
+def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+def set_frozen(D: nn.Module, frozen: bool) -> None:
+    """Keras' ``discriminator.trainable = False``: no weight updates, batch norm in inference mode."""
+    D.requires_grad_(not frozen)
+    for m in D.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.train(not frozen)
+
+
+def predict(G: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    G.eval()
+    with torch.no_grad():
+        out = G(z, None)
+    G.train()
+    return out
+
+
+def ref_alternating(G, D, opt_g, opt_d, real, z1, z2, d_sum):
+    fake = G(z1, None)
+    opt_d.zero_grad()
+    loss_d = bce(D(real, None), 1.0) + bce(D(fake.detach(), None), 0.0)
+    (loss_d if d_sum else 0.5 * loss_d).backward()
+    opt_d.step()
+    opt_g.zero_grad()
+    bce(D(fake, None), 1.0).backward()  # through the D just updated, on the same fakes
+    opt_g.step()
+
+
+def ref_simultaneous(G, D, opt_g, opt_d, real, z1, z2, d_sum):
+    fake = G(z1, None)
+    real_output, fake_output = D(real, None), D(fake, None)
+    gen_loss = bce(fake_output, 1.0)
+    disc_loss = bce(real_output, 1.0) + bce(fake_output, 0.0)
+    disc_loss = disc_loss if d_sum else 0.5 * disc_loss
+    gen_grads = torch.autograd.grad(gen_loss, list(G.parameters()), retain_graph=True)
+    disc_grads = torch.autograd.grad(disc_loss, list(D.parameters()))
+    for opt, params, grads in ((opt_g, G.parameters(), gen_grads), (opt_d, D.parameters(), disc_grads)):
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g
+        opt.step()
+
+
+def ref_keras_combined(G, D, opt_g, opt_d, real, z1, z2, d_sum):
+    generated = predict(G, z1)
+    X = torch.cat([real, generated])
+    y = torch.cat([torch.ones(len(real)), torch.zeros(len(generated))])
+    opt_d.zero_grad()
+    F.binary_cross_entropy_with_logits(D(X, None), y).backward()  # Keras: the mean over the 2N images
+    opt_d.step()
+    set_frozen(D, True)
+    opt_g.zero_grad()
+    bce(D(G(z2, None), None), 1.0).backward()
+    opt_g.step()
+    set_frozen(D, False)
+
+
+def ref_keras_two_batch(G, D, opt_g, opt_d, real, z1, z2, d_sum):
+    generated = predict(G, z1)
+    for images, target in ((real, 1.0), (generated, 0.0)):
+        opt_d.zero_grad()
+        bce(D(images, None), target).backward()
+        opt_d.step()
+    set_frozen(D, True)
+    opt_g.zero_grad()
+    bce(D(G(z2, None), None), 1.0).backward()
+    opt_g.step()
+    set_frozen(D, False)
+
+
+REFERENCES = {"alternating": ref_alternating, "simultaneous": ref_simultaneous,
+              "keras-combined": ref_keras_combined, "keras-two-batch": ref_keras_two_batch}
+
+
+def one_step(digits16, tmp_path, scheme: str, reference: str, **kw) -> float:
+    """The largest weight difference (G, D, and their batch-norm buffers) after ganforge's step with
+    ``scheme`` and the ``reference`` loop's step, both from the same start."""
+    c = config(digits16, tmp_path / f"{scheme}-{reference}", scheme, **kw)
+    t = build_trainer(c, Runtime(torch.device("cpu"), 0, 1, 0))
+    G, D = copy.deepcopy(t.G), copy.deepcopy(t.D)
+    opt_g = torch.optim.Adam(G.parameters(), lr=c.lr_g, betas=(c.beta1, c.beta2))
+    opt_d = torch.optim.Adam(D.parameters(), lr=c.lr_d, betas=(c.beta1, c.beta2))
+    real, _ = t.batch(0)
+    gen = step_generator(c.seed, 0)  # the step's latents, in the order drawn: D's fakes, then G's fresh noise
+    z1 = torch.randn(c.batch_size, c.latent_dim, generator=gen)
+    z2 = torch.randn(c.batch_size, c.latent_dim, generator=gen)
+    REFERENCES[reference](G, D, opt_g, opt_d, real, z1, z2, c.d_loss_sum)
+    UPDATES[scheme](t, False)
+    diffs = [(a - b).abs().max().item() for ours, theirs in ((t.G, G), (t.D, D))
+             for a, b in zip(ours.state_dict().values(), theirs.state_dict().values(), strict=True)
+             if a.is_floating_point()]
+    return max(diffs)
+
+
+def test_the_networks_have_what_the_schemes_differ_in(digits16, tmp_path):
+    t = build_trainer(config(digits16, tmp_path, "alternating"), Runtime(torch.device("cpu"), 0, 1, 0))
+    assert any(isinstance(m, nn.BatchNorm2d) for m in t.G.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in t.D.modules())
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_one_step_equals_the_seeds_loop(digits16, tmp_path, scheme):
+    assert one_step(digits16, tmp_path, scheme, scheme) < 1e-5  # float rounding: 3e-6 or less here (the concatenated forward), off by 1e-2 or more when swapped
+
+
+@pytest.mark.parametrize("scheme", ["alternating", "simultaneous"])  # Keras' losses: means over each batch
+def test_one_step_with_the_sum_of_ds_terms(digits16, tmp_path, scheme):
+    """``--d-loss-sum`` (TensorFlow's and the Galaxy10 seed's real + fake) under the schemes that take it."""
+    assert one_step(digits16, tmp_path, scheme, scheme, d_loss_sum=True) < 1e-5
+
+
+@pytest.mark.parametrize("scheme,reference", [(s, r) for s in SCHEMES for r in SCHEMES if s != r])
+def test_a_swapped_scheme_fails_the_reference(digits16, tmp_path, scheme, reference):
+    assert one_step(digits16, tmp_path, scheme, reference) > 1e-4
+
+
+def test_the_keras_schemes_leave_d_trainable_and_g_in_train_mode(digits16, tmp_path):
+    for scheme in ("keras-combined", "keras-two-batch"):
+        t = build_trainer(config(digits16, tmp_path / scheme, scheme), Runtime(torch.device("cpu"), 0, 1, 0))
+        UPDATES[scheme](t, True)
+        assert t.G.training and t.D.training
+        assert all(p.requires_grad for p in t.D.parameters())
+        assert all(m.training for m in t.D.modules())
+
+
+@pytest.mark.parametrize("update,extra,message", [
+    ("simultaneous", {"n_critic": 2}, "--update simultaneous takes one D step per G step"),
+    ("simultaneous", {"feature_matching": True}, "one forward of D"),
+    ("keras-two-batch", {"model": "wgan-gp", "loss": "wgan-gp"}, "penalises between them"),
+])  # fmt: skip
+def test_a_scheme_refuses_what_it_cannot_run(digits16, tmp_path, update, extra, message):
+    with pytest.raises(GanforgeError, match=message):
+        build_trainer(config(digits16, tmp_path, update, **extra), Runtime(torch.device("cpu"), 0, 1, 0))
+
+
+@pytest.mark.parametrize("update,loss", [(u, loss) for u in ("alternating", "keras-combined", "keras-two-batch")
+                                         for loss in ("wgan-clip", "wgan-gp")
+                                         if (u, loss) != ("keras-two-batch", "wgan-gp")])  # refused, above
+def test_the_critic_loop_runs_under_each_scheme_that_fits(digits16, tmp_path, update, loss):
+    """n_critic critic steps (clipping or the gradient penalty) then one G step, under every scheme that can."""
+    c = config(digits16, tmp_path, update, model="wgan-gp", loss=loss, n_critic=3, clip=0.02)
+    t = build_trainer(c, Runtime(torch.device("cpu"), 0, 1, 0))
+    seen = []
+    batch = t.batch
+    t.batch = lambda b: seen.append(b) or batch(b)
+    stats = UPDATES[update](t, True)
+    assert seen == [0, 1, 2]  # three critic batches
+    assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())
+    if loss == "wgan-clip":
+        assert max(p.abs().max().item() for p in t.D.parameters()) <= 0.02 + 1e-7
+    else:
+        assert "gp" in stats
+
+
+def test_the_cli_takes_update_and_refuses_an_unknown_one(digits16, tmp_path):
+    from typer.testing import CliRunner
+
+    from ganforge.cli import app
+
+    res = CliRunner().invoke(app, ["train", "--dataset", digits16, "--output", str(tmp_path / "r"), "--model", "mlp",
+                                   "--steps", "2", "--batch-size", "16", "--width", "4", "--no-track",
+                                   "--update", "keras-two-batch"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, ["train", "--dataset", digits16, "--output", str(tmp_path / "r2"), "--steps", "2",
+                                   "--model", "mlp", "--update", "tf"])
+    assert res.exit_code == 2 and "unknown update scheme 'tf'" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
