@@ -91,8 +91,17 @@ def as_json(x):
 # issue 24: the update scheme became a setting; "alternating" is the step every run took before it
 ADDED = {"update": "alternating"}
 ADDED_OPTIONS = ["--update"]
-# issue 24: the seed presets run their seed's own training step
-CHANGED: dict[str, dict] = {}
+# issue 24: the seed presets run their seed's own training step (and draw batches as it did)
+CHANGED: dict[str, dict] = {
+    "seed000-galaxy10-cgan": {"update": "simultaneous"},
+    "seed000-galaxy10-dcgan": {"update": "simultaneous"},
+    "seed001-gan": {"update": "keras-two-batch", "sampling": "replacement"},
+    "seed001-wgan": {"update": "keras-two-batch", "sampling": "replacement"},
+    "seed001-wgan-gp": {"update": "keras-combined"},
+    "seed003-mnist-mlp": {"update": "keras-combined"},
+    "seed002-folder-dcgan-128": {"update": "alternating"},  # the same step, now named by the preset
+    "seed004-kmnist-mlp": {"update": "alternating"},
+}
 
 
 def expected_config(before: dict, name: str | None = None) -> dict:
@@ -135,8 +144,8 @@ def test_old_config_files_resolve_to_the_same_config():
 
     run = json.loads((DATA / "resolved_config.json").read_text())
     assert as_json(resolve_config({}, DATA / "resolved_config.json").model_dump(mode="json")) == expected_config(run)
-    seed = BEFORE["presets"]["seed001-gan"]["config"]  # a file holds every setting: the preset's changes don't apply
-    assert as_json(resolve_config({}, DATA / "seed001-gan.yaml").model_dump()) == expected_config(seed)
+    seed = BEFORE["presets"]["seed001-gan"]["config"]  # the file names the preset, whose new settings apply
+    assert as_json(resolve_config({}, DATA / "seed001-gan.yaml").model_dump()) == expected_config(seed, "seed001-gan")
 
 
 def _old_run(tmp_path: Path, digits16: str) -> Path:

@@ -213,3 +213,54 @@ def test_the_cli_takes_update_and_refuses_an_unknown_one(digits16, tmp_path):
                                    "--model", "mlp", "--update", "tf"])
     assert res.exit_code == 2 and "unknown update scheme 'tf'" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+# what each seed's own code does (issue 24's table): the presets that rebuild it must step the same way
+SEED_SCHEMES = {
+    "seed000-galaxy10-cgan": "simultaneous", "seed000-galaxy10-dcgan": "simultaneous",  # TF: two tapes
+    "seed001-gan": "keras-two-batch", "seed001-wgan": "keras-two-batch",  # train_on_batch on real, then fake
+    "seed001-wgan-gp": "keras-combined",  # one train_on_batch of the critic model on real, fake, interpolates
+    "seed002-folder-dcgan-128": "alternating", "seed004-kmnist-mlp": "alternating",  # PyTorch loops
+    "seed003-mnist-mlp": "keras-combined",  # train_on_batch on concatenate(real, predict(noise))
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("preset", sorted(SEED_SCHEMES))
+def test_each_gan_seed_preset_steps_as_its_seed(preset):
+    from ganforge.training.config import PRESETS, resolve_config
+
+    config = resolve_config({"dataset": "d", "preset": preset})
+    assert config.update == SEED_SCHEMES[preset]
+    assert PRESETS[preset].every_image  # and on every image, as the seeds' loops
+    if preset.startswith(("seed001-gan", "seed001-wgan", "seed003")) and preset != "seed001-wgan-gp":
+        assert config.sampling == "replacement"  # np.random.randint batches
+
+
+def test_every_seed_preset_is_listed():
+    from ganforge.training.config import PRESETS
+
+    gans = {n for n, p in PRESETS.items() if p.from_seed and p.overrides.get("model") not in ("vae", "ae")}
+    assert gans == set(SEED_SCHEMES)
+
+
+def test_a_held_out_split_under_an_every_image_preset_is_said(tmp_path):
+    """seed003's preset trains on every image; a dataset ingested with a val split trains with one warning
+    naming the fix, one ingested with --val-fraction 0 without it."""
+    from typer.testing import CliRunner
+
+    from ganforge.cli import app
+    from ganforge.data.ingest import ingest
+
+    runner = CliRunner()
+    for fraction in (0.1, 0.0):
+        data = tmp_path / f"d{fraction}"
+        ingest("digits", output=str(data), image_size=28, limit=300, val_fraction=fraction)
+        res = runner.invoke(app, ["train", "--dataset", str(data), "--preset", "seed003-mnist-mlp", "--dry-run",
+                                  "--output", str(tmp_path / f"run{fraction}"), "--no-track"])
+        assert res.exit_code == 0, res.output
+        warnings = [line for line in res.stderr.splitlines() if line.startswith("warning:")]
+        if fraction:
+            assert len(warnings) == 1 and "trains on every image, as seed 003 did" in warnings[0]
+            assert "re-ingest with --val-fraction 0" in warnings[0] and "leave-one-out" in warnings[0]
+        else:
+            assert warnings == []

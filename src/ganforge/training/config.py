@@ -223,6 +223,10 @@ class Preset(BaseModel):
         (), description="Sides its settings were chosen for (the recommended presets): another trains, with a note, "
         "since the width-agnostic networks build at any size but the settings were not chosen for it.",
     )
+    every_image: bool = Field(
+        False, description="The seed trains on every image it has (no validation hold-out): a dataset whose "
+        "ingest held some out of training (--val-fraction above 0) trains with a warning naming the fix.",
+    )
     overrides: dict[str, Any] = Field(
         description="TrainConfig fields by name, as in a config file: a whole run but its dataset."
     )
@@ -293,6 +297,17 @@ def check_preset_size(config: TrainConfig, image_size: int) -> None:
             f"{image_size} px images: re-ingest it with --image-size {preset.image_size}, or pick a preset for "
             f"{image_size} px"
         )
+
+
+def preset_holdout_warning(config: TrainConfig, held_out: int, val_fraction: float) -> str | None:
+    """A warning when a preset whose seed trains on every image gets a dataset that holds some out, else None."""
+    preset = PRESETS.get(config.preset or "")
+    if preset is None or not preset.every_image or not held_out:
+        return None
+    seed = f"seed {preset.from_seed}" if preset.from_seed else "its source"
+    return (f"preset {config.preset} trains on every image, as {seed} did, but this dataset's ingest held "
+            f"{held_out:,} of them out as a val split (--val-fraction {val_fraction:g}); re-ingest with "
+            "--val-fraction 0 to train on all (the audit then calibrates on a leave-one-out baseline)")
 
 
 def preset_size_note(config: TrainConfig, image_size: int) -> str | None:

@@ -34,6 +34,8 @@ class DataFacts:
     width: int
     class_names: list[str]
     fingerprint: str
+    held_out: int = 0  # images the ingest kept out of training as a val split (--val-fraction)
+    val_fraction: float = 0.0
 
 
 def preflight(config: TrainConfig, data=None, tracking: bool = True) -> None:
@@ -68,11 +70,14 @@ def preflight(config: TrainConfig, data=None, tracking: bool = True) -> None:
         from ganforge.tracking import check_reachable, tracking_uri
 
         check_reachable(tracking_uri(), no_track_flag=True)
-    from ganforge.training.config import preset_size_note
+    from ganforge.training.config import preset_holdout_warning, preset_size_note
 
     note = preset_size_note(config, facts.height)
     if note:  # once every check passed: a refused run's stderr stays its one error line
         print(f"note: {note}", file=sys.stderr)
+    warning = preset_holdout_warning(config, facts.held_out, facts.val_fraction)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def _data_facts(config: TrainConfig, data) -> DataFacts:
@@ -84,8 +89,11 @@ def _data_facts(config: TrainConfig, data) -> DataFacts:
     m = read_manifest(config.dataset)
     try:
         img = m["image"]
-        return DataFacts(int(m["counts"]["splits"].get("train", 0)), int(img["channels"]), int(img["height"]),
-                         int(img["width"]), list(m["class_names"]), str(m["fingerprint"]))  # fmt: skip
+        splits = m["counts"]["splits"]
+        val_fraction = float((m.get("options") or {}).get("val_fraction") or 0.0)
+        return DataFacts(int(splits.get("train", 0)), int(img["channels"]), int(img["height"]), int(img["width"]),
+                         list(m["class_names"]), str(m["fingerprint"]),
+                         int(splits.get("val", 0)) if val_fraction > 0 else 0, val_fraction)  # fmt: skip
     except (KeyError, TypeError, ValueError, AttributeError):
         raise GanforgeError(
             f"dataset {config.dataset}: its manifest.json lacks image size, split counts or classes; "
