@@ -13,9 +13,16 @@ For the 28 px (Fashion-MNIST, grey) and 64 px (Fashion-MNIST resized, RGB) recom
    machine with ``python benchmarks/gpu_check.py --fid-only OUT`` (the weights file, 87 MB, is larger than
    what travels to a lent GPU machine, so the checkpoints come back and FID runs beside the weights).
 
-``benchmarks/gpu_check.sh`` wraps it with the 8-minute limit. Usage:
+4. **Precision** (``--precision-check``, its own run): the 28 px preset trained for ``--precision-seconds``
+   in each ``--precision`` (fp32, bf16, fp16: the same seed, data and steps), after a 20-step warm-up;
+   images/s, the mean ``loss_d``/``loss_g`` of the timed steps' logged values (fp16 and bf16 should stay
+   near fp32's) and fp16's skipped steps and final loss scale. On the CPU (``--device cpu``) it is a
+   smoke test of the same code.
+
+``benchmarks/gpu_check.sh`` wraps it with the time limits. Usage:
     python benchmarks/gpu_check.py [--budget 120] [--out DIR] [--device cuda] [--presets recommended-28,recommended-64]
     python benchmarks/gpu_check.py --fid-only DIR   # FID_10k of the checkpoints in DIR (CPU is fine)
+    python benchmarks/gpu_check.py --precision-check [--precision-seconds 15] [--out DIR] [--device cuda]
 """
 
 from __future__ import annotations
@@ -163,6 +170,51 @@ def fid_10k(checkpoint: str, size: int, channels: int, device: str, n: int = 100
     return fid_from_features(real, ext.extract(fake.to(torch.uint8).cpu(), 200))
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def precision_run(preset: str, data, device: str, out: str, precision: str, seconds: float) -> dict:
+    """``preset`` trained in ``precision`` for about ``seconds`` after a 20-step warm-up: images/s of the timed
+    steps, the mean of their logged losses, and fp16's skipped steps and loss scale."""
+    from ganforge.training import resolve_config, train
+    from ganforge.training.run_files import read_metrics_csv
+
+    base = {**_flags(preset, data, device, out), "precision": precision, "log_every": 10}
+    t = time.perf_counter()
+    train(resolve_config({**base, "steps": 20}), data=data)
+    per_step = (time.perf_counter() - t) / 20  # the first steps carry start-up: an overestimate, so a short run
+    steps = 20 + max(50, int(seconds / per_step))
+    r = train(resolve_config({**base, "steps": steps, "resume": "latest"}), data=data)
+    rows = [row for row in read_metrics_csv(out) if row["step"] > 20]
+    mean = {k: round(sum(row[k] for row in rows if k in row) / max(1, sum(k in row for row in rows)), 4)
+            for k in ("train/loss_d", "train/loss_g")}  # fmt: skip
+    rec = {"preset": preset, "precision": precision, "steps": steps - 20, "images_per_second": round(r.images_per_second),
+           "mean_loss_d": mean["train/loss_d"], "mean_loss_g": mean["train/loss_g"]}
+    if precision == "fp16":
+        rec |= {k.removeprefix("train/"): r.metrics[k] for k in ("train/skipped_steps", "train/loss_scale_g",
+                                                                  "train/loss_scale_d") if k in r.metrics}
+    return rec
+
+
+def precision_check(args) -> None:
+    """Each --precision on the 28 px preset: speed and losses, printed and written to gpu_precision.json."""
+    preset = "recommended-28"
+    size, ch = SIZES[preset]
+    data = fashion("train", size, ch)
+    runs = []
+    for precision in args.precisions.split(","):
+        rec = precision_run(preset, data, args.device, os.path.join(args.out, f"precision-{precision}"), precision,
+                            args.precision_seconds)
+        print(json.dumps(rec), flush=True)
+        runs.append(rec)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    report = json.dumps({"device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu",
+                         "runs": runs}, indent=2)  # fmt: skip
+    Path(args.out, "gpu_precision.json").write_text(report)
+    if os.environ.get("OUT"):  # a lent GPU machine returns only files directly under $OUT
+        Path(os.environ["OUT"], "gpu_precision.json").write_text(report)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
@@ -172,6 +224,9 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/ganforge-gpu-check")
     ap.add_argument("--fid-only", help="measure FID_10k of the checkpoints of an earlier run in this folder")
     ap.add_argument("--fid-n", type=int, default=10000, help="images per FID (0: skip FID, e.g. a CPU smoke test)")
+    ap.add_argument("--precision-check", action="store_true", help="only train the 28 px preset in each --precisions")
+    ap.add_argument("--precisions", default=",".join(PRECISIONS), help="the --precision values of --precision-check")
+    ap.add_argument("--precision-seconds", type=float, default=15.0, help="timed training seconds per precision")
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from ganforge.training import resolve_config
@@ -188,6 +243,9 @@ def main() -> None:
         raise SystemExit("no CUDA device: run this on a machine with an NVIDIA GPU (or pass --device cpu to smoke-test)")
     name = torch.cuda.get_device_name(0) if cuda else "cpu"
     print(json.dumps({"device": name, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}), flush=True)
+    if args.precision_check:
+        precision_check(args)
+        return
     runs = []
     for preset in args.presets.split(","):
         size, ch = SIZES[preset]

@@ -47,7 +47,7 @@ def logged_params(config) -> dict[str, str]:
     before = tracking.open_tracker
     tracking.open_tracker = record
     try:
-        trainer = SimpleNamespace(config=config, data_uri="d", fingerprint="f", run_id=None)
+        trainer = SimpleNamespace(config=config, data_uri="d", fingerprint="f", run_id=None, precision="fp32")
         loop._open_tracker(trainer, None, None)
     finally:
         tracking.open_tracker = before
@@ -88,9 +88,10 @@ def as_json(x):
     return json.loads(json.dumps(x))
 
 
-# issue 24: the update scheme became a setting; "alternating" is the step every run took before it
-ADDED = {"update": "alternating"}
-ADDED_OPTIONS = ["--update"]
+# issue 24: the update scheme became a setting; "alternating" is the step every run took before it. --precision
+# auto is bf16 on CUDA and fp32 on the CPU, as every run computed before it.
+ADDED = {"update": "alternating", "precision": "auto"}
+ADDED_OPTIONS = ["--update", "--precision"]
 # issue 24: the seed presets run their seed's own training step (and draw batches as it did)
 CHANGED: dict[str, dict] = {
     "seed000-galaxy10-cgan": {"update": "simultaneous"},

@@ -163,7 +163,7 @@ def _open_tracker(t: Trainer, lineage: dict | None, context: RunContext | None):
 
     c = t.config
     tags = {"dataset_uri": redact(t.data_uri), "dataset_fingerprint": t.fingerprint, "git_commit": git_commit(),
-            "ganforge.model": c.model}  # fmt: skip
+            "ganforge.model": c.model, "ganforge.precision": t.precision}  # fmt: skip
     params = {**c.model_dump(mode="json"), "dataset": redact(c.dataset)}
     link = {f"resumed_from_{k}": str(v) for k, v in (lineage or {}).items()}
     return open_tracker(c.track, c.experiment, None, params, tags, run_id=t.run_id, lineage=link, context=context)
@@ -204,6 +204,8 @@ def _run(t: Trainer, tracker) -> TrainResult:
                     t.apply_lr()
                 want_log = (t.step + 1) % c.log_every == 0 or t.step + 1 == t.total_steps
                 stats = step_fn(t, want_log)
+                if t.scaling is not None:  # fp16: the unscaled gradients' norms; a skipped step is no divergence
+                    stats = t.scaling.settle(stats, want_log)
                 stats = ddp.average_values({**stats, "stop": float(t.stop_signal is not None)}, rt)
                 if not all(math.isfinite(v) for v in stats.values()):
                     last_ckpt = _diverged(t, stats, progress) or last_ckpt
@@ -311,7 +313,7 @@ def _vae_step(t: Trainer, want_norms: bool) -> dict[str, float]:
         else:
             loss, s = vae_loss(t.g_fwd, t.E, real, labels, t.config.kl_weight, unit=unit)
     t.opt_g.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss if t.scaling is None else t.scaling.scale("g", loss)).backward()  # fp16: unscaled in opt_g's step hook
     params = list(t.G.parameters()) + list(t.E.parameters())
     ddp.average_gradients(params, t.rt)
     stats = {"loss_g": s.get("loss_vae", s["loss_recon"]), **{k: v for k, v in s.items() if k != "loss_vae"}}

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ganforge.models.spec import check_count
 from ganforge.training.augment import AUGMENTS
 from ganforge.training.losses import OBJECTIVES
+from ganforge.training.precision import Precision
 from ganforge.training.updates import UPDATES
 
 # Each list of names is read from its registry (declared once): a new objective or augmentation is one
@@ -287,6 +288,7 @@ class Outputs(Part):
         return v
 
 
+
 class FidProbe(Part):
     """A small-sample FID measured while training."""
 
@@ -316,6 +318,11 @@ class Hardware(Part):
 
     device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")
     compile: bool = Field(False, description="torch.compile the networks (CUDA only; ignored on CPU).")
+    precision: Precision = Field(
+        "auto", description="Arithmetic of the forward passes: fp32; bf16 or fp16 autocast (fp32 weights; fp16 "
+        "scales its losses with torch.amp's GradScaler and skips a step whose gradients overflow); auto: bf16 on "
+        "CUDA, fp32 on the CPU (the run's ganforge.precision tag records which). bf16 and fp16 run on the CPU too.",
+    )
     nproc: int = Field(1, description="Processes (GPUs, or CPU ranks) to train on through torchrun.")
     threads: int | None = Field(
         None, description="CPU threads per process. None: torch's default (OMP_NUM_THREADS or the physical "

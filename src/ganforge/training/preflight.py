@@ -54,7 +54,7 @@ def preflight(config: TrainConfig, data=None, tracking: bool = True) -> None:
     facts = _data_facts(config, data)
     from ganforge.devices import select_device
 
-    select_device(config.device)
+    device = select_device(config.device)
     n_critic = check_model(config, facts)
     _check_batches(config, facts)
     if config.resume:
@@ -71,10 +71,11 @@ def preflight(config: TrainConfig, data=None, tracking: bool = True) -> None:
 
         check_reachable(tracking_uri(), no_track_flag=True)
     from ganforge.training.config import preset_holdout_warning, preset_size_note
+    from ganforge.training.precision import cpu_note
 
-    note = preset_size_note(config, facts.height)
-    if note:  # once every check passed: a refused run's stderr stays its one error line
-        print(f"note: {note}", file=sys.stderr)
+    for note in (preset_size_note(config, facts.height), cpu_note(config.precision, device)):
+        if note:  # once every check passed: a refused run's stderr stays its one error line
+            print(f"note: {note}", file=sys.stderr)
     warning = preset_holdout_warning(config, facts.held_out, facts.val_fraction)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)

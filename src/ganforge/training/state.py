@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, cast
 
 import torch
 from torch import nn
@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # imported where used (the networks, losses and backbones loa
     from ganforge.models import ModelSpec
     from ganforge.training.ema import EMA
     from ganforge.training.losses import Objective
+    from ganforge.training.precision import LossScaling
 
 GPU_DATA_FRACTION = 0.25  # keep the dataset on the GPU when it takes at most this share of free memory
 
@@ -54,8 +55,9 @@ class Trainer:
     fixed_labels: torch.Tensor | None
     g_fwd: Callable
     d_fwd: Callable | None
-    amp: bool  # bf16 autocast (CUDA)
+    precision: str  # --precision as it runs here: fp32, bf16 or fp16 (see training/precision.py)
     channels_last: bool
+    scaling: LossScaling | None = None  # fp16's loss scaling (its hooks sit in opt_g and opt_d); None otherwise
     step: int = 0
     history: dict = field(default_factory=dict)
     lr_scale: float = 1.0
@@ -66,6 +68,13 @@ class Trainer:
     fid_extractor: FeatureExtractor | None = None  # --fid-every's backbone, built on first use
     metric_rows: list = field(default_factory=list)  # every logged step's metrics, for metrics.csv
     _perm: tuple[int, torch.Tensor] | None = None
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The half type the forward passes autocast to (``updates.autocast``), or None for fp32."""
+        from ganforge.training.precision import HALF
+
+        return HALF.get(self.precision)
 
     @property
     def images_per_step(self) -> int:
@@ -211,10 +220,12 @@ def training_parts(config: TrainConfig, G: nn.Module, D: nn.Module | None, E: nn
     networks, so ``train --dry-run`` fails wherever the run would.
 
     Raises:
-        GanforgeError: objective options that do not apply to the loss or are out of range.
+        GanforgeError: objective options that do not apply to the loss or are out of range, or a --precision
+            it cannot be trained in.
     """
     from ganforge.training.augment import AugmentedDiscriminator
     from ganforge.training.losses import build_objective
+    from ganforge.training.precision import check_precision
     from ganforge.training.updates import check_update
 
     objective, opt_d, d_fwd = None, None, None
@@ -227,6 +238,7 @@ def training_parts(config: TrainConfig, G: nn.Module, D: nn.Module | None, E: nn
         check_update(config.update, objective)
         opt_d = make_optimizer(config, D.parameters(), config.lr_d)
         d_fwd = AugmentedDiscriminator(D, config.diffaugment) if config.diffaugment else D
+    check_precision(config.precision, objective)
     g_params = list(G.parameters()) + (list(E.parameters()) if E is not None else [])
     return objective, make_optimizer(config, g_params, config.lr_g), opt_d, d_fwd
 
@@ -254,6 +266,11 @@ def build_trainer(config: TrainConfig, rt: Runtime, data=None) -> Trainer:
     if config.compile and cuda:
         g_fwd, d_fwd = torch.compile(G), (torch.compile(d_fwd) if d_fwd is not None else None)
     n_critic = objective.n_critic if objective is not None else 1
+    precision, scaling = _precision(config, rt, opt_g, opt_d)
+    if scaling is not None and objective is not None:
+        from ganforge.training.precision import ScaledObjective
+
+        objective = cast("Objective", ScaledObjective(objective, scaling))  # its losses come back scaled
     spe = data.images.shape[0] // config.batch_size
     if spe == 0:
         raise GanforgeError(
@@ -272,8 +289,18 @@ def build_trainer(config: TrainConfig, rt: Runtime, data=None) -> Trainer:
         objective=objective, images=images, labels=labels, fingerprint=data.fingerprint, data_uri=data.uri,
         class_names=list(data.class_names),
         steps_per_epoch=spe, total_steps=total, n_critic=n_critic, fixed_z=fixed_z, fixed_labels=fixed_labels,
-        g_fwd=g_fwd, d_fwd=d_fwd, amp=cuda, channels_last=cuda,
+        g_fwd=g_fwd, d_fwd=d_fwd, precision=precision, scaling=scaling, channels_last=cuda,
     )  # fmt: skip
+
+
+def _precision(config: TrainConfig, rt: Runtime, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer | None):
+    """``(precision, scaling)``: ``--precision`` resolved for this device, and fp16's loss scaling (else None)."""
+    from ganforge.training.precision import LossScaling, resolve_precision
+
+    precision = resolve_precision(config.precision, rt.device)
+    if precision != "fp16":
+        return precision, None
+    return precision, LossScaling(rt.device.type, {"g": opt_g, **({"d": opt_d} if opt_d is not None else {})})
 
 
 def trainer_state(t: Trainer) -> tuple[dict, dict, dict]:
@@ -293,6 +320,8 @@ def trainer_state(t: Trainer) -> tuple[dict, dict, dict]:
     }  # fmt: skip
     if t.opt_d is not None:
         state["opt_d"] = t.opt_d.state_dict()
+    if t.scaling is not None:
+        state["loss_scaling"] = t.scaling.state_dict()
     if t.fixed_labels is not None:
         state["fixed_labels"] = t.fixed_labels
     if t.rt.device.type == "cuda":
@@ -301,7 +330,7 @@ def trainer_state(t: Trainer) -> tuple[dict, dict, dict]:
         "format": "ganforge-checkpoint/1", "config": t.config.model_dump(mode="json"),
         "spec": t.spec.model_dump(mode="json"), "dataset_fingerprint": t.fingerprint, "step": t.step,
         "class_names": t.class_names, "dataset_uri": t.data_uri, "run_id": t.run_id,
-        "resumed_from": t.resumed_from,
+        "resumed_from": t.resumed_from, "precision": t.precision,
     }  # fmt: skip
     return weights, state, meta
 
@@ -329,6 +358,8 @@ def restore(t: Trainer, ck: Checkpoint, check_config: bool) -> None:
     t.opt_g.load_state_dict(s["opt_g"])
     if t.opt_d is not None:
         t.opt_d.load_state_dict(s["opt_d"])
+    if t.scaling is not None and "loss_scaling" in s:  # an fp16 run's scale (another precision's run has none)
+        t.scaling.load_state_dict(s["loss_scaling"])
     t.step, t.lr_scale, t.rollbacks = int(s["step"]), float(s["lr_scale"]), int(s["rollbacks"])
     t.fixed_z = s["fixed_z"].cpu()
     t.fixed_labels = s["fixed_labels"].cpu() if "fixed_labels" in s else None

@@ -48,8 +48,10 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 
 
 def autocast(t: Trainer):
-    """bf16 autocast on CUDA (fp32 master weights, no loss scaling needed); nothing on CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if t.amp else contextlib.nullcontext()
+    """Autocast to ``--precision``'s half type on the run's device (bf16 or fp16; fp32 master weights, and fp16's
+    losses scaled: see training/precision.py); nothing for fp32."""
+    dtype = t.autocast_dtype
+    return torch.autocast(t.rt.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 def grad_norm(params: list[torch.nn.Parameter]) -> float:
