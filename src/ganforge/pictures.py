@@ -1,8 +1,8 @@
 """Pictures: image tensors as uint8 arrays, sample grids, PNG files and metric curves, drawn in one place.
 
 The training loop's grids (``grids/``, ``samples/final.png``), its ``loss_curve.png`` and the copy
-of that plot the tracker logs to MLflow, ``ganforge latent``'s grids and ``ganforge generate``'s files
-are all drawn here. Images come in as (N, C, H, W) floats in [-1, 1] and leave as (H, W, C) uint8.
+of that plot the tracker logs to MLflow, its ``fid_curve.png``, ``ganforge latent``'s grids and ``ganforge
+generate``'s files are all drawn here. Images come in as (N, C, H, W) floats in [-1, 1] and leave as (H, W, C) uint8.
 
 This module sits beside ``ganforge.tracking`` (which logs the loss plot it draws) and below inference and
 training: it imports only ``ganforge.outputs``; torch, torchvision, PIL and matplotlib load when a picture
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import torch
 
 LOSS_PLOT = "loss_curve.png"  # in a run's --output and at the root of its MLflow artifacts
+FID_PLOT = "fid_curve.png"  # beside it, when the run's FID probe (--fid-every) measured
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -89,3 +90,37 @@ def loss_plot_png(history: dict[str, list[tuple[int, float]]]) -> bytes:
     finally:
         plt.close(fig)
     return buf.getvalue()
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display inside pipelines
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def fid_plot_png(series: dict[str, list[tuple[int, float]]]) -> bytes:
+    """PNG bytes of FID per epoch (700 x 400 px): one line with a marker per measurement for each
+    ``key -> [(epoch, value)]`` (the key names the budget and reference, ``train/fid_1k_train``)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    try:
+        for key, points in sorted(series.items()):
+            if points:
+                epochs, values = zip(*points)
+                ax.plot(epochs, values, marker="o", label=key)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("FID")
+        ax.legend()
+        return _png(fig)
+    finally:
+        plt.close(fig)
+

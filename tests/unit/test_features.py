@@ -150,6 +150,33 @@ def test_inception_tf_found_in_an_installed_fid_helper_package_without_importing
         get_extractor("inception-tf")
 
 
+def test_inception_torchvision_found_where_torchvision_caches_it(tmp_path, monkeypatch):
+    """No path given: the file torchvision downloads (its own name, in torch.hub's checkpoint folder, which
+    $TORCH_HOME moves) is the one used; hash-checked like a given file, so a stand-in must be declared."""
+    from torchvision.models import Inception_V3_Weights
+
+    from ganforge.metrics.features import INCEPTION_TORCHVISION_FILE, torchvision_cache, weights_file
+
+    assert INCEPTION_TORCHVISION_FILE == Inception_V3_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[1]
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    assert torchvision_cache() == cache
+    for flags, flag in (("--", "--backbone-weights"), ("--fid-", "--fid-backbone-weights")):  # evaluate's, train's
+        with pytest.raises(GanforgeError, match=f"not in torchvision's cache: put {INCEPTION_TORCHVISION_FILE} in "
+                                                f"{cache} .* or pass {flag} PATH$"):  # fmt: skip
+            weights_file("inception-torchvision", None, flags)
+    cache.mkdir(parents=True)
+    (cache / INCEPTION_TORCHVISION_FILE).write_bytes(b"not the weights")
+    assert weights_file("inception-torchvision", None) == cache / INCEPTION_TORCHVISION_FILE
+    with pytest.raises(GanforgeError, match=f"{INCEPTION_TORCHVISION_FILE} have SHA-256 .* declare "
+                                            "--fid-backbone-sha256"):  # fmt: skip
+        get_extractor("inception-torchvision", flags="--fid-")  # found, read and refused by its hash
+    with pytest.raises(GanforgeError, match="not a torch state-dict file"):  # the declared hash lets it through
+        get_extractor("inception-torchvision", expected_sha256=file_sha256(cache / INCEPTION_TORCHVISION_FILE))
+    with pytest.raises(GanforgeError, match="pass an existing --fid-backbone-weights"):
+        weights_file("inception-torchvision", tmp_path / "missing.pth", "--fid-")
+
+
 @pytest.mark.parametrize("channels", [1, 3])
 def test_resize_runs_channels_last_with_the_values_of_the_nchw_resize(channels):
     ext = FeatureExtractor("probe", None, InputContract((299, 299), 3, TF_RANGE), None, "")

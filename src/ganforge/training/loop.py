@@ -16,14 +16,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from ganforge import checkpoints as ckpt
 from ganforge.errors import GanforgeError
 from ganforge.inference import sample
 from ganforge.pictures import grid_columns, grid_image, save_png
 from ganforge.tracking import RunContext
 from ganforge.training import distributed as ddp
+from ganforge.training import fid_probe
 from ganforge.training.config import TrainConfig
 from ganforge.training.progress import Progress
 from ganforge.training.run_files import (
@@ -112,7 +111,7 @@ def run_training(config: TrainConfig, data=None, tracker=None, context: RunConte
         elif ckpt.list_checkpoints(config.output):
             _fresh_output(config, delete=rt.is_main)
         if config.fid_every and rt.is_main:  # a missing backbone fails now, not an epoch into training
-            t.fid_extractor = _fid_extractor(config, t.images.device)
+            t.fid_extractor = fid_probe.extractor(config, t.images.device)
         config_file = write_resolved_config(config) if rt.is_main else None  # before step 0, tracked or not
         if rt.is_main and tracker is None:
             tracker = _open_tracker(t, lineage, context)
@@ -216,8 +215,8 @@ def _run(t: Trainer, tracker) -> TrainResult:
                     ips = (t.step - window_step) * t.images_per_step / max(now - window_t0, 1e-9)
                     metrics = _log(t, tracker, progress, stats, ips)
                     window_t0, window_step = now, t.step
-                if c.fid_every and _epoch(t, t.step) // c.fid_every > _epoch(t, t.step - 1) // c.fid_every:
-                    _fid_probe(t, tracker)
+                if c.fid_every and t.epochs_done(t.step) // c.fid_every > t.epochs_done(t.step - 1) // c.fid_every:
+                    fid_probe.measure(t, tracker)
                 if rt.is_main:
                     _maybe_sample(t, tracker)
                 if stats["stop"] > 0:
@@ -247,8 +246,8 @@ def _maybe_sample(t: Trainer, tracker) -> None:
     """The fixed-latent grid every --sample-every steps or --sample-every-epochs epochs: on disk and tracked."""
     c = t.config
     if c.sample_every_epochs:
-        epoch = _epoch(t, t.step)
-        if epoch // c.sample_every_epochs <= _epoch(t, t.step - 1) // c.sample_every_epochs:
+        epoch = t.epochs_done(t.step)
+        if epoch // c.sample_every_epochs <= t.epochs_done(t.step - 1) // c.sample_every_epochs:
             return
         name = f"epoch-{epoch:04d}.png"
     elif t.step % c.sample_every:
@@ -259,45 +258,6 @@ def _maybe_sample(t: Trainer, tracker) -> None:
     save_png(Path(c.output) / GRIDS_DIR / name, grid)
     if getattr(tracker, "active", True):
         tracker.log_image(grid, "samples", t.step)
-
-
-def _epoch(t: Trainer, step: int) -> int:
-    """Completed epochs after ``step`` generator updates (each consumes n_critic real batches)."""
-    return step * t.n_critic // t.steps_per_epoch
-
-
-def _fid_probe(t: Trainer, tracker) -> None:
-    """``--fid-every``: FID of ``fid_n`` samples against ``fid_n`` cached real training features.
-
-    Latents come from a private generator, so the probe never changes the training's RNG stream
-    (resumed and uninterrupted runs stay identical).
-    """
-    if not t.rt.is_main:
-        return
-    from ganforge.metrics import metric_key
-    from ganforge.metrics.fid import fid_from_features
-    from ganforge.metrics.real_features import real_features
-
-    c = t.config
-    if t.fid_extractor is None:
-        t.fid_extractor = _fid_extractor(c, t.images.device)
-    ext = t.fid_extractor
-    real, _, _ = real_features(t.data_uri, "train", ext, c.fid_n, 64)
-    g = torch.Generator().manual_seed(c.seed + 1)
-    z = torch.randn(len(real), t.fixed_z.shape[1], generator=g)
-    labels = torch.arange(len(real)) % t.spec.num_classes if t.spec.conditional else None
-    fake = ((sample(t.sampler(), z, labels) + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
-    value = fid_from_features(real, ext.extract(fake, 64))
-    metric = {f"train/{metric_key('fid', len(real), 'train')}": value}
-    tracker.log_metrics(metric, t.step)
-    t.metric_rows.append({"step": t.step, **metric})  # its own row: metrics.csv has every logged number
-
-
-def _fid_extractor(c: TrainConfig, device):
-    """--fid-every's backbone, from the same weights file and hash check as evaluate's --backbone-weights."""
-    from ganforge.metrics.features import get_extractor
-
-    return get_extractor(c.fid_backbone, c.fid_backbone_weights, device, expected_sha256=c.fid_backbone_sha256)
 
 
 def _vae_step(t: Trainer, want_norms: bool) -> dict[str, float]:
@@ -380,7 +340,8 @@ def _diverged(t: Trainer, stats: dict[str, float], progress: Progress):
 
 
 def _final_artifacts(t: Trainer, tracker, last_ckpt) -> None:
-    """Interpolation strip, loss curves, metrics and the final checkpoint, locally and in the run."""
+    """Interpolation strip, loss curves (and FID per epoch), metrics and the final checkpoint, locally and in the
+    run."""
     out = Path(t.config.output) / "samples"
     strip = interpolation_strip(t.sampler(), t.fixed_z, t.fixed_labels, t.config.interpolation_steps,
                                 t.config.interpolation)
@@ -390,5 +351,8 @@ def _final_artifacts(t: Trainer, tracker, last_ckpt) -> None:
     tracker.log_loss_curves(t.history)
     write_metrics_csv(t.config.output, t.metric_rows)
     write_loss_plot(t.config.output, t.history)
+    fid_curve = fid_probe.draw_curve(t)
+    if fid_curve is not None:
+        tracker.log_artifacts(fid_curve)  # at the artifacts' root, beside loss_curve.png
     if last_ckpt is not None:
         tracker.log_artifacts(last_ckpt, "checkpoint")

@@ -301,8 +301,9 @@ class FidProbe(Part):
         "inception-tf", description="Feature backbone of --fid-every (inception-tf, pixels, ...; see evaluate)."
     )
     fid_backbone_weights: str | None = Field(
-        None, description="Weights file of --fid-backbone, as evaluate's --backbone-weights (e.g. torchvision's "
-        "inception_v3_google-0cc3c7bd.pth for inception-torchvision). None: the backbone's packaged one.",
+        None, description="Weights file of --fid-backbone, as evaluate's --backbone-weights. None: inception-tf's "
+        "packaged file; inception-torchvision's inception_v3_google-0cc3c7bd.pth in torchvision's cache "
+        "($TORCH_HOME/hub/checkpoints, else ~/.cache/torch/hub/checkpoints).",
     )
     fid_backbone_sha256: str | None = Field(
         None, description="SHA-256 --fid-backbone-weights must have, as evaluate's --backbone-sha256. None: the "

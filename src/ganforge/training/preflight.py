@@ -62,10 +62,11 @@ def preflight(config: TrainConfig, data=None, tracking: bool = True) -> None:
     elif not config.overwrite:
         ckpt.check_fresh_output(config.output)
     if config.fid_every:
-        from ganforge.metrics.features import EXTRACTORS
+        from ganforge.metrics.features import EXTRACTORS, weights_file
 
         if config.fid_backbone not in EXTRACTORS:
             raise GanforgeError(f"--fid-backbone {config.fid_backbone!r}: use one of {', '.join(EXTRACTORS)}")
+        weights_file(config.fid_backbone, config.fid_backbone_weights, flags="--fid-")  # found, not yet read
     if tracking and config.track:
         from ganforge.tracking import check_reachable, tracking_uri
 

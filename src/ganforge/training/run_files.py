@@ -1,7 +1,8 @@
 """What a run leaves in its output directory besides checkpoints, tracked or not.
 
 ``grids/step-<step>.png`` or ``grids/epoch-<epoch>.png`` (the fixed-latent grids), ``metrics.csv``
-(every logged metric, one row per logged step) and ``loss_curve.png``. Each file is written through a
+(every logged metric, one row per logged step), ``loss_curve.png`` and, when the FID probe measured,
+``fid_curve.png`` (FID per epoch). Each file is written through a
 temp name and a rename (``ganforge.outputs``), so a kill never leaves half of one; the pictures are
 drawn by ``ganforge.pictures``, which also draws the loss plot the tracker logs.
 """
@@ -13,7 +14,7 @@ import io
 from pathlib import Path
 
 from ganforge.outputs import write_bytes_atomic, write_text_atomic
-from ganforge.pictures import LOSS_PLOT, loss_plot_png
+from ganforge.pictures import FID_PLOT, LOSS_PLOT, fid_plot_png, loss_plot_png
 
 METRICS_CSV = "metrics.csv"
 GRIDS_DIR = "grids"  # beside samples/ (final.png, interpolation.png), which is uploaded to MLflow whole
@@ -53,11 +54,18 @@ def write_loss_plot(output: str | Path, history: dict[str, list[tuple[int, float
     return path
 
 
+def write_fid_plot(output: str | Path, series: dict[str, list[tuple[int, float]]]) -> Path:
+    """Plot ``key -> [(epoch, FID)]`` into ``fid_curve.png`` in ``output``."""
+    path = Path(output) / FID_PLOT
+    write_bytes_atomic(path, fid_plot_png(series))
+    return path
+
+
 def clear_outputs(output: str | Path) -> None:
-    """Remove a previous run's grids, metrics and plot (a fresh run with --overwrite must not mix with it)."""
+    """Remove a previous run's grids, metrics and plots (a fresh run with --overwrite must not mix with it)."""
     out = Path(output)
     for pattern in GRID_PATTERNS:
         for p in (out / GRIDS_DIR).glob(pattern):
             p.unlink(missing_ok=True)
-    for name in (METRICS_CSV, LOSS_PLOT):
+    for name in (METRICS_CSV, LOSS_PLOT, FID_PLOT):
         (out / name).unlink(missing_ok=True)

@@ -76,6 +76,10 @@ class Trainer:
 
         return HALF.get(self.precision)
 
+    def epochs_done(self, step: int) -> int:
+        """Completed epochs after ``step`` generator updates (each consumes n_critic real batches)."""
+        return step * self.n_critic // self.steps_per_epoch
+
     @property
     def images_per_step(self) -> int:
         """Real images consumed per generator update (all ranks together)."""
