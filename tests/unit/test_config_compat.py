@@ -89,9 +89,10 @@ def as_json(x):
 
 
 # issue 24: the update scheme became a setting; "alternating" is the step every run took before it. --precision
-# auto is bf16 on CUDA and fp32 on the CPU, as every run computed before it.
-ADDED = {"update": "alternating", "precision": "auto"}
-ADDED_OPTIONS = ["--update", "--precision"]
+# auto is bf16 on CUDA and fp32 on the CPU, as every run computed before it; --sample-counter run counts
+# --sample-every in steps of the run, as before.
+ADDED = {"update": "alternating", "precision": "auto", "sample_counter": "run"}
+ADDED_OPTIONS = ["--update", "--precision", "--sample-counter"]
 # issue 24: the seed presets run their seed's own training step (and draw batches as it did)
 CHANGED: dict[str, dict] = {
     "seed000-galaxy10-cgan": {"update": "simultaneous"},

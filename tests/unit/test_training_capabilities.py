@@ -236,6 +236,39 @@ def test_sample_every_epochs_and_resume_keeps_the_csv_rows(digits16, tmp_path):
     assert [int(r["step"]) for r in rows] == list(range(1, 21))
 
 
+@pytest.mark.parametrize(
+    "every,n_critic,want",
+    [
+        (1000, 1, [1, 9, 17]),  # seed 002's `if i % 1000 == 0`: once, after the first batch of every epoch
+        (3, 1, [1, 4, 7, 9, 12, 15, 17, 20, 23]),  # batches 0, 3 and 6 of each 8-batch epoch
+        (1000, 2, [1, 5, 9]),  # two batches per update: batches 0, 8 and 16 are consumed by updates 1, 5, 9
+    ],
+)
+def test_sample_counter_epoch_restarts_the_count_every_epoch(digits16, tmp_path, every, n_critic, want):
+    """--sample-counter epoch counts --sample-every in batches within each epoch, as the PyTorch DCGAN example
+    (seed 002) snapshots inside its epoch loop; 3 epochs of 8 batches of 16 here."""
+    from tests.unit.test_training_loop import RecordingTracker
+
+    out = tmp_path / "o"
+    extra = {"model": "wgan-gp", "loss": "wgan-clip", "n_critic": 2} if n_critic == 2 else {}
+    rec = RecordingTracker()
+    result = train(cfg(digits16, steps=None, epochs=3, sample_every=every, sample_counter="epoch",
+                       output=str(out), **extra), tracker=rec)  # fmt: skip
+    assert result.step == 24 // n_critic
+    assert [s for key, s, _ in rec.images if key == "samples"] == want
+    assert sorted(p.name for p in (out / "grids").iterdir()) == [f"step-{s:07d}.png" for s in want]
+    plain = train(cfg(digits16, steps=None, epochs=3, sample_every=8, output=str(tmp_path / "run")))  # the default
+    assert plain.step == 24 and sorted(p.name for p in (tmp_path / "run" / "grids").iterdir()) == [
+        "step-0000008.png", "step-0000016.png", "step-0000024.png"]
+
+
+def test_sample_counter_epoch_and_sample_every_epochs_are_one_choice():
+    with pytest.raises(ValidationError, match="give one of them"):
+        cfg(sample_counter="epoch", sample_every_epochs=1)
+    with pytest.raises(ValidationError, match="Input should be 'run' or 'epoch'"):
+        cfg(sample_counter="batch")
+
+
 def test_fid_curve_beside_the_loss_curve_in_the_folder_and_the_run(digits16, tmp_path):
     """Seed 004's chart of FID per epoch: fid_curve.png, redrawn at each probe, logged at the run's end; none
     without the probe."""

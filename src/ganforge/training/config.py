@@ -63,7 +63,7 @@ RESUME_FREE = frozenset(
         "epochs", "steps", "output", "experiment", "checkpoint_every", "keep_checkpoints", "sample_every",
         "log_every", "compile", "on_nan", "resume", "nproc", "device", "track", "overwrite", "preset", "dataset",
         "fid_every", "fid_n", "fid_backbone", "fid_backbone_weights", "fid_backbone_sha256", "sample_every_epochs",
-        "threads", "interpolation", "interpolation_steps", "precision",
+        "threads", "interpolation", "interpolation_steps", "precision", "sample_counter",
     }
 )  # fmt: skip
 

@@ -243,14 +243,15 @@ def _run(t: Trainer, tracker) -> TrainResult:
 
 
 def _maybe_sample(t: Trainer, tracker) -> None:
-    """The fixed-latent grid every --sample-every steps or --sample-every-epochs epochs: on disk and tracked."""
+    """The fixed-latent grid every --sample-every steps (of the run, or batches of each epoch with
+    --sample-counter epoch) or every --sample-every-epochs epochs: on disk and tracked."""
     c = t.config
     if c.sample_every_epochs:
         epoch = t.epochs_done(t.step)
         if epoch // c.sample_every_epochs <= t.epochs_done(t.step - 1) // c.sample_every_epochs:
             return
         name = f"epoch-{epoch:04d}.png"
-    elif t.step % c.sample_every:
+    elif not _sample_due(t, t.step):
         return
     else:
         name = f"step-{t.step:07d}.png"
@@ -258,6 +259,21 @@ def _maybe_sample(t: Trainer, tracker) -> None:
     save_png(Path(c.output) / GRIDS_DIR / name, grid)
     if getattr(tracker, "active", True):
         tracker.log_image(grid, "samples", t.step)
+
+
+def _sample_due(t: Trainer, step: int) -> bool:
+    """Whether the grid of --sample-every is due after generator update number ``step`` (counted from 1).
+
+    ``run``: every N-th update. ``epoch``: the update that consumed batch i of an epoch (i from 0) with
+    i % N == 0, as the PyTorch DCGAN example snapshots inside ``for i, batch in enumerate(dataloader)``
+    after that batch's updates: once at the start of every epoch while N exceeds its batches. An update
+    consumes n_critic batches, numbered on through the epochs as ``Trainer.batch`` numbers them.
+    """
+    every = t.config.sample_every
+    if t.config.sample_counter == "run":
+        return step % every == 0
+    first = (step - 1) * t.n_critic
+    return any((b % t.steps_per_epoch) % every == 0 for b in range(first, first + t.n_critic))
 
 
 def _vae_step(t: Trainer, want_norms: bool) -> dict[str, float]:

@@ -249,6 +249,11 @@ class Outputs(Part):
         500, description="Write a sample grid of the fixed latents every this many steps (samples/ in --output "
         "and MLflow).",
     )
+    sample_counter: Literal["run", "epoch"] = Field(
+        "run", description="What --sample-every counts: run (generator steps since the start: a grid after steps "
+        "N, 2N, ...) or epoch (batches within each epoch, from 0, as the PyTorch DCGAN example's `if i % N == 0` "
+        "inside its epoch loop: a grid after batches 0, N, 2N, ... of every epoch, so at least one per epoch).",
+    )
     sample_every_epochs: int | None = Field(
         None, description="Write the sample grid every this many epochs instead of --sample-every steps."
     )
@@ -287,6 +292,12 @@ class Outputs(Part):
             raise ValueError("must be latest or a checkpoint directory (or leave it out to start afresh)")
         return v
 
+    @model_validator(mode="after")
+    def _one_cadence(self) -> Outputs:
+        if self.sample_counter == "epoch" and self.sample_every_epochs is not None:
+            raise ValueError("--sample-counter epoch counts --sample-every's batches within each epoch, and "
+                             "--sample-every-epochs replaces --sample-every: give one of them")
+        return self
 
 
 class FidProbe(Part):
