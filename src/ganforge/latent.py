@@ -132,6 +132,32 @@ def shift(z: torch.Tensor, vector: torch.Tensor, alphas: list[float]) -> torch.T
     return (z.unsqueeze(1) + a * vector.view(1, 1, -1)).reshape(-1, z.shape[1])
 
 
+def plane(z: torch.Tensor) -> tuple[torch.Tensor, tuple[str, str], str]:
+    """Latents ``z`` (N, D) as points of a plane, for ``encode --plot``: the latent itself when D is 2 (the
+    book's MNIST autoencoder and VAE), else its first two principal components, named on the axes with the
+    share of the variance each holds, so the picture is not read as two of the latent's own coordinates.
+
+    Returns:
+        ((N, 2) points, the two axis labels, what the plane is).
+
+    Raises:
+        GanforgeError: a 1-d latent (no plane), or fewer than 2 images.
+    """
+    n, d = z.shape
+    if d < 2:
+        raise GanforgeError(f"--plot draws a plane; the latent has {d} dimension: use the latents in --out instead")
+    if n < 2:
+        raise GanforgeError(f"--plot needs at least 2 images, got {n}; raise --limit or use another --split")
+    if d == 2:
+        return z, ("z[0]", "z[1]"), "the 2-d latent"
+    centred = z.double() - z.double().mean(0)
+    _, s, vt = torch.linalg.svd(centred, full_matrices=False)
+    share = (s**2 / (s**2).sum()).tolist()
+    points = (centred @ vt[:2].T).float()
+    axes = (f"PC 1 ({100 * share[0]:.0f}% of the variance)", f"PC 2 ({100 * share[1]:.0f}%)")
+    return points, axes, f"the first two principal components of the {d}-d latent ({100 * (share[0] + share[1]):.0f}% of its variance)"
+
+
 def load_images(ae: Autoencoder, dataset: str, split: str, limit: int | None = None) -> ImageData:
     """A dataset split (its first ``limit`` images), checked against what the autoencoder was trained on.
 

@@ -1,8 +1,8 @@
 """Pictures: image tensors as uint8 arrays, sample grids, PNG files and metric curves, drawn in one place.
 
 The training loop's grids (``grids/``, ``samples/final.png``), its ``loss_curve.png`` and the copy
-of that plot the tracker logs to MLflow, its ``fid_curve.png``, ``ganforge latent``'s grids and ``ganforge
-generate``'s files are all drawn here. Images come in as (N, C, H, W) floats in [-1, 1] and leave as (H, W, C) uint8.
+of that plot the tracker logs to MLflow, its ``fid_curve.png``, ``ganforge latent``'s grids, ``ganforge
+encode --plot``'s scatter and ``ganforge generate``'s files are all drawn here. Images come in as (N, C, H, W) floats in [-1, 1] and leave as (H, W, C) uint8.
 
 This module sits beside ``ganforge.tracking`` (which logs the loss plot it draws) and below inference and
 training: it imports only ``ganforge.outputs``; torch, torchvision, PIL and matplotlib load when a picture
@@ -124,3 +124,31 @@ def fid_plot_png(series: dict[str, list[tuple[int, float]]]) -> bytes:
     finally:
         plt.close(fig)
 
+
+def latent_scatter_png(z: np.ndarray, labels: np.ndarray, class_names: list[str], axes: tuple[str, str],
+                       title: str) -> bytes:
+    """PNG bytes of points ``z`` (N, 2) coloured by class (800 x 700 px), with a legend of class names.
+
+    Args:
+        z: (N, 2) coordinates.
+        labels: (N,) class ids into ``class_names``.
+        class_names: the name of each class id; only classes present are in the legend.
+        axes: the two axis labels.
+        title: what the points are.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 7))
+    try:
+        present = sorted(set(labels.tolist()))
+        cmap = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
+        for c in present:
+            pts = z[labels == c]
+            ax.scatter(pts[:, 0], pts[:, 1], s=4 if len(z) > 2000 else 12, alpha=0.6, color=cmap(c % cmap.N),
+                       label=class_names[c] if c < len(class_names) else str(c))
+        ax.set_xlabel(axes[0])
+        ax.set_ylabel(axes[1])
+        ax.set_title(title)
+        ax.legend(markerscale=2, fontsize="small", loc="best")
+        return _png(fig)
+    finally:
+        plt.close(fig)

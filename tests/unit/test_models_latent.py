@@ -110,3 +110,77 @@ def test_cli_latent_bad_input_is_one_line(runs, digits16, tmp_path):
     one_error_line(runner.invoke(app, ["encode", "--checkpoint", runs["ae"], "--dataset", digits16, "--out",
                                        str(tmp_path / "z.txt")]), r"--out .*z.txt must end in .npz")  # fmt: skip
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.fixture(scope="module")
+def ae2(digits16, tmp_path_factory):
+    """A tiny ae with a 2-d latent, as seed 001's MNIST autoencoder, trained for a few steps."""
+    out = str(tmp_path_factory.mktemp("ae2") / "ae")
+    train(TrainConfig(dataset=digits16, model="ae", batch_size=16, width=8, latent_dim=2, lr_g=2e-3, g_norm="none",
+                      steps=20, track=False, log_every=10, checkpoint_every=20, output=out))  # fmt: skip
+    return out
+
+
+def scatter_calls(monkeypatch) -> list[dict]:
+    """What each ``Axes.scatter`` call of the plot drew: its label (the legend entry) and its points."""
+    from matplotlib.axes import Axes
+
+    calls = []
+    real = Axes.scatter
+
+    def spy(self, x, y, *args, **kwargs):
+        calls.append({"label": kwargs.get("label"), "points": np.column_stack([x, y])})
+        return real(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "scatter", spy)
+    return calls
+
+
+def test_encode_plot_draws_the_2d_latent_coloured_by_class(ae2, digits16, tmp_path, monkeypatch):
+    calls = scatter_calls(monkeypatch)
+    res = runner.invoke(app, ["encode", "--checkpoint", ae2, "--dataset", digits16, "--limit", "60",
+                              "--plot", str(tmp_path / "latent.png")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "drew the 2-d latent of 60 images, coloured by class, in" in res.stdout
+    assert Image.open(tmp_path / "latent.png").size == (800, 700) and list(tmp_path.iterdir()) == [tmp_path / "latent.png"]
+    data = load(digits16)
+    labels = data.labels[:60]
+    z = encode(load_autoencoder(ae2), data.images[:60])
+    present = sorted(set(labels.tolist()))
+    assert [c["label"] for c in calls] == [data.class_names[i] for i in present]  # one legend entry per class
+    for call, c in zip(calls, present):  # each class's points are its images' latents
+        assert np.allclose(call["points"], z[labels == c].numpy(), atol=1e-6)
+
+
+def test_encode_plot_projects_a_wider_latent_on_its_principal_components(runs, digits16, tmp_path):
+    res = runner.invoke(app, ["encode", "--checkpoint", runs["ae"], "--dataset", digits16, "--limit", "40",
+                              "--out", str(tmp_path / "z.npz"), "--plot", str(tmp_path / "latent.png")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert np.load(tmp_path / "z.npz")["z"].shape == (40, 4)
+    assert re.search(r"drew the first two principal components of the 4-d latent \(\d+% of its variance\) of 40 "
+                     "images", res.stdout), res.stdout  # fmt: skip
+    assert (tmp_path / "latent.png").is_file()
+
+
+def test_plane_is_the_latent_itself_or_its_principal_components():
+    from ganforge.latent import plane
+
+    z = torch.tensor([[1.0, 2.0], [3.0, -1.0]])
+    points, axes, what = plane(z)
+    assert torch.equal(points, z) and axes == ("z[0]", "z[1]") and what == "the 2-d latent"
+    # spread 10 along (1, 1, 0)/sqrt(2), 1 along z[2], none along (1, -1, 0): PC 1 and 2 are those two directions
+    t = torch.tensor([-1.0, 1.0, -1.0, 1.0])
+    s = torch.tensor([-1.0, -1.0, 1.0, 1.0])
+    z = torch.stack([10 * t / 2**0.5, 10 * t / 2**0.5, s], 1) + 5.0
+    points, axes, what = plane(z)
+    assert torch.allclose(points.abs(), torch.stack([10 * t, s], 1).abs(), atol=1e-5)
+    assert axes == ("PC 1 (99% of the variance)", "PC 2 (1%)") and "(100% of its variance)" in what
+    with pytest.raises(GanforgeError, match="--plot draws a plane; the latent has 1 dimension"):
+        plane(torch.zeros(5, 1))
+
+
+def test_encode_needs_an_output_and_a_png_plot(runs, digits16, tmp_path):
+    base = ["encode", "--checkpoint", runs["ae"], "--dataset", digits16]
+    one_error_line(runner.invoke(app, base), "give --out z.npz, --plot latent.png or both")
+    one_error_line(runner.invoke(app, [*base, "--plot", str(tmp_path / "z.jpg")]), r"--plot .*z.jpg must end in .png")
+    assert list(tmp_path.iterdir()) == []

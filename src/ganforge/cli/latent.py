@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ganforge.cli.common import user_errors
 from ganforge.cli.options import Options, command
@@ -25,8 +25,21 @@ class EncodeOptions(_Source):
     """``ganforge encode``: latents of a dataset split."""
 
     limit: int | None = Field(None, ge=1, description="Encode the first this many images. None: all.")
-    out: str = Field(description="An .npz file: z (N, latent_dim), labels (N,), class_names; and attributes (N, A) "
-                     "bool and attribute_names for a dataset with attributes (celeba).")
+    out: str | None = Field(
+        None, description="An .npz file: z (N, latent_dim), labels (N,), class_names; and attributes (N, A) bool "
+        "and attribute_names for a dataset with attributes (celeba). None: none (then --plot is needed).",
+    )
+    plot: str | None = Field(
+        None, description="A .png scatter of the encoded images coloured by class, with a legend of class names "
+        "(seed 001's picture of the MNIST autoencoder): the latent itself when it is 2-d, else its first two "
+        "principal components (the axes say so). None: no picture.",
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> EncodeOptions:
+        if self.out is None and self.plot is None:
+            raise ValueError("give --out z.npz, --plot latent.png or both")
+        return self
 
 
 class ReconstructOptions(_Source):
@@ -49,19 +62,19 @@ ENCODE = Options(EncodeOptions, "encode")
 RECONSTRUCT = Options(ReconstructOptions, "reconstruct")
 
 
-def _check_out(out: str, suffix: str) -> None:
+def _check_out(out: str, suffix: str, flag: str = "--out") -> None:
     from pathlib import Path
 
     from ganforge.errors import GanforgeError
     from ganforge.outputs import check_output_dir
 
     if Path(out).suffix.lower() != suffix:
-        raise GanforgeError(f"--out {out} must end in {suffix}")
-    check_output_dir(Path(out).parent or ".", "--out")
+        raise GanforgeError(f"{flag} {out} must end in {suffix}")
+    check_output_dir(Path(out).parent or ".", flag)
 
 
 def encode_command(**flags) -> None:
-    """Encode a dataset split with an ae or vae checkpoint into an .npz of latents and labels."""
+    """Encode a dataset split with an ae or vae checkpoint into an .npz of latents and labels, and/or a scatter."""
     import io
     from pathlib import Path
 
@@ -72,17 +85,30 @@ def encode_command(**flags) -> None:
     from ganforge.outputs import write_bytes_atomic
 
     opts = ENCODE.build(flags)
-    _check_out(opts.out, ".npz")
+    for path, suffix in ((opts.out, ".npz"), (opts.plot, ".png")):
+        if path is not None:
+            _check_out(path, suffix, "--out" if suffix == ".npz" else "--plot")
     ae = load_autoencoder(opts.checkpoint, opts.weights, select_device(opts.device))
     data = load_images(ae, opts.dataset, opts.split, opts.limit)
     z = encode(ae, data.images, data.labels)
-    extra = {} if data.attributes is None else {"attributes": data.attributes.cpu().numpy(),
-                                                "attribute_names": np.array(data.attribute_names)}
-    buf = io.BytesIO()
-    np.savez(buf, z=z.numpy().astype(np.float32), labels=data.labels.numpy(), class_names=np.array(data.class_names),
-             **extra)
-    write_bytes_atomic(Path(opts.out), buf.getvalue())
-    typer.echo(f"wrote {len(z)} latents of size {z.shape[1]} to {opts.out}")
+    if opts.plot is not None:
+        from ganforge.latent import plane
+        from ganforge.pictures import latent_scatter_png
+
+        points, axes, what = plane(z)  # refuses a 1-d latent before anything is written
+    if opts.out is not None:
+        extra = {} if data.attributes is None else {"attributes": data.attributes.cpu().numpy(),
+                                                    "attribute_names": np.array(data.attribute_names)}
+        buf = io.BytesIO()
+        np.savez(buf, z=z.numpy().astype(np.float32), labels=data.labels.numpy(),
+                 class_names=np.array(data.class_names), **extra)
+        write_bytes_atomic(Path(opts.out), buf.getvalue())
+        typer.echo(f"wrote {len(z)} latents of size {z.shape[1]} to {opts.out}")
+    if opts.plot is not None:
+        title = f"{len(z)} images of {opts.split}, encoded: {what}"
+        write_bytes_atomic(Path(opts.plot), latent_scatter_png(points.numpy(), data.labels.numpy(),
+                                                               list(data.class_names), axes, title))
+        typer.echo(f"drew {what} of {len(z)} images, coloured by class, in {opts.plot}")
 
 
 def reconstruct_command(**flags) -> None:
