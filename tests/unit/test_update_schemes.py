@@ -32,7 +32,8 @@ from torch import nn
 from ganforge.errors import GanforgeError
 from ganforge.training.config import TrainConfig
 from ganforge.training.distributed import Runtime
-from ganforge.training.state import build_trainer, step_generator
+from ganforge.training.state import build_trainer
+from ganforge.training.streams import step_generator
 from ganforge.training.updates import UPDATES
 
 SCHEMES = tuple(UPDATES)

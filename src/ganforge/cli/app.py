@@ -70,9 +70,21 @@ class LazyCommands(OneLineErrors):
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name not in self.commands and cmd_name in COMMANDS:
-            for name, cmd in load_group(COMMANDS[cmd_name]).items():
-                self.commands.setdefault(name, cmd)
+            self._add(COMMANDS[cmd_name])
         return super().get_command(ctx, cmd_name)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        word = args[0] if args else ""
+        if word and not word.startswith("-") and word not in COMMANDS and word not in self.commands:
+            # a mistyped command: typer suggests close names from the loaded ones, so load them all (the
+            # error path only)
+            for module in GROUPS:
+                self._add(module)
+        return super().resolve_command(ctx, args)
+
+    def _add(self, module: str) -> None:
+        for name, cmd in load_group(module).items():
+            self.commands.setdefault(name, cmd)
 
 
 def _root() -> None:

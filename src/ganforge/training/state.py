@@ -17,6 +17,7 @@ from ganforge.checkpoints import Checkpoint, load_weights
 from ganforge.errors import GanforgeError
 from ganforge.training.config import TrainConfig
 from ganforge.training.distributed import Runtime, sync_batchnorm
+from ganforge.training.streams import mix as _mix
 
 if TYPE_CHECKING:  # imported where used (the networks, losses and backbones load on demand)
     from ganforge.metrics.features import FeatureExtractor
@@ -139,19 +140,6 @@ class Trainer:
         z = torch.randn(self.config.batch_size, self.config.latent_dim, generator=gen)
         lo, hi = self.local_slice()
         return z[lo:hi].to(self.rt.device, non_blocking=True)
-
-
-def _mix(*parts: int) -> int:
-    """A 63-bit seed from integers (distinct tuples give unrelated streams)."""
-    h = 0x9E3779B97F4A7C15
-    for p in parts:
-        h = (h ^ (p + 0x632BE59BD9B4E019 + (h << 6) + (h >> 2))) & 0x7FFFFFFFFFFFFFFF
-    return h
-
-
-def step_generator(seed: int, step: int) -> torch.Generator:
-    """The CPU generator for latents of ``step``."""
-    return torch.Generator().manual_seed(_mix(seed, step, 2))
 
 
 def model_spec(config: TrainConfig, shape: tuple[int, int, int], num_classes: int):

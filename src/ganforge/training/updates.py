@@ -36,15 +36,10 @@ from torch import nn
 from ganforge.errors import GanforgeError
 from ganforge.training import distributed as ddp
 from ganforge.training.losses import Objective
+from ganforge.training.streams import step_generator
 
 if TYPE_CHECKING:  # state builds the Trainer from the config, whose parts list these schemes' names
     from ganforge.training.state import Trainer
-
-
-def step_generator(seed: int, step: int) -> torch.Generator:
-    from ganforge.training.state import step_generator
-
-    return step_generator(seed, step)
 
 
 def autocast(t: Trainer):
