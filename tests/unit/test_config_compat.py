@@ -94,16 +94,18 @@ def as_json(x):
 ADDED = {"update": "alternating", "precision": "auto", "sample_counter": "run"}
 ADDED_OPTIONS = ["--update", "--precision", "--sample-counter"]
 # issue 24: the seed presets run their seed's own training step (and draw batches as it did)
-CHANGED: dict[str, dict] = {
+_STEPS = {  # the step each seed's code takes, and its batches
     "seed000-galaxy10-cgan": {"update": "simultaneous"},
     "seed000-galaxy10-dcgan": {"update": "simultaneous"},
     "seed001-gan": {"update": "keras-two-batch", "sampling": "replacement"},
     "seed001-wgan": {"update": "keras-two-batch", "sampling": "replacement"},
     "seed001-wgan-gp": {"update": "keras-combined"},
     "seed003-mnist-mlp": {"update": "keras-combined"},
-    "seed002-folder-dcgan-128": {"update": "alternating"},  # the same step, now named by the preset
+    "seed002-folder-dcgan-128": {"update": "alternating", "sample_counter": "epoch"},  # and its per-epoch grids
     "seed004-kmnist-mlp": {"update": "alternating"},
 }
+SEED_PRESETS = [*_STEPS, "seed001-ae", "seed001-vae"]
+CHANGED: dict[str, dict] = {name: {**_STEPS.get(name, {}), "precision": "fp32"} for name in SEED_PRESETS}  # fp32: seeds'
 
 
 def expected_config(before: dict, name: str | None = None) -> dict:

@@ -237,6 +237,13 @@ def test_each_gan_seed_preset_steps_as_its_seed(preset):
         assert config.sampling == "replacement"  # np.random.randint batches
 
 
+def test_every_seed_preset_runs_in_fp32_as_its_seed():
+    from ganforge.training.config import PRESETS, resolve_config
+
+    for name in (n for n, p in PRESETS.items() if p.from_seed):
+        assert resolve_config({"dataset": "d", "preset": name}).precision == "fp32", name
+
+
 def test_every_seed_preset_is_listed():
     from ganforge.training.config import PRESETS
 
