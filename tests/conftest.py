@@ -124,8 +124,10 @@ def _one_click_tree():
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """No test reads or writes the user's ~/.cache/ganforge."""
+    """No test reads or writes the user's ~/.cache/ganforge, nor finds weights in torch.hub's cache
+    (``~/.cache/torch/hub``: inception-torchvision's are looked up there), which differs between machines."""
     monkeypatch.setenv("GANFORGE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch-home")))
 
 
 def start_moto(extra_env: dict | None = None):

@@ -42,7 +42,7 @@ REFUSED = [
     (["--preset", "seed003-mnist-mlp", "--image-size", "16"], "train would fail", "re-ingest it with --image-size 28"),
     (["--model-name", "a/b"], "register would fail", "invalid model name 'a/b'"),
     (["--limit", "10"], "train would fail", "fewer training images than --batch-size 64"),
-    (["--backbone", "inception-torchvision"], "evaluate would fail", "needs a weights file"),
+    (["--backbone", "inception-torchvision"], "evaluate would fail", "not in torchvision's cache"),
     (["--backbone", "inception-torchvision", "--backbone-weights", "/nonexistent/w.pth"], "evaluate would fail",
      "does not exist"),
     (["--input", "/nonexistent/images"], "ingest would fail", "does not exist"),
