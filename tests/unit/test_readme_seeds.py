@@ -3,7 +3,7 @@
 The table's ``curl`` and ``tar`` lines fetch the seeds' data; here each download is replaced by a small file
 of the same format at the same path (``tests/formats.py``), and ``--download`` finds torchvision's files
 already in place (``$GANFORGE_DATA_ROOT``). Every ``ganforge`` line then runs as the README prints it,
-``train`` with one step of 8 images appended (the last value of a repeated flag wins), in the order given,
+``train`` with one step of 4 images (and a grid of 4) appended (the last value of a repeated flag wins), in the order given,
 in one working folder per row. Each must succeed, no seed preset may be refused for its image size, and no
 training may hold images out silently (``--val-fraction 0`` everywhere: no hold-out warning).
 """
@@ -22,7 +22,7 @@ from ganforge.cli import app
 from tests import formats
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-FAST = ["--steps", "1", "--batch-size", "8", "--no-track", "--threads", "1", "--sample-every", "1"]
+FAST = ["--steps", "1", "--batch-size", "4", "--n-samples", "4", "--no-track", "--threads", "1"]
 
 
 def seed_rows() -> list[tuple[str, list[str]]]:
