@@ -181,14 +181,20 @@ def _keras_g_step(t: Trainer, gen: torch.Generator, labels: torch.Tensor | None,
     return g_stats
 
 
+def _predicted_batches(t: Trainer, gen: torch.Generator) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None,
+                                                                          torch.Tensor]]:
+    """A Keras scheme's D batches: ``(k, real, labels, predict(z))`` for each of the ``n_critic`` D updates."""
+    for k in range(t.n_critic):
+        real, labels = t.batch(t.step * t.n_critic + k)
+        yield k, real, labels, predicted(t, t.latents(gen), labels)
+
+
 def keras_combined(t: Trainer, want_norms: bool) -> dict[str, float]:
     """D on ``concatenate(real, predict(z))`` in one step (``n_critic`` times), then G on fresh noise."""
     D, d_fwd, _, objective = _parts(t)
     gen = step_generator(t.config.seed, t.step)
     d_params = list(D.parameters())
-    for k in range(t.n_critic):
-        real, labels = t.batch(t.step * t.n_critic + k)
-        fake = predicted(t, t.latents(gen), labels)
+    for k, real, labels, fake in _predicted_batches(t, gen):
         with autocast(t):
             loss_d, stats = objective.d_loss(d_fwd, real, fake, labels, joint=True)
         _step_d(t, loss_d, d_params, stats, want_norms and k == t.n_critic - 1)
@@ -201,9 +207,7 @@ def keras_two_batch(t: Trainer, want_norms: bool) -> dict[str, float]:
     D, d_fwd, _, objective = _parts(t)
     gen = step_generator(t.config.seed, t.step)
     d_params = list(D.parameters())
-    for k in range(t.n_critic):
-        real, labels = t.batch(t.step * t.n_critic + k)
-        fake = predicted(t, t.latents(gen), labels)
+    for k, real, labels, fake in _predicted_batches(t, gen):
         stats: dict[str, float] = {}
         for images, is_real in ((real, True), (fake, False)):
             with autocast(t):

@@ -6,6 +6,7 @@ from the labels alone, then read only the images it keeps, in chunks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, overload
 
@@ -78,3 +79,17 @@ class RowKeys:
             return f"{self.parts[int(part)]}/{int(rows - self.starts[part])}"
         return np.array([f"{self.parts[p]}/{r - self.starts[p]}" for p, r in zip(part.tolist(), rows.tolist())],
                         dtype=str)
+
+
+def read_by_part(starts: np.ndarray, indices: np.ndarray,
+                 read_part: Callable[[int, np.ndarray], np.ndarray]) -> list[np.ndarray]:
+    """Images ``indices`` of files laid end to end (``starts``: each file's first index, then the total),
+    each file read once for all its rows: ``read_part(p, rows)`` gives file ``p``'s images at ``rows``."""
+    indices = np.asarray(indices, dtype=np.int64)
+    part = np.searchsorted(starts, indices, side="right") - 1
+    out: list[np.ndarray] = [np.empty(0, np.uint8)] * len(indices)
+    for p in np.unique(part).tolist():
+        at = np.flatnonzero(part == p)
+        for k, image in zip(at.tolist(), read_part(p, indices[at] - starts[p])):
+            out[k] = image
+    return out

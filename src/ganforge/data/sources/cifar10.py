@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ganforge.data.sources.base import RowKeys, Source
+from ganforge.data.sources.base import RowKeys, Source, read_by_part
 from ganforge.data.sources.torchvision_idx import resolve_root
 from ganforge.errors import GanforgeError
 
@@ -58,17 +58,12 @@ def open_cifar10(input_path: str | None, download: bool) -> Source:
     starts = np.cumsum([0, *counts]).astype(np.int64)
     splits = np.repeat(np.array(["train"] * len(TRAIN_FILES) + ["test"]), counts)
 
+    def read_part(p: int, rows: np.ndarray) -> np.ndarray:
+        records = _read_records(folder / files[p], rows)
+        return records[:, 1:].reshape(-1, 3, SIDE, SIDE).transpose(0, 2, 3, 1)  # (K, 3, 32, 32) planes -> pixels
+
     def read(indices: np.ndarray) -> list[np.ndarray]:
-        indices = np.asarray(indices, dtype=np.int64)
-        part = np.searchsorted(starts, indices, side="right") - 1
-        out: list[np.ndarray] = [np.empty(0, np.uint8)] * len(indices)
-        for p in np.unique(part).tolist():
-            at = np.flatnonzero(part == p)
-            records = _read_records(folder / files[p], indices[at] - starts[p])
-            # (K, 3, 32, 32) planes -> (K, 32, 32, 3) pixels
-            for k, image in zip(at.tolist(), records[:, 1:].reshape(-1, 3, SIDE, SIDE).transpose(0, 2, 3, 1)):
-                out[k] = image
-        return out
+        return read_by_part(starts, indices, read_part)
 
     return Source(
         name="cifar10",

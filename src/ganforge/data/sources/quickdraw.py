@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ganforge.data.sources.base import RowKeys, Source
+from ganforge.data.sources.base import RowKeys, Source, read_by_part
 from ganforge.errors import GanforgeError
 
 PREFIX = "full_numpy_bitmap_"
@@ -51,19 +51,14 @@ def open_quickdraw(input_path: str | None, download: bool) -> Source:
     counts = [len(a) for a in arrays]
     starts = np.cumsum([0, *counts]).astype(np.int64)
 
+    def read_part(p: int, rows: np.ndarray) -> np.ndarray:
+        try:  # a memory map reads only these rows' pages
+            return np.asarray(arrays[p][rows]).reshape(-1, SIDE, SIDE, 1)
+        except (OSError, ValueError) as err:
+            raise GanforgeError(f"{files[p]} cannot be read ({err}); get the file again") from err
+
     def read(indices: np.ndarray) -> list[np.ndarray]:
-        indices = np.asarray(indices, dtype=np.int64)
-        part = np.searchsorted(starts, indices, side="right") - 1
-        out: list[np.ndarray] = [np.empty(0, np.uint8)] * len(indices)
-        for p in np.unique(part).tolist():
-            at = np.flatnonzero(part == p)
-            try:  # a memory map reads only these rows' pages
-                rows = np.asarray(arrays[p][indices[at] - starts[p]])
-            except (OSError, ValueError) as err:
-                raise GanforgeError(f"{files[p]} cannot be read ({err}); get the file again") from err
-            for k, image in zip(at.tolist(), rows.reshape(-1, SIDE, SIDE, 1)):
-                out[k] = image
-        return out
+        return read_by_part(starts, indices, read_part)
 
     return Source(
         name="quickdraw",
