@@ -8,6 +8,7 @@
 # Run from anywhere on a machine with an NVIDIA GPU and a python3 that has CUDA PyTorch:
 #   bash benchmarks/gpu_check.sh              # both parts, about 10 minutes
 #   bash benchmarks/gpu_check.sh precision    # the precision part alone, about 2 minutes
+#   bash benchmarks/gpu_check.sh seeds        # each seed preset's full-run cost (benchmarks/seed_step_cost.py)
 # What it needs besides torch: pydantic (pip installs it from .whl/ when missing, for machines without an
 # index: benchmarks/gpu_wheels.sh fills .whl/ beforehand) and Fashion-MNIST's .gz files (FASHION_DIR,
 # .gpu/fashion-mnist, or Debian's /usr/share/datasets/fashion-mnist).
@@ -29,6 +30,13 @@ if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
   exit 1
 fi
 status=0
+if [ "${1:-}" = "seeds" ]; then
+  # what each seed preset's full run costs on this GPU (seconds per step of its own step, times its length)
+  shift
+  mkdir -p "${OUT:-$WORK}"
+  timeout 400 "$PY" benchmarks/seed_step_cost.py --device cuda --json "${OUT:-$WORK}/seed_step_cost.json" "$@" || status=$?
+  exit $status
+fi
 if [ "${1:-}" = "precision" ]; then
   shift
 else
