@@ -2,7 +2,7 @@
 
 For every scheme, one ganforge step runs beside a short hand-written reference of the seed's loop in plain
 PyTorch (the same networks' starting weights, the same real batch and latents, Adam with the same numbers),
-and the weights after the step must be equal. Each reference is also run against every *other* scheme and
+and the weights after the step must be equal, and so must Adam's first moments (the gradients' scale). Each reference is also run against every *other* scheme and
 must differ: a scheme swapped for another fails. The networks are a tiny DCGAN with batch norm in G and D,
 so the things the schemes differ in all show: D stepped before or after G's gradient, one forward on the
 concatenation or one per batch (D's batch statistics), ``predict`` fakes (G's moving statistics), one or two
@@ -121,7 +121,7 @@ REFERENCES = {"alternating": ref_alternating, "simultaneous": ref_simultaneous,
               "keras-combined": ref_keras_combined, "keras-two-batch": ref_keras_two_batch}
 
 
-def one_step(digits16, tmp_path, scheme: str, reference: str, **kw) -> float:
+def one_step(digits16, tmp_path, scheme: str, reference: str, reference_d_sum: bool | None = None, **kw) -> float:
     """The largest weight difference (G, D, and their batch-norm buffers) after ganforge's step with
     ``scheme`` and the ``reference`` loop's step, both from the same start."""
     c = config(digits16, tmp_path / f"{scheme}-{reference}", scheme, **kw)
@@ -133,11 +133,18 @@ def one_step(digits16, tmp_path, scheme: str, reference: str, **kw) -> float:
     gen = step_generator(c.seed, 0)  # the step's latents, in the order drawn: D's fakes, then G's fresh noise
     z1 = torch.randn(c.batch_size, c.latent_dim, generator=gen)
     z2 = torch.randn(c.batch_size, c.latent_dim, generator=gen)
-    REFERENCES[reference](G, D, opt_g, opt_d, real, z1, z2, c.d_loss_sum)
+    d_sum = c.d_loss_sum if reference_d_sum is None else reference_d_sum
+    REFERENCES[reference](G, D, opt_g, opt_d, real, z1, z2, d_sum)
     UPDATES[scheme](t, False)
     diffs = [(a - b).abs().max().item() for ours, theirs in ((t.G, G), (t.D, D))
              for a, b in zip(ours.state_dict().values(), theirs.state_dict().values(), strict=True)
              if a.is_floating_point()]
+    # Adam's first step moves each weight by about lr * sign(gradient), whatever the gradient's scale: its
+    # first moment (0.5 x the gradient here) holds the scale, so a loss off by a factor (sum for mean) shows
+    for ours, theirs, opt, ref in ((t.G, G, t.opt_g, opt_g), (t.D, D, t.opt_d, opt_d)):
+        for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+            m_ours, m_ref = opt.state[a]["exp_avg"], ref.state[b]["exp_avg"]
+            diffs.append(((m_ours - m_ref).abs().max() / m_ref.abs().max().clamp_min(1e-12)).item())
     return max(diffs)
 
 
@@ -149,18 +156,20 @@ def test_the_networks_have_what_the_schemes_differ_in(digits16, tmp_path):
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_one_step_equals_the_seeds_loop(digits16, tmp_path, scheme):
-    assert one_step(digits16, tmp_path, scheme, scheme) < 1e-5  # float rounding: 3e-6 or less here (the concatenated forward), off by 1e-2 or more when swapped
+    assert one_step(digits16, tmp_path, scheme, scheme) < 1e-4  # rounding: 3e-6 or less here (the concatenated forward); swapped: 1.5e-2 or more
 
 
 @pytest.mark.parametrize("scheme", ["alternating", "simultaneous"])  # Keras' losses: means over each batch
 def test_one_step_with_the_sum_of_ds_terms(digits16, tmp_path, scheme):
     """``--d-loss-sum`` (TensorFlow's and the Galaxy10 seed's real + fake) under the schemes that take it."""
-    assert one_step(digits16, tmp_path, scheme, scheme, d_loss_sum=True) < 1e-5
+    assert one_step(digits16, tmp_path, scheme, scheme, d_loss_sum=True) < 1e-4
+    # the mean where the sum is asked: the same weights after Adam's first step, but not the same gradients
+    assert one_step(digits16, tmp_path / "mean", scheme, scheme, reference_d_sum=False, d_loss_sum=True) > 1e-3
 
 
 @pytest.mark.parametrize("scheme,reference", [(s, r) for s in SCHEMES for r in SCHEMES if s != r])
 def test_a_swapped_scheme_fails_the_reference(digits16, tmp_path, scheme, reference):
-    assert one_step(digits16, tmp_path, scheme, reference) > 1e-4
+    assert one_step(digits16, tmp_path, scheme, reference) > 1e-3
 
 
 def test_the_keras_schemes_leave_d_trainable_and_g_in_train_mode(digits16, tmp_path):
