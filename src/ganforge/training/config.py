@@ -307,7 +307,8 @@ def preset_holdout_warning(config: TrainConfig, held_out: int, val_fraction: flo
     seed = f"seed {preset.from_seed}" if preset.from_seed else "its source"
     return (f"preset {config.preset} trains on every image, as {seed} did, but this dataset's ingest held "
             f"{held_out:,} of them out as a val split (--val-fraction {val_fraction:g}); re-ingest with "
-            "--val-fraction 0 to train on all (the audit then calibrates on a leave-one-out baseline)")
+            "--val-fraction 0 to train on all (the audit then calibrates on the test split, or on a leave-one-out "
+            "baseline where there is none)")
 
 
 def preset_size_note(config: TrainConfig, image_size: int) -> str | None:
