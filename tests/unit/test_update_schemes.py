@@ -65,6 +65,15 @@ def predict(G: nn.Module, z: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def gan_train_on_batch(G, D, opt_g, z):
+    """Keras' ``gan.train_on_batch(noise, ones)``: G through the frozen D, on fresh noise."""
+    set_frozen(D, True)
+    opt_g.zero_grad()
+    bce(D(G(z, None), None), 1.0).backward()
+    opt_g.step()
+    set_frozen(D, False)
+
+
 def ref_alternating(G, D, opt_g, opt_d, real, z1, z2, d_sum):
     fake = G(z1, None)
     opt_d.zero_grad()
@@ -97,11 +106,7 @@ def ref_keras_combined(G, D, opt_g, opt_d, real, z1, z2, d_sum):
     opt_d.zero_grad()
     F.binary_cross_entropy_with_logits(D(X, None), y).backward()  # Keras: the mean over the 2N images
     opt_d.step()
-    set_frozen(D, True)
-    opt_g.zero_grad()
-    bce(D(G(z2, None), None), 1.0).backward()
-    opt_g.step()
-    set_frozen(D, False)
+    gan_train_on_batch(G, D, opt_g, z2)
 
 
 def ref_keras_two_batch(G, D, opt_g, opt_d, real, z1, z2, d_sum):
@@ -110,11 +115,7 @@ def ref_keras_two_batch(G, D, opt_g, opt_d, real, z1, z2, d_sum):
         opt_d.zero_grad()
         bce(D(images, None), target).backward()
         opt_d.step()
-    set_frozen(D, True)
-    opt_g.zero_grad()
-    bce(D(G(z2, None), None), 1.0).backward()
-    opt_g.step()
-    set_frozen(D, False)
+    gan_train_on_batch(G, D, opt_g, z2)
 
 
 REFERENCES = {"alternating": ref_alternating, "simultaneous": ref_simultaneous,
@@ -281,3 +282,13 @@ def test_a_held_out_split_under_an_every_image_preset_is_said(tmp_path):
             assert "re-ingest with --val-fraction 0" in warnings[0] and "leave-one-out" in warnings[0]
         else:
             assert warnings == []
+
+
+def test_every_scheme_reports_ds_numbers_under_the_same_names(digits16, tmp_path):
+    """D's loss, scores and accuracy come from one place (Objective._d_from_logits) whatever the scheme."""
+    keys = {}
+    for scheme in ("alternating", "simultaneous", "keras-combined"):
+        t = build_trainer(config(digits16, tmp_path / scheme, scheme), Runtime(torch.device("cpu"), 0, 1, 0))
+        keys[scheme] = set(UPDATES[scheme](t, False))
+    assert keys["simultaneous"] == keys["alternating"] == keys["keras-combined"]
+    assert {"loss_d", "d_real", "d_fake", "d_acc", "loss_g"} <= keys["simultaneous"]

@@ -176,6 +176,11 @@ class Objective:
             extra["d_class_acc"] = (real_cls.argmax(1) == labels).float().mean()
         else:
             real_logits, fake_logits = _forward(D, real, fake, labels, joint)
+        return self._d_from_logits(D, real, fake, labels, real_logits, fake_logits, extra)
+
+    def _d_from_logits(self, D: Net, real: Tensor, fake: Tensor, labels: Tensor | None, real_logits: Tensor,
+                       fake_logits: Tensor, extra: dict[str, Tensor]) -> tuple[Tensor, dict]:
+        """D's loss and stats from its outputs on real and fake (``extra``: the AC-GAN term, when there is one)."""
         if self.two_terms:
             real_term, fake_term = self.d_real_fake(real_logits, fake_logits)
             loss = (real_term + fake_term) * (1.0 if self.d_loss_sum else 0.5)
@@ -188,7 +193,7 @@ class Objective:
             loss = self.d_terms(real_logits, fake_logits)
         if "loss_aux" in extra:
             loss = loss + extra["loss_aux"]
-        penalties = self.penalties(D, real, fake, labels)
+        penalties = self.penalties(D, real, fake, labels)  # they detach fake themselves
         for weight, value in penalties.values():
             loss = loss + weight * value
         # loss_d is the optimised loss for one-term objectives and the mean of real and fake for two-term
@@ -232,22 +237,9 @@ class Objective:
             raise GanforgeError("feature matching and the AC-GAN class term need forwards of their own; "
                                 "one shared forward (update simultaneous) cannot give them")
         real_logits, fake_logits = D(real, labels), D(fake, labels)
-        if self.two_terms:
-            real_term, fake_term = self.d_real_fake(real_logits, fake_logits)
-            loss_d = (real_term + fake_term) * (1.0 if self.d_loss_sum else 0.5)
-            reported = {"loss_d": (real_term + fake_term) * 0.5}
-            if self.d_loss_sum:
-                reported["loss_d_sum"] = real_term + fake_term
-        else:
-            loss_d = self.d_terms(real_logits, fake_logits)
-            reported = {"loss_d": loss_d}
-        penalties = self.penalties(D, real, fake, labels)  # detach fake themselves
-        for weight, value in penalties.values():
-            loss_d = loss_d + weight * value
+        loss_d, stats = self._d_from_logits(D, real, fake, labels, real_logits, fake_logits, {})
         loss_g = self.g_term(fake_logits)
-        stats = _stats(**reported, d_real=self.score(real_logits).mean(), d_fake=self.score(fake_logits).mean(),
-                       loss_g=loss_g, **{name: value for name, (_, value) in penalties.items()})
-        return loss_d, loss_g, stats
+        return loss_d, loss_g, {**stats, "loss_g": float(loss_g.detach())}
 
     def penalties(
         self, D: Net, real: Tensor, fake: Tensor, labels: Tensor | None
