@@ -253,32 +253,34 @@ def test_experiment_opens_on_runs_table(browser, ui):
     assert parent.data.tags["audit_verdict"] in row and str(parent.data.metrics["eval/fid"])[:5] in row
 
 
-def _scroll_charts_until(page, target, deadline_s: float = 240) -> None:
-    """Scroll the charts pane until ``target`` is attached, or fail after ``deadline_s``.
+def _show_chart_card(page, title: str, target, deadline_s: float = 300) -> None:
+    """Show only the chart card called ``title`` until ``target`` (inside it) is attached.
 
-    MLflow renders a chart card only once it is scrolled into view, and the image card sits in the "Model
-    metrics" section below the metric charts, inside the pane's own scroll container: a single scroll made
-    before that section has laid out (a busy machine) leaves the card unrendered for good, so keep scrolling.
+    MLflow renders a chart card only once it is in view, and the image card sits below the metric charts in
+    the pane's own scroll container, where scrolling raced the layout on a busy machine. The pane's "Search
+    metric charts" box leaves that one card at the top, in view. An image card fetches its image list when
+    it first renders, so a page that still shows none after a while is loaded afresh. Fails after
+    ``deadline_s`` saying what the page showed.
     """
     import time
 
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    section = page.get_by_text("Model metrics", exact=True).first
-    section.wait_for(timeout=int(deadline_s * 1000))
     end = time.monotonic() + deadline_s
     while True:
-        section.scroll_into_view_if_needed()
-        box = section.bounding_box()
-        if box:  # wheel over the pane itself: the page around it does not scroll
-            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-            page.mouse.wheel(0, 400)
         try:
-            target.wait_for(state="attached", timeout=5_000)
+            search = page.get_by_placeholder("Search metric charts")
+            search.fill(title, timeout=30_000)
+            page.get_by_text(title, exact=True).last.scroll_into_view_if_needed(timeout=30_000)
+            target.wait_for(state="attached", timeout=30_000)
             return
         except PlaywrightTimeout:
             if time.monotonic() > end:
-                raise
+                srcs = page.eval_on_selector_all("img", "els => els.map(e => e.src.slice(0, 160))")
+                _shot(page, "experiment-chart-view-failed")
+                raise AssertionError(f"chart card {title!r} never showed its image; images on the page: {srcs}; "
+                                     f"page text: {page.inner_text('body')[:2000]!r}") from None
+            page.reload()
 
 
 @pytest.mark.browser
@@ -290,7 +292,7 @@ def test_chart_view_shows_the_pipeline_runs_samples_beside_its_numbers(browser, 
         page.goto(ui["runs_table"] + "&compareRunsMode=CHART")
         page.get_by_text("eval/fid", exact=True).first.wait_for(timeout=60_000)
         grid = page.locator(f"img[src*='images%2Fsamples'][src*='run_uuid={parent.info.run_id}']").first
-        _scroll_charts_until(page, grid)
+        _show_chart_card(page, "samples", grid)
         page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=grid.element_handle(),
                                timeout=60_000)
         _shot(page, "experiment-chart-view")
