@@ -14,3 +14,5 @@ def check_registry(kind: str, registry_keys, names: tuple[str, ...]) -> None:
     """Raise at import when a registry and its declared names drift apart (a programming error)."""
     if tuple(registry_keys) != names:
         raise RuntimeError(f"{kind} registry {tuple(registry_keys)} differs from ganforge.names {names}")
+
+AUDIT_SPLIT = "audit"  # carved from the training images at ingest (--audit-fraction); never trained on

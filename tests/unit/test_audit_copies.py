@@ -122,7 +122,7 @@ def test_second_audit_reads_the_cached_baseline(digits, tmp_path, monkeypatch):
     cache = tmp_path / "audit" / "fp" / "key.npy"
     gen = torch.cat([honest[:95], train[:5]])
     first = run_audit(gen, train, None, baseline_cache=cache)
-    assert cache.is_file() and not first.baseline_cached and [p.name for p in cache.parent.iterdir()] == ["key.npy"]
+    assert cache.is_file() and not first.baseline_cached and sorted(p.name for p in cache.parent.iterdir()) == ["key.json", "key.npy"]
     calls = []
     real = memorization.nearest_train
 

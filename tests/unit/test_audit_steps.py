@@ -15,6 +15,7 @@ from ganforge.audit.memorization import (
     AuditThresholds,
     Baseline,
     BaselinePlan,
+    NearDuplicates,
     NearestSearch,
     audit_report,
     audit_space,
@@ -136,19 +137,25 @@ def test_baseline_distances_are_each_baseline_image_nearest_training_distance(tm
     train, held = images(40, 0), images(12, 1)
     plan = BaselinePlan("heldout", 12, 0.1)
     space = audit_space("pixels", PLAIN, images(20, 2), train, plan, held, 64)
-    base = baseline_distances(plan, space, search())
+    base = baseline_distances(plan, space, search(), train, "l2")
     assert not base.cached and base.brute_force == 0
-    assert torch.allclose(base.distances, brute_nearest(held, train))
+    assert torch.allclose(base.raw, brute_nearest(held, train))
 
 
 def test_leave_one_out_never_matches_an_image_with_itself():
     train = torch.cat([images(20, 0), images(20, 0)[:5]])  # images 20..24 repeat 0..4
-    own = torch.tensor([0, 3, 10, 21])
-    plan = BaselinePlan("leave-one-out", 4, 0.2, own)
+    own = torch.tensor([0, 3, 10, 12, 21])
+    plan = BaselinePlan("leave-one-out", 5, 0.2, own)
     space = audit_space("pixels", PLAIN, images(20, 2), train, plan, train[own], 64)
-    base = baseline_distances(plan, space, search())
-    assert torch.allclose(base.distances, brute_nearest(train[own], train, own))
-    assert base.distances[0] == 0 and base.distances[3] == 0 and base.distances[2] > 0  # its twin, not itself
+    with pytest.raises(GanforgeError, match="3 of the 5 are near-duplicates of training images, leaving 2"):
+        baseline_distances(plan, space, search(), train, "l2")  # alpha 0.1 asked: two images cannot reach it
+    th = PLAIN.model_copy(update={"alpha": None})
+    base = baseline_distances(plan, space, search(th), train, "l2")
+    assert torch.allclose(base.raw, brute_nearest(train[own], train, own))
+    assert base.raw[0] == 0 and base.raw[1] == 0 and base.raw[4] == 0 and base.raw[2] > 0  # its twin, not itself
+    # the twins are the same pictures as training images, not unseen ones: left out, counted, the alpha follows
+    assert base.near.baseline == 3 and base.near.train_near == 3 and base.near.train_exact == 10
+    assert torch.equal(base.distances, base.raw[2:4]) and base.alpha == pytest.approx(1 / 3)
 
 
 def test_baseline_cache_is_written_then_read_and_a_wrong_one_refused(tmp_path):
@@ -156,21 +163,22 @@ def test_baseline_cache_is_written_then_read_and_a_wrong_one_refused(tmp_path):
     plan = BaselinePlan("heldout", 12, 0.1)
     cache = tmp_path / "cache" / "base.npy"
     fresh = baseline_distances(plan, audit_space("pixels", PLAIN, images(20, 2), train, plan, held, 64), search(),
-                               cache)
-    assert np.array_equal(np.load(cache), fresh.distances.numpy())
+                               train, "l2", cache)
+    assert np.array_equal(np.load(cache), fresh.raw.numpy())
     space = audit_space("pixels", PLAIN, images(20, 2), train, plan, held, 64)
-    again = baseline_distances(plan, space, search(), cache)
-    assert again.cached and torch.equal(again.distances, fresh.distances)
+    again = baseline_distances(plan, space, search(), train, "l2", cache)
+    assert again.cached and torch.equal(again.distances, fresh.distances) and again.near == fresh.near
     assert space._baseline is None  # read from the cache: the baseline images were never embedded
     with pytest.raises(GanforgeError, match="holds 12 distances, expected 13; delete it"):
-        baseline_distances(BaselinePlan("heldout", 13, 0.1), space, search(), cache)
+        baseline_distances(BaselinePlan("heldout", 13, 0.1), space, search(), train, "l2", cache)
 
 
 # ---- scoring -----------------------------------------------------------------------------------------
 
 
 def hand_baseline(alpha: float = 0.1) -> Baseline:
-    return Baseline(BaselinePlan("heldout", 19, alpha), torch.arange(1.0, 20.0, dtype=torch.float64))
+    return Baseline(BaselinePlan("heldout", 19, alpha), torch.arange(1.0, 20.0, dtype=torch.float64),
+                    NearDuplicates(0.0), alpha)
 
 
 def hand_match(dist: list[float]) -> Match:
@@ -201,7 +209,7 @@ def test_score_generated_counts_exact_and_mirrored_duplicates():
         th = PLAIN.model_copy(update={"invariance": invariance})
         plan = BaselinePlan("heldout", 12, 0.1)
         space = audit_space("pixels", th, gen, train, plan, held, 64)
-        base = baseline_distances(plan, space, search(th))
+        base = baseline_distances(plan, space, search(th), train, "l2")
         s = score_generated(gen, train, space, base, search(th))
         assert s.exact_duplicates == dups
         assert s.nearest.dist[0] == 0 and s.nearest.index[0] == 5
@@ -273,7 +281,7 @@ def test_run_audit_is_the_steps_in_order(tmp_path):
     th = PLAIN.model_copy(update={"cells": 2, "min_cell_samples": 2})
     plan = plan_audit(gen, train, held, "pixels", th)
     space = audit_space("pixels", th, gen, train, plan, plan.images(train, held), 64)
-    base = baseline_distances(plan, space, search(th))
+    base = baseline_distances(plan, space, search(th), train, "l2")
     s = score_generated(gen, train, space, base, search(th))
     steps = audit_report(s, base, decide(s, th), space, th, "l2", len(train), len(held), 4)
     nearest_pairs_sheet(gen, train, s.nearest.index, s.nearest.dist, 4, tmp_path / "steps.png",

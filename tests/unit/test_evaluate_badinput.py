@@ -76,12 +76,13 @@ def refuse_work(monkeypatch) -> None:
         monkeypatch.setattr(module, "judged_images", no_work)
 
 
-def test_audit_refuses_the_training_split_as_its_heldout_split(digits16, pngs, tmp_path, monkeypatch):
+@pytest.mark.parametrize("flag", ["--baseline", "--heldout-split"])  # the name before 0.3 too
+def test_audit_refuses_the_training_split_as_its_baseline(flag, digits16, pngs, tmp_path, monkeypatch):
     refuse_work(monkeypatch)
-    res = run("audit", "--dataset", digits16, "--images", pngs, "--heldout-split", "train", "--no-track",
+    res = run("audit", "--dataset", digits16, "--images", pngs, flag, "train", "--no-track",
               "--output", tmp_path / "a")
     assert_one_line_error(res, "cannot be the training split")
-    assert "--heldout-split test" in res.stderr and not (tmp_path / "a").exists()
+    assert "--baseline auto, audit, test or leave-one-out" in res.stderr and not (tmp_path / "a").exists()
 
 
 @pytest.mark.parametrize("command", ["evaluate", "audit"])
@@ -170,7 +171,7 @@ _common = {
 _evaluate = {**_common, "--n-real": _ints, "--split": st.sampled_from(["train", "test", "val", "", "TRAIN"]),
              "--metrics": st.sampled_from(["fid", "kid", "prdc", "fid,kid", "", ",", "fid,bogus", "FID"]),
              "--backbone": st.sampled_from(["pixels", "inception-tf", "bogus", "custom", ""])}
-_audit = {**_common, "--heldout-split": st.sampled_from(["test", "train", "val", "", "nope"]),
+_audit = {**_common, "--baseline": st.sampled_from(["test", "train", "val", "", "nope", "auto", "leave-one-out"]),
           "--space": st.sampled_from(["pixels", "bogus", "custom", ""]), "--metric": st.sampled_from(["l1", "l2", "cos"]),
           "--n-pairs": _ints}
 

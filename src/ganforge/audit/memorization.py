@@ -51,9 +51,10 @@ distances are to M - 1 images instead of M, a negligible difference for a few hu
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -65,7 +66,7 @@ from scipy.stats import betabinom, rankdata
 from ganforge.audit.invariant import VERSION, Match, blur_radius, nearest_train, pixel_space, refine
 from ganforge.errors import GanforgeError
 from ganforge.metrics.knn import knn
-from ganforge.outputs import save_npy_atomic
+from ganforge.outputs import save_npy_atomic, write_text_atomic
 
 DEFAULT_ALPHA = 0.001
 BaselineKind = Literal["heldout", "leave-one-out"]  # what calibrates the flags (``plan_baseline``)
@@ -185,7 +186,20 @@ class AuditReport(BaseModel):
     n_train: int
     n_heldout: int
     baseline: Literal["heldout", "leave-one-out"] = Field(description="what calibrated the flags")
-    n_baseline: int = Field(description="baseline distances (held-out images, or training images left out)")
+    baseline_split: str | None = Field(None, description="the split whose images calibrated the flags (None: "
+                                       "training images left out one at a time)")
+    baseline_reason: str = Field("", description="why this baseline")
+    n_baseline: int = Field(description="baseline distances that calibrate (held-out images, or training images "
+                            "left out), near-duplicates of training images left out")
+    duplicate_radius: float = Field(0.0, description="near-duplicate radius: as far as a training image can be from "
+                                    "a copy of it with Gaussian noise of 5% of the range (the farthest of 256), at "
+                                    "most a fifth of the baseline's median distance")
+    baseline_near_duplicates: int = Field(0, description="baseline images within the radius of a training image: "
+                                          "the same picture, not an unseen one, so left out of the baseline")
+    train_near_duplicates: int = Field(0, description="of train_checked training images, those with another "
+                                       "training image within the radius")
+    train_checked: int = Field(0, description="training images checked for a near-duplicate in the training set")
+    train_exact_duplicates: int = Field(0, description="training images equal, byte for byte, to another one")
     baseline_cached: bool = Field(False, description="the baseline distances came from the cache")
     alpha: float = Field(description="per-image flag level used")
     flag_threshold: float = Field(description="k-th smallest baseline distance, k = floor(alpha (n+1)): "
@@ -458,7 +472,8 @@ def baseline_key(th: AuditThresholds, kind: str, split: str | None, space: str, 
     parts = {"baseline": kind, "split": split, "space": space, "space_sha256": space_sha, "metric": metric,
              "invariance": th.invariance, "blur": th.blur if space == "pixels" else 0,
              "levels": th.levels if space == "pixels" else 0, "max_shift": th.max_shift, "candidates": th.candidates,
-             "projection_dims": th.projection_dims, "n": n_baseline, "tail": k_ref, "version": VERSION}
+             "projection_dims": th.projection_dims, "n": n_baseline, "tail": k_ref, "version": VERSION,
+             "duplicates": (DUPLICATE_NOISE, DUPLICATE_SAMPLE, DUPLICATE_SHARE, TRAIN_DUPLICATE_SAMPLE)}
     digest = hashlib.sha256(repr(sorted(parts.items())).encode()).hexdigest()[:16]
     return f"{split or 'train'}-{kind}-{space}-{metric}-{th.invariance}-{digest}"
 
@@ -598,47 +613,159 @@ class NearestSearch:
 
 
 @dataclass(frozen=True)
+class NearDuplicates:
+    """Pictures the dataset holds twice: what makes every baseline tighter than fresh draws would be.
+
+    Two images are near-duplicates when they are at most ``radius`` apart: as close as a training image and
+    a copy of it with Gaussian noise of ``DUPLICATE_NOISE`` of the pixel range can be (the farthest of a
+    seeded sample of ``DUPLICATE_SAMPLE`` such copies, in the audit space: the copies the audit is built to
+    catch), or closer (exact, mirrored or shifted copies are at distance 0); but at most
+    ``DUPLICATE_SHARE`` of the baseline's median distance. On small, smooth images (16 px digits) or in a
+    low-dimensional feature space a noisy copy can be as far from its source as the nearest natural
+    neighbours are from each other, and those are no duplicates: leaving them out of the baseline would
+    flag honest images. Measured nearest natural neighbours sit at 0.26 (16 px digits), 0.33 (28 px
+    Fashion-MNIST) and 0.53 (a 32-d projection of the digits) of the median, so pairs within a fifth of
+    it are copies on any of them.
+    """
+
+    radius: float
+    baseline: int = 0  # baseline images within the radius of a training image: left out of the baseline
+    train_checked: int = 0  # training images whose nearest other training image was looked up
+    train_near: int = 0  # of those, with another training image within the radius
+    train_exact: int = 0  # training images equal, byte for byte, to another training image (all of them)
+
+
+DUPLICATE_NOISE = 0.05  # sigma of the noisy copies that set the near-duplicate radius, as a share of the range
+DUPLICATE_SAMPLE = 256  # noisy copies measured for the radius
+DUPLICATE_SHARE = 0.2  # the radius is at most this share of the baseline's median distance
+TRAIN_DUPLICATE_SAMPLE = 1_000  # training images checked for a near-duplicate in train (besides a leave-one-out baseline)
+
+
+def duplicate_radius(train: torch.Tensor, space: AuditSpace, th: AuditThresholds, metric: str) -> float:
+    """The near-duplicate radius before its cap (``NearDuplicates``): the largest distance between a training
+    image and a copy of it with Gaussian noise of ``DUPLICATE_NOISE`` of the range, over a seeded sample.
+
+    The copy is compared with its own source, untransformed, over the window the search compares (an upper
+    bound of its distance under the invariance).
+    """
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randperm(len(train), generator=g)[:DUPLICATE_SAMPLE].sort().values
+    noise = torch.randn(train[idx].shape, generator=g) * (DUPLICATE_NOISE * 255)
+    copies = (train[idx].float() + noise).round().clamp(0, 255).to(torch.uint8)
+    a, b = space.embed(copies, "noisy copies"), space.train[idx]
+    if space.name == "pixels" and th.invariance == "shift":
+        from ganforge.audit.invariant import central
+
+        a, b = central(a, th.max_shift + space.pad), central(b, th.max_shift + space.pad)
+    diff = (a.double() - b.double()).reshape(len(a), -1)
+    return float((diff.norm(dim=1) if metric == "l2" else diff.abs().sum(1)).max())
+
+
+@dataclass(frozen=True)
 class Baseline:
-    """The baseline images' distances to their nearest training image: what calibrates the flags."""
+    """The baseline images' distances to their nearest training image: what calibrates the flags.
+
+    ``raw`` holds every baseline image's distance; ``distances`` leaves out the baseline images that are
+    near-duplicates of a training image (within ``near.radius``): the same picture as one in the training
+    set is not an unseen draw, and a handful of them would drag the flag threshold to zero.
+    """
 
     plan: BaselinePlan
-    distances: torch.Tensor  # (n,) float64
+    raw: torch.Tensor  # (n,) float64: every baseline image
+    near: NearDuplicates
+    alpha: float  # the per-image flag level the kept distances reach
     cached: bool = False  # read from the cache file
     brute_force: int = 0  # queries answered by brute force
 
+    @property
+    def distances(self) -> torch.Tensor:
+        """(n_kept,) the distances that calibrate: near-duplicates of training images left out."""
+        return self.raw[self.raw > self.near.radius]
+
     def flag_threshold(self) -> float:
         """The k-th smallest distance, k = floor(alpha (n+1)): generated images nearer than it are flagged."""
-        return float(torch.sort(self.distances).values[calibration_rank(self.plan.alpha, self.plan.n) - 1])
+        d = self.distances
+        return float(torch.sort(d).values[calibration_rank(self.alpha, len(d)) - 1])
 
     def quantile_threshold(self, quantile: float) -> float:
         """The distances' ``quantile`` (``baseline_quantile``): 'too close' for ``fraction_below_baseline``."""
         return fraction_below_baseline(self.distances, self.distances, quantile)[0]
 
 
-def baseline_distances(plan: BaselinePlan, space: AuditSpace, search: NearestSearch,
-                       cache: str | Path | None = None) -> Baseline:
-    """Each baseline image's nearest training distance, exact in the tail the flags and the quantile read.
-
-    ``cache``: an ``.npy`` file of the distances, read when present, else written (temp file, then rename).
+def _kept_alpha(plan: BaselinePlan, n_kept: int, th: AuditThresholds) -> float:
+    """The flag level once near-duplicates left the baseline: the plan's, or (default alpha) what n_kept reaches.
 
     Raises:
-        GanforgeError: the cache holds another number of distances than the baseline has images.
+        GanforgeError: an asked alpha the kept baseline cannot reach.
     """
+    if calibration_rank(plan.alpha, n_kept) >= 1:
+        return plan.alpha
+    if th.alpha is None and n_kept >= 2:
+        return 1.0 / (n_kept + 1)
+    raise GanforgeError(f"alpha={plan.alpha:g} needs {math.ceil(1 / plan.alpha) - 1} baseline images; {plan.n - n_kept} "
+                        f"of the {plan.n} are near-duplicates of training images, leaving {n_kept}; pass --alpha "
+                        f"{1.0 / (max(n_kept, 1) + 1):.4g} or more, or de-duplicate the dataset")
+
+
+def baseline_distances(plan: BaselinePlan, space: AuditSpace, search: NearestSearch, train: torch.Tensor,
+                       metric: str, cache: str | Path | None = None) -> Baseline:
+    """Each baseline image's nearest training distance, exact in the tail the flags and the quantile read and
+    below the near-duplicate radius, and the dataset's near-duplicates (``NearDuplicates``).
+
+    ``train``: the uint8 training images. ``cache``: an ``.npy`` file of the distances, read when present, else
+    written (temp file, then rename), with the near-duplicate counts beside it (``.json``).
+
+    Raises:
+        GanforgeError: the cache holds another number of distances than the baseline has images, or the
+            near-duplicates leave too few baseline images for an asked alpha.
+    """
+    th = search.th
     cache = Path(cache) if cache is not None else None
-    if cache is not None and cache.is_file():
-        distances = torch.from_numpy(np.load(cache))
-        if len(distances) != plan.n:
-            raise GanforgeError(f"cached baseline {cache} holds {len(distances)} distances, expected {plan.n}; "
+    side = cache.with_suffix(".json") if cache is not None else None
+    if cache is not None and side is not None and cache.is_file() and side.is_file():
+        raw = torch.from_numpy(np.load(cache))
+        if len(raw) != plan.n:
+            raise GanforgeError(f"cached baseline {cache} holds {len(raw)} distances, expected {plan.n}; "
                                 "delete it")
-        return Baseline(plan, distances, cached=True)
+        near = NearDuplicates(**json.loads(side.read_text()))
+        return Baseline(plan, raw, near, _kept_alpha(plan, int((raw > near.radius).sum()), th), cached=True)
+    radius = duplicate_radius(train, space, th, metric)
     base = space.baseline("held-out")
     match = search.nearest(base, space.train, f"k-NN {plan.kind} baseline to train", own=plan.own)
-    if match.lower is not None:  # make the tail the flags and the quantile use exact
-        tail = float(torch.sort(match.dist).values[_tail_rank(plan.alpha, plan.n, search.th) - 1])
-        match = search.exact_below(match, tail, base, space.train, own=plan.own)
-    if cache is not None:
-        save_npy_atomic(cache, match.dist.numpy())
-    return Baseline(plan, match.dist, brute_force=match.brute_force)
+    if match.lower is not None:  # make the tail the flags and the quantile use, and the duplicates, exact
+        tail = float(torch.sort(match.dist).values[_tail_rank(plan.alpha, plan.n, th) - 1])
+        match = search.exact_below(match, max(tail, radius), base, space.train, own=plan.own)
+    raw = match.dist
+    radius = min(radius, DUPLICATE_SHARE * float(torch.median(raw)))
+    if plan.own is not None:  # leave-one-out: the baseline images are training images
+        checked, within = plan.n, int((raw <= radius).sum())
+    else:
+        checked, within = _train_near_duplicates(space, search, radius)
+    near = NearDuplicates(radius, int((raw <= radius).sum()), checked, within, count_repeated(train))
+    if cache is not None and side is not None:
+        save_npy_atomic(cache, raw.numpy())
+        write_text_atomic(side, json.dumps(asdict(near)))
+    return Baseline(plan, raw, near, _kept_alpha(plan, plan.n - near.baseline, th),
+                    brute_force=match.brute_force)
+
+
+def _train_near_duplicates(space: AuditSpace, search: NearestSearch, radius: float) -> tuple[int, int]:
+    """(checked, near): a seeded sample of training images, how many have another within ``radius``."""
+    n = len(space.train)
+    own = torch.randperm(n, generator=torch.Generator().manual_seed(1))[:TRAIN_DUPLICATE_SAMPLE].sort().values
+    q = space.train[own]
+    match = search.nearest(q, space.train, "k-NN near-duplicates in train", own=own)
+    match = search.exact_below(match, radius, q, space.train, own=own)
+    return len(own), int((match.dist <= radius).sum())
+
+
+def count_repeated(images: torch.Tensor) -> int:
+    """Images whose uint8 bytes equal another image's (every member of a repeated group counts)."""
+    counts: dict[str, int] = {}
+    for s in range(0, len(images), 4096):
+        for h in image_hashes(images[s : s + 4096]):
+            counts[h] = counts.get(h, 0) + 1
+    return sum(c for c in counts.values() if c > 1)
 
 
 @dataclass(frozen=True)
@@ -664,7 +791,7 @@ class Scores:
 def score(nearest: Match, baseline: Baseline, th: AuditThresholds) -> Scores:
     """The flags, their Beta-Binomial test, the fraction below the baseline's quantile and Z_U of the
     generated images' distances ``nearest.dist`` against ``baseline`` (exact duplicates and C_T: none)."""
-    d_gen, d_base, alpha = nearest.dist, baseline.distances, baseline.plan.alpha
+    d_gen, d_base, alpha = nearest.dist, baseline.distances, baseline.alpha
     threshold, frac = fraction_below_baseline(d_gen, d_base, th.baseline_quantile)
     p = conformal_p_values(d_gen, d_base)
     flagged = [int(j) for j in torch.nonzero(p <= alpha + 1e-12).flatten()]
@@ -687,6 +814,7 @@ def score_generated(generated: torch.Tensor, train: torch.Tensor, space: AuditSp
     if th.cells:
         gen_cell, base_cell = _assign_cells(space.train, space.generated, space.baseline("baseline"), th.cells,
                                             search.device)
+        base_cell = base_cell[baseline.raw > baseline.near.radius]  # the kept baseline images' cells
         c_t, cells_used = cell_z_u(scores.nearest.dist, baseline.distances, gen_cell, base_cell, th.min_cell_samples)
     return replace(scores, exact_duplicates=dups, c_t=c_t, cells_used=cells_used)
 
@@ -715,7 +843,8 @@ def decide(scores: Scores, th: AuditThresholds) -> list[str]:
 
 
 def audit_report(scores: Scores, baseline: Baseline, reasons: list[str], space: AuditSpace, th: AuditThresholds,
-                 metric: Literal["l2", "l1"], n_train: int, n_heldout: int, n_pairs: int) -> AuditReport:
+                 metric: Literal["l2", "l1"], n_train: int, n_heldout: int, n_pairs: int,
+                 baseline_split: str | None = None, baseline_reason: str = "") -> AuditReport:
     """The ``AuditReport``: verdict (fail when there is a reason), the numbers, the flagged images and the
     ``n_pairs`` closest pairs (closest first; a pair's p-value only when it is flagged)."""
     match, p = scores.nearest, scores.p_values
@@ -729,7 +858,11 @@ def audit_report(scores: Scores, baseline: Baseline, reasons: list[str], space: 
     return AuditReport(
         verdict="fail" if reasons else "pass", reasons=reasons, space=space.name, space_sha256=space.sha256,
         metric=metric, invariance=th.invariance, n_generated=len(match.dist), n_train=n_train, n_heldout=n_heldout,
-        baseline=baseline.plan.kind, n_baseline=baseline.plan.n, baseline_cached=baseline.cached, alpha=scores.alpha,
+        baseline=baseline.plan.kind, baseline_split=baseline_split, baseline_reason=baseline_reason,
+        n_baseline=len(baseline.distances), duplicate_radius=baseline.near.radius,
+        baseline_near_duplicates=baseline.near.baseline, train_near_duplicates=baseline.near.train_near,
+        train_checked=baseline.near.train_checked, train_exact_duplicates=baseline.near.train_exact,
+        baseline_cached=baseline.cached, alpha=scores.alpha,
         flag_threshold=scores.flag_threshold, flagged=[pair(j, True) for j in scores.flagged],
         n_flagged=len(scores.flagged), expected_flagged=scores.expected_flagged,
         flag_test_p_value=scores.flag_test_p_value, generated_to_train=summarize(match.dist),
@@ -755,6 +888,8 @@ def run_audit(
     ref_chunk: int = 8192,
     device: str | torch.device = "cpu",
     baseline_cache: str | Path | None = None,
+    baseline_split: str | None = None,
+    baseline_reason: str = "",
 ) -> AuditReport:
     """Audit generated images for memorised training images, image by image and as a set.
 
@@ -776,7 +911,10 @@ def run_audit(
         ref_chunk: k-NN reference block size.
         device: where k-NN and features are computed.
         baseline_cache: ``.npy`` file of the baseline distances: read when present, else written
-            (temp file, then rename). The caller keys it (``baseline_key``) by everything that changes them.
+            (temp file, then rename), the near-duplicate counts beside it (``.json``). The caller keys it
+            (``baseline_key``) by everything that changes them.
+        baseline_split: name of the split ``heldout`` is (recorded in the report).
+        baseline_reason: why that baseline (recorded in the report).
 
     Returns:
         The ``AuditReport``.
@@ -789,12 +927,14 @@ def run_audit(
     plan = plan_audit(generated, train, heldout, space, th)
     vectors = audit_space(space, th, generated, train, plan, plan.images(train, heldout), batch_size)
     search = NearestSearch(th, metric, vectors.pad, vectors.train_mirror, query_chunk, ref_chunk, device)
-    baseline = baseline_distances(plan, vectors, search, baseline_cache)
+    baseline = baseline_distances(plan, vectors, search, train, metric, baseline_cache)
     scores = score_generated(generated, train, vectors, baseline, search)
     reasons = decide(scores, th)
     if sheet_path is not None:
         match = scores.nearest
         nearest_pairs_sheet(generated, train, match.index, match.dist, n_pairs, sheet_path, flipped=match.flipped,
                             first=scores.flagged)
+    if plan.kind != "heldout":
+        baseline_split = None
     return audit_report(scores, baseline, reasons, vectors, th, metric, len(train),
-                        0 if heldout is None else len(heldout), n_pairs)
+                        0 if heldout is None else len(heldout), n_pairs, baseline_split, baseline_reason)

@@ -27,6 +27,7 @@ from ganforge.judgement import (
     preflight,
     publish,
 )
+from ganforge.names import AUDIT_SPLIT
 
 
 class AuditConfig(ImagesSource):
@@ -37,8 +38,13 @@ class AuditConfig(ImagesSource):
     backbone: str = Field("pixels", validation_alias=AliasChoices("backbone", "space"),
                           description="Where distances are measured: pixels or a backbone name.")
     metric: Literal["l2", "l1"] = Field("l2", description="Distance: l2 or l1 (the book's check uses l1).")
-    heldout_split: str | None = Field(None, description="Held-out real split for the baseline (never the training "
-                                      "split). None: test, else val, else a leave-one-out baseline within train.")
+    # `heldout_split=` is its name before 0.3 (a split only), kept for one release
+    baseline: str = Field("auto", validation_alias=AliasChoices("baseline", "heldout_split"),
+                          description="What calibrates the flags: a split never trained on (audit, val, test), "
+                          "leave-one-out (training images against the others), or auto: the audit split, else a val "
+                          "split carved at ingest, else leave-one-out. An official test split is used only when "
+                          "asked: drawn apart from the training images (other writers, days, instruments), it "
+                          "reads a shift as copying.")
     n_pairs: int = Field(16, ge=1, le=1024, description="Pairs drawn on the sheet: flagged images first, then the closest.")
     alpha: float | None = Field(None, gt=0, lt=0.5, description="Per-image flag level: flagged when closer to a "
                                 "training image than all but a fraction alpha of unseen images. None: 0.001 (or "
@@ -61,13 +67,53 @@ class AuditConfig(ImagesSource):
 
         return check_blur(v)
 
+    @field_validator("baseline", mode="before")
+    @classmethod
+    def _unset_is_auto(cls, v):
+        return AUTO if v in (None, "", "None") else v  # what an unset heldout_split looked like before 0.3
+
     @model_validator(mode="after")
-    def _heldout_is_not_train(self):
+    def _baseline_is_not_train(self):
         # against itself the baseline distance is 0, so every generator would pass: a gate switched off
-        if self.heldout_split == TRAIN_SPLIT:
-            raise ValueError(f"the held-out split cannot be the training split {TRAIN_SPLIT!r} (the baseline "
-                             "distance would be 0 and every audit would pass); pass --heldout-split test or val")
+        if self.baseline == TRAIN_SPLIT:
+            raise ValueError(f"the baseline cannot be the training split {TRAIN_SPLIT!r} (the baseline distance would "
+                             f"be 0 and every audit would pass); pass --baseline {AUTO}, audit, test or {LEAVE_ONE_OUT}")
         return self
+
+
+AUTO, LEAVE_ONE_OUT = "auto", "leave-one-out"
+
+
+def choose_baseline(asked: str, manifest: dict, dataset: str) -> tuple[str | None, str]:
+    """(split or None for leave-one-out, why): what calibrates the flags for ``--baseline asked``.
+
+    Raises:
+        GanforgeError: an asked split the dataset does not have.
+    """
+    counts = manifest["counts"]["splits"]
+    carved = set(manifest.get("carved_splits") or [])
+    if asked == LEAVE_ONE_OUT:
+        return None, f"asked for (--baseline {LEAVE_ONE_OUT}): each training image against the others"
+    if asked != AUTO:
+        if asked not in counts:
+            raise GanforgeError(f"dataset {dataset} has no split {asked!r} (it has {', '.join(counts)}); pass "
+                                f"--baseline {AUTO}, {LEAVE_ONE_OUT} or one of its splits")
+        why = f"asked for (--baseline {asked})"
+        if asked not in carved:
+            why += ("; not drawn from the training images at ingest, so a shift between it and them (other writers, "
+                    "days, instruments) reads as copying or as underfitting")
+        return asked, why
+    if AUDIT_SPLIT in counts:
+        return AUDIT_SPLIT, (f"the {AUDIT_SPLIT} split: drawn at random from the training images at ingest "
+                             "(--audit-fraction) and never trained on, so unseen images like the ones trained on")
+    if "val" in counts and "val" in carved:
+        return "val", ("the val split: drawn at random from the source at ingest (--val-fraction) and never trained "
+                       "on, so unseen images like the ones trained on")
+    other = [s for s in ("test", "val") if s in counts]
+    also = (f"; the {other[0]} split is used only when asked (--baseline {other[0]}): drawn apart from the training "
+            "images, it reads a shift as copying") if other else ""
+    return None, (f"no split drawn from the training images (ingest with --audit-fraction to carve one): each "
+                  f"training image against the others{also}")
 
 
 def audit_thresholds(cfg: AuditConfig):
@@ -100,11 +146,11 @@ def audit(cfg: AuditConfig, context: RunContext | None = None):
     if TRAIN_SPLIT not in counts:
         raise GanforgeError(f"dataset {cfg.dataset} has no {TRAIN_SPLIT} split (it has {', '.join(counts)}); "
                             "the audit compares against the images a generator trains on")
-    if cfg.heldout_split is not None and cfg.heldout_split not in counts:
-        raise GanforgeError(f"dataset {cfg.dataset} has no split {cfg.heldout_split!r} (it has "
-                            f"{', '.join(counts)}); pass --heldout-split test or val, or leave it out")
-    held = cfg.heldout_split or next((s for s in ("test", "val") if s in counts), None)
+    held, reason = choose_baseline(cfg.baseline, manifest, cfg.dataset)
     kind, n_base, alpha = plan_baseline(counts[TRAIN_SPLIT], counts[held] if held else None, th)
+    if held is not None and kind != "heldout":
+        reason = (f"{reason}; but its {counts[held]:,} images cannot reach alpha {alpha:g}, so each training image "
+                  "against the others")
     if cfg.invariance == "shift" and cfg.backbone != "pixels":
         raise GanforgeError(f"--invariance shift compares pixels; with --backbone {cfg.backbone} use --invariance "
                             "mirror or none")
@@ -132,7 +178,8 @@ def audit(cfg: AuditConfig, context: RunContext | None = None):
         sheet = Path(work) / "audit_sheet.png"
         report = run_audit(judged.images, load(cfg.dataset, TRAIN_SPLIT).images, heldout, space=space,
                            thresholds=th, metric=cfg.metric, n_pairs=cfg.n_pairs, sheet_path=sheet,
-                           batch_size=cfg.batch_size, device=device, baseline_cache=cache)
+                           batch_size=cfg.batch_size, device=device, baseline_cache=cache, baseline_split=held,
+                           baseline_reason=reason)
         metrics = {
             "audit/passed": float(report.verdict == "pass"), "audit/nn_dist_min": report.generated_to_train.min,
             "audit/nn_dist_p1": report.generated_to_train.p1, "audit/baseline_dist_p1": report.heldout_to_train.p1,
@@ -140,12 +187,16 @@ def audit(cfg: AuditConfig, context: RunContext | None = None):
             "audit/exact_duplicates": float(report.exact_duplicates), "audit/z_u": report.z_u,
             "audit/flagged": float(report.n_flagged), "audit/expected_flagged": report.expected_flagged,
             "audit/flag_test_p": report.flag_test_p_value,
+            "audit/baseline_near_duplicates": float(report.baseline_near_duplicates),
+            "audit/train_near_duplicates": float(report.train_near_duplicates),
+            "audit/train_exact_duplicates": float(report.train_exact_duplicates),
         }  # fmt: skip
         record = json.loads(report.to_json()) | {"dataset": cfg.dataset, "train_split": TRAIN_SPLIT,
                                                  "heldout_split": held if kind == "heldout" else None,
                                                  "dataset_fingerprint": manifest["fingerprint"], "judged": judged.info}
         # the splits are evidence too: the registry refuses an audit whose baseline was the training split
-        tags = {"train_split": TRAIN_SPLIT, "audit_baseline": kind}
+        tags = {"train_split": TRAIN_SPLIT, "audit_baseline": kind,
+                "audit_baseline_reason": reason[:5000]}  # MLflow tags hold up to 5,000 characters
         if kind == "heldout" and held is not None:  # a held-out baseline is planned only with a held-out split
             tags["heldout_split"] = held
         # params record the sigma used (blur auto resolved), so the flags rerun the same audit

@@ -17,9 +17,11 @@ from ganforge.evaluate import EvalConfig
 from ganforge.judgement import PROVENANCE
 
 # Renamed in 0.2: --model named a checkpoint here but a model family in `train`; the feature space was
-# --space in audit but --backbone in evaluate. The old names work for one release, with a warning.
+# --space in audit but --backbone in evaluate. Renamed in 0.3: --heldout-split became --baseline (which also
+# takes leave-one-out and auto). The old names work for one release, with a warning.
 EVALUATE = Options(EvalConfig, "evaluate", aliases={"checkpoint": "--model"})
-AUDIT = Options(AuditConfig, "audit", aliases={"checkpoint": "--model", "backbone": "--space"})
+AUDIT = Options(AuditConfig, "audit", aliases={"checkpoint": "--model", "backbone": "--space",
+                                                       "baseline": "--heldout-split"})
 
 
 def evaluate_command(**flags) -> None:

@@ -52,6 +52,10 @@ class IngestConfig(BaseModel):
     val_fraction: float = Field(
         0.1, description="Fraction of images held out as split 'val' when the source has no split (0 = none)."
     )
+    audit_fraction: float = Field(
+        0.0, description="Fraction of the training images carved out at random (seeded by --split-seed) as split "
+        "'audit': never trained on, drawn from the training source itself, the audit's default baseline (0 = none).",
+    )
     shard_size_mb: float = Field(64.0, description="Target size of one Parquet shard, in MB.")
     overwrite: bool = Field(False, description="Replace an existing dataset at --output even if it is up to date.")
 
@@ -69,7 +73,7 @@ class IngestConfig(BaseModel):
             raise ValueError(f"must be at least 1 (or leave it out for all images), got {v}")
         return v
 
-    @field_validator("val_fraction")
+    @field_validator("val_fraction", "audit_fraction")
     @classmethod
     def _fraction(cls, v: float) -> float:
         if not 0.0 <= v < 1.0:
@@ -85,4 +89,7 @@ class IngestConfig(BaseModel):
 
     def inputs(self) -> dict:
         """What identifies the result: everything but where it goes and whether to overwrite."""
-        return self.model_dump(mode="json", exclude={"output", "overwrite", "download", "shard_size_mb"})
+        out = self.model_dump(mode="json", exclude={"output", "overwrite", "download", "shard_size_mb"})
+        if not self.audit_fraction:  # added in 0.3: leaving it out keeps the inputs key of every earlier ingest
+            out.pop("audit_fraction")
+        return out

@@ -32,6 +32,7 @@ from ganforge.data.parquet import (
 )
 from ganforge.data.sources import Source, open_source
 from ganforge.errors import GanforgeError
+from ganforge.names import AUDIT_SPLIT
 from ganforge.progress import progress_bar
 from ganforge.storage import Location, check_writable, exclusive_lock, parse, put_if_unchanged, read_with_tag
 
@@ -266,6 +267,7 @@ def select(src: Source, cfg: IngestConfig) -> tuple[np.ndarray, np.ndarray, np.n
         _check_val_split(cfg.val_fraction, n_val, len(candidates))
         splits[rng.permutation(candidates)[:n_val]] = "val"
         splits = splits.astype(str)
+    splits = carve_audit(splits, mask, cfg)
     chosen = []
     for split in sorted(set(splits[mask])):
         idx = np.flatnonzero(mask & (splits == split))
@@ -274,6 +276,38 @@ def select(src: Source, cfg: IngestConfig) -> tuple[np.ndarray, np.ndarray, np.n
         chosen.append(idx)
     indices = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
     return indices, splits[indices], remap[labels[indices]], [src.class_names[i] for i in keep_ids]
+
+
+def carve_audit(splits: np.ndarray, mask: np.ndarray, cfg: IngestConfig) -> np.ndarray:
+    """``splits`` with a seeded random ``audit_fraction`` of the kept training images renamed ``audit``.
+
+    Drawn from the training images themselves (after any val carve, before --limit), so that its images
+    are exchangeable with the ones a generator trains on: unlike an official test split written by other
+    people, on other days, they are what an honest generator's samples look like. Its own random stream
+    (seeded by ``split_seed``), so adding it leaves the val split as it was.
+
+    Raises:
+        GanforgeError: the source already has an ``audit`` split, or the fraction leaves a split empty.
+    """
+    if not cfg.audit_fraction:
+        return splits
+    if np.any(splits == AUDIT_SPLIT):
+        raise GanforgeError(f"source {cfg.source} already has a split named {AUDIT_SPLIT!r}; leave out --audit-fraction")
+    candidates = np.flatnonzero(mask & (splits == "train"))
+    n_audit = int(round(cfg.audit_fraction * len(candidates)))
+    if not 0 < n_audit < len(candidates):
+        empty = AUDIT_SPLIT if n_audit == 0 else "train"
+        raise GanforgeError(f"--audit-fraction {cfg.audit_fraction} of {len(candidates)} training images leaves the "
+                            f"{empty} split empty; choose a larger fraction, or 0 for no audit split")
+    out = splits.astype(object)
+    out[np.random.default_rng([cfg.split_seed, 1]).permutation(candidates)[:n_audit]] = AUDIT_SPLIT
+    return out.astype(str)
+
+
+def carved_splits(cfg: IngestConfig, src_has_splits: bool) -> list[str]:
+    """The splits this ingest drew at random from the training source (exchangeable with train)."""
+    carved = [] if src_has_splits or not cfg.val_fraction else ["val"]
+    return sorted(carved + ([AUDIT_SPLIT] if cfg.audit_fraction else []))
 
 
 def _check_val_split(fraction: float, n_val: int, n: int) -> None:
@@ -375,6 +409,7 @@ def _manifest(cfg, src, inputs_key, fp, shards, records, shape, class_names) -> 
         "image": {"height": shape[0], "width": shape[1], "channels": shape[2], "encoding": "png"},
         "class_names": class_names,
         **({"attributes": list(src.attribute_names)} if src.attribute_names is not None else {}),
+        "carved_splits": [s for s in carved_splits(cfg, src.splits is not None) if s in split_counts],
         "counts": {
             "total": len(records),
             "splits": dict(sorted(split_counts.items())),
