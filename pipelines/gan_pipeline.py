@@ -60,7 +60,7 @@ def build(cluster: ClusterConfig | None = None):
     @dsl.pipeline(name=PIPELINE_NAME, description="ingest -> train -> evaluate || audit -> gate -> register")
     def gan_pipeline(
         source: str = "digits", input: str = "", dataset: str = "/workspace/datasets/digits",  # ingest
-        image_size: int = 32, limit: int = 0,
+        image_size: int = 32, limit: int = 0, audit_fraction: float = 0.0,
         preset: str = "digits-tiny", model: str = "", epochs: int = 0, steps: int = 0,  # train
         seed: int = 0, gpus: int = 0,  # seed: also of evaluate's and the audit's latents
         n: int = 1000, backbone: str = "pixels", backbone_weights: str = "",  # evaluate
@@ -78,8 +78,8 @@ def build(cluster: ClusterConfig | None = None):
                                     model_name=model_name, max_fid=max_fid), cluster, s3=False)
             start.set_display_name("open MLflow parent run")
             parent = start.output
-            ing = _wire(ingest(source=source, dataset=dataset, image_size=image_size, input=input, limit=limit),
-                        cluster, workspace=True)
+            ing = _wire(ingest(source=source, dataset=dataset, image_size=image_size, input=input, limit=limit,
+                               audit_fraction=audit_fraction), cluster, workspace=True)
             ing.set_caching_options(True)  # cached on its inputs; ingest itself also reuses an identical dataset
             tr = _wire(train(dataset=ing.outputs["dataset_out"], work_dir=work_dir, gpus=gpus, experiment=experiment,
                              parent_run_id=parent, pipeline_run_id=run_id, preset=preset, model=model, epochs=epochs,

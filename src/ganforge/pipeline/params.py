@@ -52,6 +52,9 @@ class PipelineParams(BaseModel):
     )
     image_size: int = Field(32, ge=8, le=1024, description="Square image side in pixels at ingest.")
     limit: int | None = Field(None, ge=1, description="At most this many images per split. None: all.")
+    audit_fraction: float = Field(0.0, ge=0, lt=1, description="Share of the training images ingest carves out as "
+                                  "split 'audit', the audit's baseline. 0: none (the audit leaves training images "
+                                  "out one at a time, or uses a val split carved at ingest).")
     preset: str | None = Field("digits-tiny", description="Training preset. None: model/epochs/steps alone.", json_schema_extra=TRAIN_FLAG)
     model: str | None = Field(None, description=f"Model family: one of {', '.join(MODEL_NAMES)}. None: the preset's.", json_schema_extra=TRAIN_FLAG)
     epochs: int | None = Field(None, ge=1, description="Training epochs. None: the preset's (or --steps).", json_schema_extra=TRAIN_FLAG)

@@ -49,7 +49,8 @@ def user_errors():
         raise SystemExit(USER_ERROR_EXIT) from None
 
 
-def ingest_step(source: str, dataset: str, input: str | None, image_size: int, limit: int | None):
+def ingest_step(source: str, dataset: str, input: str | None, image_size: int, limit: int | None,
+                audit_fraction: float = 0.0):
     """Ingest ``source`` into ``dataset`` (reused when it already holds the same inputs).
 
     Optional values may come encoded as KFP carries them (``ganforge.pipeline.params.encode``), here and
@@ -58,7 +59,7 @@ def ingest_step(source: str, dataset: str, input: str | None, image_size: int, l
     from ganforge.data.ingest import ingest
 
     return ingest(source, dataset, input=decode("input", input), image_size=image_size,
-                  limit=decode("limit", limit))
+                  limit=decode("limit", limit), audit_fraction=audit_fraction)
 
 
 def train_dir(work_dir: str, pipeline_run_id: str) -> Path:
