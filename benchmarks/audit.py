@@ -13,7 +13,12 @@ subprocess with its peak RSS (VmHWM). Exactness: for up to ``--check`` queries, 
 distance against scikit-learn ``NearestNeighbors`` (brute force) over the explicitly shifted/mirrored,
 blurred windows.
 
+Calibration (issue 25): pen strokes whose official test split is drawn apart (thicker, fainter), and the same
+with 3% of the source's images twice: honest sets pass against the audit split (and leave-one-out), not
+against the shifted test split; 1% copies of each kind fail. ``--skip-fashion`` runs only that.
+
     .venv/bin/python benchmarks/audit.py [--sets 20] [--threads 1] [--check 60] [--skip-memory]
+        [--calibration-pool 20000] [--runs 100] [--skip-fashion]
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from ganforge.audit.calibration import KINDS, plant
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -60,29 +67,6 @@ def digits16():
     return F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False).round().clamp(0, 255).to(torch.uint8)
 
 
-def plant(kind: str, src, g):
-    """Copies of ``src`` (uint8 (n, C, H, W)) of one kind."""
-    import torch
-
-    if kind == "exact":
-        return src.clone()
-    if kind == "noisy":
-        return (src.float() + torch.randn(src.shape, generator=g) * 0.05 * 255).round().clamp(0, 255).to(torch.uint8)
-    if kind == "mirrored":
-        return torch.flip(src, dims=[-1])
-    out = torch.zeros_like(src)
-    h, w = src.shape[-2:]
-    for i in range(len(src)):  # shifted by 1-2 px along at least one axis, zero fill
-        while True:
-            dy, dx = (int(v) for v in torch.randint(-2, 3, (2,), generator=g))
-            if (dy, dx) != (0, 0):
-                break
-        out[i, :, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = \
-            src[i, :, max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)]
-    return out
-
-
-KINDS = ("exact", "noisy", "mirrored", "shifted")
 
 
 def detection(name, train, heldout, pool, sets, set_size, th, cache, log, rate=0):
@@ -209,6 +193,61 @@ def _status_mb(field: str) -> float:
     raise RuntimeError(field)
 
 
+def calibration(pool_size: int, runs: int, log) -> dict:
+    """Issue 25: honest sets against a baseline exchangeable with the training images, on a dataset whose
+    official test split is drawn apart (pen strokes: the test split thicker, in fainter ink), and on one
+    whose source holds near-duplicates (3% of its images twice). Sets of 1,000 drawn from scored pools of
+    ``pool_size`` honest images and 300 copies of each kind (``ganforge.audit.calibration``)."""
+    import numpy as np
+    import torch
+
+    from ganforge.audit.calibration import failures, score_pools, strokes
+    from ganforge.data.config import IngestConfig
+    from ganforge.data.ingest import carve_audit
+
+    def carve(n, seed):
+        cfg = IngestConfig(source="digits", output="unused", audit_fraction=1 / 6, split_seed=seed)
+        return carve_audit(np.full(n, "train"), np.ones(n, dtype=bool), cfg)
+
+    def copies(train, g):
+        return {k: plant(k, train[torch.randperm(len(train), generator=g)[:300]], g) for k in KINDS}
+
+    def rates(name, pools):
+        t = time.perf_counter()
+        honest = failures(pools, "honest", runs)
+        row = {"honest_passed": sum(not r for r in honest), "runs": runs,
+               "n_baseline": len(pools.baseline.distances), "near_duplicates": vars(pools.baseline.near)}
+        if "exact" in pools.nearest:
+            for k in KINDS:
+                row[f"{k}_failed"] = sum(bool(r) for r in failures(pools, "honest", runs, planted=k, n_planted=10,
+                                                                   seed=1))
+        log(f"calibration {name}: {row} ({time.perf_counter() - t:.1f} s to decide)")
+        return row
+
+    out = {}
+    t = time.perf_counter()
+    source = strokes(6000, 0)
+    splits = carve(len(source), 0)
+    train, audit = source[splits == "train"], source[splits == "audit"]
+    g = torch.Generator().manual_seed(5)
+    pools = {"honest": strokes(pool_size, 2)} | copies(train, g)
+    out["shifted_audit_split"] = rates("shifted, --baseline auto (audit split)", score_pools(train, audit, pools))
+    test = strokes(1000, 1, thick=(2.0, 3.0), ink=200.0)
+    out["shifted_test_split"] = rates("shifted, --baseline test", score_pools(train, test, pools))
+    base = strokes(5820, 10)
+    twins = torch.cat([plant(k, base[i * 45 : (i + 1) * 45], g) for i, k in enumerate(KINDS)])
+    light = (base[180:225].float() + torch.randn(45, 1, 28, 28, generator=g) * 0.02 * 255).round().clamp(0, 255)
+    source = torch.cat([base, twins, light.to(torch.uint8)])
+    source = source[torch.randperm(len(source), generator=g)]
+    splits = carve(len(source), 3)
+    train, audit = source[splits == "train"], source[splits == "audit"]
+    pools = {"honest": strokes(pool_size, 12)} | copies(train, g)
+    out["duplicates_audit_split"] = rates("3% twins, audit split", score_pools(train, audit, pools))
+    out["duplicates_leave_one_out"] = rates("3% twins, leave-one-out", score_pools(train, None, pools))
+    log(f"calibration total {time.perf_counter() - t:.0f} s")
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sets", type=int, default=20, help="disjoint honest sets of 1,000 (Fashion-MNIST)")
@@ -216,6 +255,10 @@ def main() -> None:
     p.add_argument("--check", type=int, default=60, help="queries checked against scikit-learn brute force")
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--skip-digits", action="store_true")
+    p.add_argument("--skip-fashion", action="store_true", help="only the calibration (and digits)")
+    p.add_argument("--calibration-pool", type=int, default=20_000, help="honest images scored per calibration "
+                   "dataset (sets of 1,000 are drawn from them); 0 skips the calibration")
+    p.add_argument("--runs", type=int, default=100, help="audits per calibration row")
     p.add_argument("--rate", type=int, default=100, help="planted copies of each kind in one more set of 1,000 "
                    "(Fashion-MNIST): the per-image detection rate on a larger sample; 0 skips")
     p.add_argument("--blur", default=None, help="audit --blur: a sigma or auto (default: the audit's)")
@@ -255,6 +298,11 @@ def main() -> None:
     if len(x):
         results["digits"] = detection("digits", train, None, pool, 1, 300, th, work / "digits.npy", log)
 
+    if a.calibration_pool:
+        results["calibration"] = calibration(a.calibration_pool, a.runs, log)
+    if a.skip_fashion:
+        print(json.dumps(results, indent=2, default=str))
+        return
     train60, test = fashion()
     train, pool = train60[:40000], train60[40000:]
     results["fashion"] = detection("fashion", train, test, pool, a.sets, 1000, th, work / "fashion.npy", log,

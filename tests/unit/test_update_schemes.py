@@ -282,6 +282,13 @@ def test_a_held_out_split_under_an_every_image_preset_is_said(tmp_path):
             assert "re-ingest with --val-fraction 0" in warnings[0] and "leave-one-out" in warnings[0]
         else:
             assert warnings == []
+    data = tmp_path / "audit-split"  # an audit split is held out too
+    ingest("digits", output=str(data), image_size=28, limit=300, val_fraction=0.0, audit_fraction=0.2)
+    res = runner.invoke(app, ["train", "--dataset", str(data), "--preset", "seed003-mnist-mlp", "--dry-run",
+                              "--output", str(tmp_path / "run-audit"), "--no-track"])
+    warnings = [line for line in res.stderr.splitlines() if line.startswith("warning:")]
+    assert res.exit_code == 0 and len(warnings) == 1, res.output
+    assert "as the audit split (--audit-fraction 0.2)" in warnings[0] and "re-ingest with --audit-fraction 0" in warnings[0]
 
 
 def test_every_scheme_reports_ds_numbers_under_the_same_names(digits16, tmp_path):

@@ -46,6 +46,11 @@ Baseline. The held-out split when it has at least 1/alpha - 1 images (fewer cann
 otherwise leave-one-out within the training set: each training image (a seeded sample of at most
 ``max_baseline``) scored against the others, never against itself or its own mirror image. Its
 distances are to M - 1 images instead of M, a negligible difference for a few hundred images or more.
+The calibration holds when the baseline images are drawn like the generated ones would be by an honest
+generator: from the training source (an ``audit`` split carved at ingest, or leave-one-out), not an
+official split drawn apart (``ganforge.audit.run.choose_baseline``). Baseline images within the
+near-duplicate radius of a training image (``NearDuplicates``) are left out: the same picture, not an
+unseen one.
 """
 
 from __future__ import annotations

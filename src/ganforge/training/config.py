@@ -299,16 +299,19 @@ def check_preset_size(config: TrainConfig, image_size: int) -> None:
         )
 
 
-def preset_holdout_warning(config: TrainConfig, held_out: int, val_fraction: float) -> str | None:
+def preset_holdout_warning(config: TrainConfig, held_out: int, val_fraction: float, audit_held_out: int = 0,
+                           audit_fraction: float = 0.0) -> str | None:
     """A warning when a preset whose seed trains on every image gets a dataset that holds some out, else None."""
     preset = PRESETS.get(config.preset or "")
-    if preset is None or not preset.every_image or not held_out:
+    if preset is None or not preset.every_image or not (held_out or audit_held_out):
         return None
     seed = f"seed {preset.from_seed}" if preset.from_seed else "its source"
+    parts = ([f"{held_out:,} as a val split (--val-fraction {val_fraction:g})"] if held_out else []) + \
+        ([f"{audit_held_out:,} as the audit split (--audit-fraction {audit_fraction:g})"] if audit_held_out else [])
+    flags = " ".join(f for f, n in (("--val-fraction 0", held_out), ("--audit-fraction 0", audit_held_out)) if n)
     return (f"preset {config.preset} trains on every image, as {seed} did, but this dataset's ingest held "
-            f"{held_out:,} of them out as a val split (--val-fraction {val_fraction:g}); re-ingest with "
-            "--val-fraction 0 to train on all (the audit then calibrates on the test split, or on a leave-one-out "
-            "baseline where there is none)")
+            f"{' and '.join(parts)} of them out; re-ingest with {flags} to train on all (the audit then calibrates "
+            "on a leave-one-out baseline, or on the test split when asked: --baseline test)")
 
 
 def preset_size_note(config: TrainConfig, image_size: int) -> str | None:

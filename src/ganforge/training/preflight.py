@@ -36,6 +36,8 @@ class DataFacts:
     fingerprint: str
     held_out: int = 0  # images the ingest kept out of training as a val split (--val-fraction)
     val_fraction: float = 0.0
+    audit_held_out: int = 0  # images the ingest kept out of training as the audit split (--audit-fraction)
+    audit_fraction: float = 0.0
 
 
 def preflight(config: TrainConfig, data=None, tracking: bool = True) -> None:
@@ -77,7 +79,8 @@ def preflight(config: TrainConfig, data=None, tracking: bool = True) -> None:
     for note in (preset_size_note(config, facts.height), cpu_note(config.precision, device)):
         if note:  # once every check passed: a refused run's stderr stays its one error line
             print(f"note: {note}", file=sys.stderr)
-    warning = preset_holdout_warning(config, facts.held_out, facts.val_fraction)
+    warning = preset_holdout_warning(config, facts.held_out, facts.val_fraction, facts.audit_held_out,
+                                     facts.audit_fraction)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
 
@@ -93,9 +96,11 @@ def _data_facts(config: TrainConfig, data) -> DataFacts:
         img = m["image"]
         splits = m["counts"]["splits"]
         val_fraction = float((m.get("options") or {}).get("val_fraction") or 0.0)
+        audit_fraction = float((m.get("options") or {}).get("audit_fraction") or 0.0)
         return DataFacts(int(splits.get("train", 0)), int(img["channels"]), int(img["height"]), int(img["width"]),
                          list(m["class_names"]), str(m["fingerprint"]),
-                         int(splits.get("val", 0)) if val_fraction > 0 else 0, val_fraction)  # fmt: skip
+                         int(splits.get("val", 0)) if val_fraction > 0 else 0, val_fraction,
+                         int(splits.get("audit", 0)) if audit_fraction > 0 else 0, audit_fraction)  # fmt: skip
     except (KeyError, TypeError, ValueError, AttributeError):
         raise GanforgeError(
             f"dataset {config.dataset}: its manifest.json lacks image size, split counts or classes; "
