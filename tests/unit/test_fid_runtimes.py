@@ -71,8 +71,9 @@ def test_without_the_package_the_default_is_todays_torch_path_and_forcing_it_say
     assert ext.runtime == "torch" and ext.forward_batch == 16 and ext.record()["backbone_runtime"] == "torch"
     assert "mkldnn::_convolution_pointwise" in {node.kind() for node in ext.module.graph.nodes()}
     monkeypatch.setenv(RUNTIME_ENV, name)
+    how = r"'ganforge\[fast-cpu\]'" if name == ADOPTED else f"{name} onnx"
     with pytest.raises(GanforgeError, match=rf"^\$GANFORGE_INCEPTION_RUNTIME={name} but {name} .*is not installed; "
-                                            r"pip install 'ganforge\[fast-cpu\]'"):
+                                            rf"pip install {how}, or unset it"):
         choose_runtime()
 
 

@@ -40,7 +40,7 @@ RUNTIME_ENV = "GANFORGE_INCEPTION_RUNTIME"
 RUNTIME_NAMES = ("torch", "onnxruntime", "openvino")
 # The adopted runtime first, today's path last. benchmarks/fid_runtimes.py on this 2-core AMD EPYC (Zen 4),
 # one thread, 4,000 Fashion-MNIST images: onnxruntime 9.05 images/s per core, openvino 8.74, torch 7.75
-# (torch.compile 8.96, not a runtime here: it needs a C compiler and a minute of compiling per process);
+# (torch.compile 8.17, not a runtime here: it needs a C compiler and a minute of compiling per process);
 # all agree (FID 2k vs 2k within 2e-7 of torch's). ONNX Runtime is the fastest that agrees, and the
 # smaller wheel (28 MB against OpenVINO's 59 MB). OpenVINO stays available when forced.
 PREFERRED = ("onnxruntime", "torch")
@@ -76,8 +76,9 @@ def requested_runtime() -> str | None:
         raise GanforgeError(f"unknown inception runtime {name!r} in ${RUNTIME_ENV}; use one of "
                             f"{', '.join(RUNTIME_NAMES)}, or unset it for the default")
     if not installed(name):
+        how = f"'ganforge[{EXTRA}]'" if name == PREFERRED[0] else f"{name} onnx"
         raise GanforgeError(f"${RUNTIME_ENV}={name} but {name} (with onnx) is not installed; "
-                            f"pip install 'ganforge[{EXTRA}]', or unset it for the default")
+                            f"pip install {how}, or unset it for the default")
     return name
 
 
