@@ -26,6 +26,7 @@ from ganforge.audit.memorization import (
     NearestSearch,
     audit_space,
     baseline_distances,
+    chunked_hashes,
     decide,
     image_hashes,
     plan_audit,
@@ -101,9 +102,7 @@ def score_pools(train: torch.Tensor, heldout: torch.Tensor | None, pools: dict[s
     search = NearestSearch(th, metric, space.pad, None, 1024, 8192, "cpu")  # type: ignore[arg-type]
     base = baseline_distances(plan, space, search, train, metric)
     near = max(base.flag_threshold(), base.quantile_threshold(th.baseline_quantile))
-    known = set(image_hashes(train))
-    if th.invariance != "none":
-        known |= set(image_hashes(torch.flip(train, dims=[-1])))
+    known = set(chunked_hashes(train, mirror=th.invariance != "none"))  # as count_exact_duplicates sees them
     nearest, exact = {}, {}
     for name, images in pools.items():
         q = space.embed(images, name)

@@ -58,6 +58,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -362,17 +363,19 @@ def image_hashes(images: torch.Tensor) -> list[str]:
     return [hashlib.sha256(repr(x.shape[1:]).encode() + x[i].tobytes()).hexdigest() for i in range(len(x))]
 
 
-def count_exact_duplicates(generated: torch.Tensor, references: torch.Tensor, mirror: bool = False) -> int:
-    """Generated uint8 images whose bytes equal some reference image's (or, with ``mirror``, its mirror's).
-
-    References are hashed in chunks, so no second copy of a large training set is made.
-    """
-    known = set()
-    for s in range(0, len(references), 4096):
-        chunk = references[s : s + 4096]
-        known.update(image_hashes(chunk))
+def chunked_hashes(images: torch.Tensor, mirror: bool = False):
+    """``image_hashes`` of uint8 images (and, with ``mirror``, of their mirror images), hashed in chunks so no
+    second copy of a large training set is made."""
+    for s in range(0, len(images), 4096):
+        chunk = images[s : s + 4096]
+        yield from image_hashes(chunk)
         if mirror:
-            known.update(image_hashes(torch.flip(chunk, dims=[-1])))
+            yield from image_hashes(torch.flip(chunk, dims=[-1]))
+
+
+def count_exact_duplicates(generated: torch.Tensor, references: torch.Tensor, mirror: bool = False) -> int:
+    """Generated uint8 images whose bytes equal some reference image's (or, with ``mirror``, its mirror's)."""
+    known = set(chunked_hashes(references, mirror))
     return sum(h in known for h in image_hashes(generated))
 
 
@@ -766,11 +769,7 @@ def _train_near_duplicates(space: AuditSpace, search: NearestSearch, radius: flo
 
 def count_repeated(images: torch.Tensor) -> int:
     """Images whose uint8 bytes equal another image's (every member of a repeated group counts)."""
-    counts: dict[str, int] = {}
-    for s in range(0, len(images), 4096):
-        for h in image_hashes(images[s : s + 4096]):
-            counts[h] = counts.get(h, 0) + 1
-    return sum(c for c in counts.values() if c > 1)
+    return sum(c for c in Counter(chunked_hashes(images)).values() if c > 1)
 
 
 @dataclass(frozen=True)
