@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -289,10 +290,15 @@ def test_chart_view_shows_the_pipeline_runs_samples_beside_its_numbers(browser, 
     parent = ui["parent"]
     context, page = _page(browser, ui["url"])
     try:
+        requested: list[str] = []
+        page.on("request", lambda r: requested.append(unquote(r.url)))
         page.goto(ui["runs_table"] + "&compareRunsMode=CHART")
         page.get_by_text("eval/fid", exact=True).first.wait_for(timeout=60_000)
-        grid = page.locator(f"img[src*='images%2Fsamples'][src*='run_uuid={parent.info.run_id}']").first
+        # MLflow 3.17 puts the artifact URL in the img; 3.18 fetches it and shows a blob: URL
+        grid = page.locator(f"img[src*='images%2Fsamples'][src*='run_uuid={parent.info.run_id}'], img[src^='blob:']").first
         _show_chart_card(page, "samples", grid)
+        fetched = [u for u in requested if "images/samples" in u and parent.info.run_id in u]
+        assert fetched, f"the parent run's sample image was never fetched: {requested}"
         page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=grid.element_handle(),
                                timeout=60_000)
         _shot(page, "experiment-chart-view")
