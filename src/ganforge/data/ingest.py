@@ -217,7 +217,10 @@ def _write_and_publish(loc, cfg, src, inputs_key, selected, splits, labels, clas
             for name in loc_cleanup:
                 loc.remove_tree(name)
         if loc.is_s3 and isinstance(err, Exception) and _manifest_changed(loc, tag):
-            raise _lost_race(loc) from None  # the winner removed our files mid-write
+            winner, _ = _existing_manifest(loc)  # the winner removed our files mid-write
+            if winner is not None and winner.get("inputs_key") == inputs_key:  # it wanted the same: up to date
+                return IngestResult(loc.uri, winner["fingerprint"], winner, True, time.perf_counter() - t0)
+            raise _lost_race(loc) from None
         raise
     if not committed:
         loc.remove_tree(version)
