@@ -2,13 +2,17 @@
 
     python deploy/preflight.py settings RENDERED.yaml      # shell assignments from a rendered overlay
     python deploy/preflight.py check --namespace NS --image IMAGE [--gpus N] [--gpu-type T]
-        [--gpu-node-label L] [--s3-secret S] [--mlflow-secret M]
+        [--gpu-node-label L] [--s3-secret S] [--mlflow-secret M] [--mlflow-app basic-auth]
+        [--model-name NAME] [--ganforge PATH]
 
 ``check`` asks kubectl (the current KUBECONFIG/context) whether the cluster answers, the namespace
 exists, the Secrets the pipeline reads are there with their keys, and a node carries the GPU node
-label the training task selects (with enough allocatable GPUs when the run asks for some). The pure
-``check_*`` functions take kubectl's JSON, so tests feed them canned objects. Standard library only,
-except ``settings`` (PyYAML, present in the project venv).
+label the training task selects (with enough allocatable GPUs when the run asks for some). When the
+MLflow server has basic-auth on, the MLflow Secret must name a user, and that user must be allowed to
+register the model: ``ganforge permissions show`` asks the server through a port-forward to
+svc/ganforge-mlflow, with the Secret's credentials passed in the environment only. The pure
+``check_*`` functions take kubectl's JSON (or that command's), so tests feed them canned objects.
+Standard library only, except ``settings`` (PyYAML, present in the project venv).
 """
 
 from __future__ import annotations
@@ -16,21 +20,32 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import re
 import shlex
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 
 GPU_RESOURCE = "nvidia.com/gpu"
 SECRET_KEYS = {  # required keys; AWS_ENDPOINT_URL is optional (AWS S3 proper needs none)
     "s3": ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
     "mlflow": ("MLFLOW_TRACKING_URI",),
+    "mlflow-auth": ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"),  # basic-auth on
 }
 SECRET_EXAMPLE = {
     "s3": "--from-literal=AWS_ACCESS_KEY_ID=... --from-literal=AWS_SECRET_ACCESS_KEY=... "
           "--from-literal=AWS_ENDPOINT_URL=https://s3.example.com",
     "mlflow": "--from-literal=MLFLOW_TRACKING_URI=http://ganforge-mlflow.<namespace>.svc.cluster.local:5000",
+    "mlflow-auth": "--from-literal=MLFLOW_TRACKING_URI=http://ganforge-mlflow.<namespace>.svc.cluster.local:5000 "
+                   "--from-literal=MLFLOW_TRACKING_USERNAME=... --from-literal=MLFLOW_TRACKING_PASSWORD=...",
 }
+MLFLOW_SERVICE = "svc/ganforge-mlflow"  # deploy/base/mlflow.yaml
+MLFLOW_PORT = 5000
+REGISTER_PERMISSION = "EDIT"  # MLflow's permission that lets a user add versions to a registered model
+DEFAULT_MODEL = "ganforge-generator"  # PipelineParams.model_name's default (a test holds them equal)
 
 
 class PreflightError(Exception):
@@ -54,7 +69,7 @@ def check_namespace(namespaces: dict, namespace: str) -> None:
 
 
 def check_secret(secrets: dict, namespace: str, name: str, kind: str) -> None:
-    """``secrets`` is ``kubectl get secrets -o json``; ``kind`` is "s3" or "mlflow"."""
+    """``secrets`` is ``kubectl get secrets -o json``; ``kind`` is "s3", "mlflow" or "mlflow-auth"."""
     found = {item["metadata"]["name"]: item for item in secrets.get("items", [])}
     if name not in found:
         raise PreflightError(f"namespace {namespace} has no Secret {name}; create it: kubectl -n {namespace} create "
@@ -80,6 +95,105 @@ def check_gpu_nodes(nodes: dict, label: str, gpu_type: str, gpus: int) -> None:
         if best < gpus:
             raise PreflightError(f"nodes with {label}={gpu_type} have at most {best} allocatable {GPU_RESOURCE}, the "
                                  f"run asks for {gpus}; lower --gpus or install the NVIDIA device plugin")
+
+
+def check_mlflow_access(result: dict, secret: str, model: str) -> None:
+    """``result`` is ``ganforge permissions show --name MODEL --json`` run as the Secret's user.
+
+    The pipeline registers a version of ``model`` at its end: that needs EDIT on an existing model, or
+    the right to create it (its creator then owns it). Fails before the run rather than after hours.
+    """
+    if not result.get("auth"):
+        return  # no basic-auth: anyone may register
+    user = result.get("user")
+    if not user:
+        raise PreflightError(f"the MLflow server has basic-auth on but Secret {secret} names no user; set "
+                             "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD there")
+    if result.get("may_register"):
+        return
+    has = result.get("permission") or "no permission"
+    grant = f"ganforge permissions grant --user {user} --permission {REGISTER_PERMISSION} --name {model}"
+    if result.get("model_exists"):
+        raise PreflightError(f"the MLflow user '{user}' in Secret {secret} may not register {model} (has {has}, "
+                             f"needs {REGISTER_PERMISSION}); ask the model's owner to grant it: {grant}")
+    raise PreflightError(f"the MLflow user '{user}' in Secret {secret} may not create the registered model {model} "
+                         f"(has {has}); ask an MLflow admin to create it and grant it: {grant}")
+
+
+def mlflow_permissions(namespace: str, secret: str, data: dict, model: str, ganforge: str) -> dict:
+    """Run ``ganforge permissions show`` as the Secret's user against the in-cluster server.
+
+    ``data`` is the Secret's ``data`` (base64). The credentials go to the command's environment only:
+    never on a command line, never printed (an error line is scrubbed of the password all the same).
+    """
+    user, password = (base64.b64decode(data.get(k, "") or "").decode()
+                      for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"))
+    with _PortForward(namespace, MLFLOW_SERVICE, MLFLOW_PORT) as url:
+        env = {**os.environ, "MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": user,
+               "MLFLOW_TRACKING_PASSWORD": password}
+        try:
+            res = subprocess.run([ganforge, "permissions", "show", "--name", model, "--json"], env=env,
+                                 capture_output=True, text=True, timeout=120)
+        except FileNotFoundError:
+            raise PreflightError(f"{ganforge} is not installed; pip install -e . in the project venv") from None
+        except subprocess.TimeoutExpired:
+            raise PreflightError(f"the MLflow server behind {MLFLOW_SERVICE} did not answer in 120 s; check its "
+                                 f"pods: kubectl -n {namespace} get pods -l app.kubernetes.io/name=ganforge-mlflow") \
+                from None
+    if res.returncode != 0:
+        lines = [line for line in res.stderr.splitlines() if line.strip()] or ["no output"]
+        why = lines[-1].strip().removeprefix("error: ")
+        if password:
+            why = why.replace(password, "***")
+        raise PreflightError(f"checking the MLflow user '{user}' of Secret {namespace}/{secret} failed: {why}; fix "
+                             "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD there (an MLflow admin creates users)")
+    try:
+        return json.loads(res.stdout)
+    except json.JSONDecodeError:
+        raise PreflightError(f"ganforge permissions show printed no JSON ({res.stdout.strip()[:80]!r}); "
+                             "update ganforge (pip install -e .)") from None
+
+
+class _PortForward:
+    """``kubectl port-forward SERVICE`` on a free local port until /health answers; the URL on enter."""
+
+    def __init__(self, namespace: str, service: str, remote: int, wait: float = 30):
+        self.namespace, self.service, self.remote, self.wait = namespace, service, remote, wait
+
+    def __enter__(self) -> str:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        try:
+            self.proc = subprocess.Popen(
+                ["kubectl", "-n", self.namespace, "port-forward", self.service, f"{port}:{self.remote}"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        except FileNotFoundError:
+            raise PreflightError("kubectl is not installed; install it (https://kubernetes.io/docs/tasks/tools/)") \
+                from None
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + self.wait
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                first = next((line for line in self.proc.stderr.read().splitlines() if line.strip()), "no output")
+                raise PreflightError(f"kubectl port-forward {self.service} in namespace {self.namespace} failed: "
+                                     f"{first.strip()[:200]}; apply the overlay (kubectl apply -k deploy/overlays/...)")
+            try:
+                urllib.request.urlopen(url + "/health", timeout=2)
+                return url
+            except OSError:
+                time.sleep(0.5)
+        self.__exit__()
+        raise PreflightError(f"the MLflow server behind {self.service} in namespace {self.namespace} is not healthy "
+                             f"after {self.wait:.0f} s; check its pods: kubectl -n {self.namespace} get pods "
+                             "-l app.kubernetes.io/name=ganforge-mlflow")
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
 
 
 def _gpus(node: dict) -> int:
@@ -109,9 +223,14 @@ def check(args: argparse.Namespace) -> None:
     _reachable()
     check_namespace(kubectl_json("get", "namespaces"), args.namespace)
     secrets = kubectl_json("-n", args.namespace, "get", "secrets")
+    auth = args.mlflow_app == "basic-auth"
     check_secret(secrets, args.namespace, args.s3_secret, "s3")
-    check_secret(secrets, args.namespace, args.mlflow_secret, "mlflow")
+    check_secret(secrets, args.namespace, args.mlflow_secret, "mlflow-auth" if auth else "mlflow")
     check_gpu_nodes(kubectl_json("get", "nodes"), args.gpu_node_label, args.gpu_type, args.gpus)
+    if auth:  # last: the slowest, and the only one that needs the MLflow server up
+        data = next(s for s in secrets["items"] if s["metadata"]["name"] == args.mlflow_secret).get("data") or {}
+        result = mlflow_permissions(args.namespace, args.mlflow_secret, data, args.model_name, args.ganforge)
+        check_mlflow_access(result, args.mlflow_secret, args.model_name)
 
 
 def _reachable() -> None:
@@ -130,14 +249,16 @@ def _reachable() -> None:
 
 
 def settings(rendered: str) -> str:
-    """Shell assignments (namespace, image, ConfigMap ganforge-cluster) from a rendered overlay."""
+    """Shell assignments (namespace, image, MLflow --app-name, ConfigMap ganforge-cluster) from a rendered overlay."""
     import yaml
 
     docs = [d for d in yaml.safe_load_all(open(rendered)) if d]
     config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "ganforge-cluster")
     mlflow = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "ganforge-mlflow")
-    values = {"NAMESPACE": config["metadata"]["namespace"],
-              "IMAGE": mlflow["spec"]["template"]["spec"]["containers"][0]["image"], **config["data"]}
+    server = mlflow["spec"]["template"]["spec"]["containers"][0]
+    app = next((a.split("=", 1)[1] for a in server.get("args", []) if a.startswith("--app-name=")), "")
+    values = {"NAMESPACE": config["metadata"]["namespace"], "IMAGE": server["image"], "MLFLOW_APP": app,
+              **config["data"]}
     return "\n".join(f"{k}={shlex.quote(str(v))}" for k, v in values.items())
 
 
@@ -154,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--gpu-node-label", default="cloud.google.com/gke-accelerator")
     c.add_argument("--s3-secret", default="ganforge-s3")
     c.add_argument("--mlflow-secret", default="ganforge-mlflow")
+    c.add_argument("--mlflow-app", default="", help="the MLflow server's --app-name (basic-auth: auth on)")
+    c.add_argument("--model-name", default=DEFAULT_MODEL, help="the registered model the run adds to")
+    c.add_argument("--ganforge", default="ganforge", help="the ganforge executable")
     args = parser.parse_args(argv)
     try:
         if args.cmd == "settings":

@@ -6,7 +6,9 @@
 #   deploy/submit.sh cluster --gpus 1 --steps 20000
 #
 # Preflight first (deploy/preflight.py): cluster reachable, namespace and Secrets present, image tagged,
-# a node with the GPU type. GANFORGE_IMAGE and GANFORGE_GPU_TYPE override the overlay's values. Each failure is one line `error: ...; fix` and exit code 2. The KFP API is
+# a node with the GPU type, and (MLflow with basic-auth) the Secret's MLflow user may register the model
+# (--model-name, else the pipeline's default), asked through a port-forward to svc/ganforge-mlflow.
+# GANFORGE_IMAGE and GANFORGE_GPU_TYPE override the overlay's values. Each failure is one line `error: ...; fix` and exit code 2. The KFP API is
 # reached through a port-forward to svc/ml-pipeline unless KFP_HOST is set (e.g. https://kfp.example.com).
 set -euo pipefail
 
@@ -27,12 +29,16 @@ eval "$("$PY" "$ROOT/deploy/preflight.py" settings "$rendered")"
 IMAGE="${GANFORGE_IMAGE:-$IMAGE}"            # overrides for one run, without editing the overlay
 GPU_TYPE="${GANFORGE_GPU_TYPE:-$GPU_TYPE}"
 
-gpus=0; args=("$@")
+gpus=0; model=(); args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do
-  case "${args[i]}" in --gpus) gpus="${args[i+1]:-0}" ;; --gpus=*) gpus="${args[i]#--gpus=}" ;; esac
+  case "${args[i]}" in
+    --gpus) gpus="${args[i+1]:-0}" ;; --gpus=*) gpus="${args[i]#--gpus=}" ;;
+    --model-name) model=(--model-name "${args[i+1]:-}") ;; --model-name=*) model=(--model-name "${args[i]#--model-name=}") ;;
+  esac
 done
 "$PY" "$ROOT/deploy/preflight.py" check --namespace "$NAMESPACE" --image "$IMAGE" --gpus "$gpus" \
-  --gpu-type "$GPU_TYPE" --gpu-node-label "$GPU_NODE_LABEL" --s3-secret "$S3_SECRET" --mlflow-secret "$MLFLOW_SECRET"
+  --gpu-type "$GPU_TYPE" --gpu-node-label "$GPU_NODE_LABEL" --s3-secret "$S3_SECRET" --mlflow-secret "$MLFLOW_SECRET" \
+  --mlflow-app "$MLFLOW_APP" --ganforge "$GANFORGE" "${model[@]}"
 
 host="${KFP_HOST:-}"
 if [[ -z $host ]]; then

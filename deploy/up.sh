@@ -5,10 +5,11 @@
 #   deploy/up.sh --steps 2000 --n 1000              # options after the flags go to the pipeline run
 #
 # Steps: minikube start (profile ganforge; --gpus all when nvidia-smi sees GPUs), load the project image,
-# Kubeflow Pipelines standalone (deploy/kfp, pinned release), deploy/overlays/minikube (MLflow server,
-# MinIO, buckets, Secrets ganforge-s3 and ganforge-mlflow, workspace volume), label the node with its GPU
-# type, port-forward the KFP UI and the MLflow UI, and submit the pipeline (deploy/submit.sh minikube
-# --gpus 1) when the host has an NVIDIA GPU: on a cluster the training task runs on a GPU node.
+# Kubeflow Pipelines standalone (deploy/kfp, pinned release), deploy/overlays/minikube (MLflow server with
+# basic-auth on PostgreSQL, its pipeline user, MinIO, buckets, development Secrets, workspace volume), label
+# the node with its GPU type, port-forward the KFP UI and the MLflow UI, and submit the pipeline
+# (deploy/submit.sh minikube --gpus 1) when the host has an NVIDIA GPU: on a cluster the training task runs
+# on a GPU node.
 # Settings (environment): IMAGE (ganforge:latest, or ganforge:latest-cuda with GPUs), PROFILE (ganforge),
 # CPUS (4), MEMORY (12g), DISK (40g), K8S_VERSION (v1.32.0), KFP_UI_PORT (8080), MLFLOW_UI_PORT (5000),
 # GPUS (auto: all when nvidia-smi lists GPUs; 0: never). Stop everything: deploy/down.sh.
@@ -50,14 +51,15 @@ kubectl apply -k "$ROOT/deploy/kfp/env"
 kubectl -n "$NS" wait --for=condition=Available --timeout=900s deployment/ml-pipeline deployment/ml-pipeline-ui \
   deployment/workflow-controller
 
-log "MLflow, MinIO, buckets, Secrets (deploy/overlays/minikube)"
+log "MLflow, PostgreSQL, MinIO, buckets, Secrets (deploy/overlays/minikube)"
 if [[ $IMAGE != ganforge:latest ]]; then  # the overlay names ganforge:latest; point it at the image loaded
   minikube -p "$PROFILE" image tag "$IMAGE" ganforge:latest 2>/dev/null || true
 fi
 kubectl apply -k "$ROOT/deploy/overlays/minikube"
 kubectl -n "$NS" rollout status deployment/ganforge-minio --timeout=300s
+kubectl -n "$NS" rollout status statefulset/ganforge-postgres --timeout=300s
 kubectl -n "$NS" rollout status deployment/ganforge-mlflow --timeout=300s
-kubectl -n "$NS" wait --for=condition=complete --timeout=300s job/ganforge-buckets
+kubectl -n "$NS" wait --for=condition=complete --timeout=300s job/ganforge-buckets job/ganforge-mlflow-users
 
 label="$(kubectl -n "$NS" get configmap ganforge-cluster -o jsonpath='{.data.GPU_NODE_LABEL}')"
 kubectl label nodes --all --overwrite "$label=$gpu_type" >/dev/null
@@ -78,9 +80,15 @@ if [[ $gpu_type != none ]]; then
 else
   # On a cluster the training task needs a GPU (ganforge pipeline submit refuses --gpus 0). The cluster,
   # MLflow and MinIO are up all the same; the same DAG runs here and logs to the cluster's MLflow:
+  # (the credentials stay in the Secret: the command reads them when it runs, the terminal never shows them)
+  secret="kubectl -n $NS get secret ganforge-mlflow -o jsonpath"
   echo "no NVIDIA GPU on this host, so no cluster run was submitted; run the pipeline locally against this" \
-       "MLflow: MLFLOW_TRACKING_URI=http://127.0.0.1:$mlflow_port ganforge pipeline run --local" >&2
+       "MLflow, as its pipeline user: MLFLOW_TRACKING_URI=http://127.0.0.1:$mlflow_port" \
+       "MLFLOW_TRACKING_USERNAME=\"\$($secret='{.data.MLFLOW_TRACKING_USERNAME}' | base64 -d)\"" \
+       "MLFLOW_TRACKING_PASSWORD=\"\$($secret='{.data.MLFLOW_TRACKING_PASSWORD}' | base64 -d)\"" \
+       "ganforge pipeline run --local" >&2
 fi
 echo "Kubeflow Pipelines UI: http://127.0.0.1:$kfp_port"
-echo "MLflow UI:             http://127.0.0.1:$mlflow_port"
+echo "MLflow UI:             http://127.0.0.1:$mlflow_port (user admin; password:" \
+     "kubectl -n $NS get secret ganforge-mlflow-admin -o jsonpath='{.data.MLFLOW_AUTH_ADMIN_PASSWORD}' | base64 -d)"
 echo "(port-forwards: kill \$(cat /tmp/ganforge-port-forward.pids); everything: deploy/down.sh)"
