@@ -31,6 +31,7 @@ golden: $(STAMP)
 # waits on servers and subprocesses, so two files at once cut CI's wall time about 1.5x on 2 cores.
 TEST_WORKERS ?= 2
 test: $(STAMP)
+	bash .ci/system-deps
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/pytest -m "not slow" -q -n $(TEST_WORKERS) --dist loadfile
 
 test-slow: $(STAMP)

@@ -8,7 +8,7 @@ stop at the gate or fail in a step are test_pipeline_outcomes.py.
 
 The browser checks (marked ``browser``; ``pytest -m browser`` runs them alone) drive Debian's ``chromium``
 package through Playwright, which never downloads a browser here; they are skipped where it is missing
-(``.ci/run`` installs it in CI). They open the evaluate run page (the FID metric), the training run's
+(``make test`` installs it where it can, ``.ci/system-deps``). They open the evaluate run page (the FID metric), the training run's
 sample-grid artifact, the registered model page (the ``candidate`` alias), the runs-table link the command
 prints (the Model training view, not MLflow 3's GenAI overview, with FID, KID and the audit verdict as
 columns) and its chart view (the parent run's sample grid). Every request the page makes outside the
