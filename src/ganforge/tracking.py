@@ -127,6 +127,64 @@ def check_reachable(uri: str, timeout: float = 5.0, no_track_flag: bool = False)
     if uri.startswith("sqlite:"):
         _check_sqlite(uri, fix)
     check_http(uri, timeout, fix)
+    identity(uri)  # a server with users refuses bad credentials here, in one line, not at the first write
+
+
+CURRENT_USER = "/api/2.0/mlflow/users/current"  # MLflow basic-auth's "who am I"; 404 on a server without users
+
+
+def identity(uri: str | None = None) -> tuple[bool, str, bool]:
+    """``(auth, user, is_admin)``: who the environment's credentials make us on tracking server ``uri``.
+
+    MLflow's client sends ``MLFLOW_TRACKING_USERNAME``/``PASSWORD`` (or ``MLFLOW_TRACKING_TOKEN``); ganforge
+    only asks the server whom they name. A store without users (a file, a server without basic-auth)
+    gives ``(False, <OS account>, False)``.
+
+    Raises:
+        GanforgeError: the server wants credentials and got none, or refused the ones given.
+    """
+    import getpass
+
+    uri = uri or tracking_uri()
+    os_user = getpass.getuser()
+    if not uri.startswith(("http://", "https://")):
+        return False, os_user, False
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    try:
+        resp = http_request(get_default_host_creds(uri), CURRENT_USER, "GET", max_retries=2, timeout=30,
+                            raise_on_status=False)
+    except Exception as exc:  # requests' and MLflow's errors alike; never their headers
+        raise GanforgeError(f"cannot ask the MLflow server at {redact(uri)} who we are ({type(exc).__name__}); "
+                            "check MLFLOW_TRACKING_URI and that the server is up") from None
+    if resp.status_code == 404:
+        return False, os_user, False
+    if resp.status_code == 401:
+        raise GanforgeError(credentials_problem(uri))
+    if resp.status_code != 200:
+        try:
+            said = json.loads(resp.text).get("message") or resp.text
+        except ValueError:
+            said = resp.text
+        said = " ".join(str(said).split())[:200]
+        raise GanforgeError(f"the MLflow server at {redact(uri)} answered {resp.status_code} to {CURRENT_USER} "
+                            f"({said}); check MLFLOW_TRACKING_URI and the credentials in MLFLOW_TRACKING_USERNAME/"
+                            "PASSWORD or MLFLOW_TRACKING_TOKEN")
+    user = json.loads(resp.text)["user"]
+    return True, user["username"], bool(user.get("is_admin"))
+
+
+def credentials_problem(uri: str) -> str:
+    """The one-line error for a server that refused (or was given no) credentials; it names no secret."""
+    who = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if who:
+        return (f"the MLflow server at {redact(uri)} refused the credentials of user {who!r}; fix "
+                "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD (or ask its admin to create the user)")
+    if os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        return f"the MLflow server at {redact(uri)} refused the token in MLFLOW_TRACKING_TOKEN; set a valid one"
+    return (f"the MLflow server at {redact(uri)} needs a user: set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)")
 
 
 def check_http(uri: str, timeout: float = 5.0, fix: str = "") -> None:

@@ -21,7 +21,8 @@ from ganforge.cli.common import OneLineErrors
 COMMANDS = {
     "ingest": "data", "train": "train", "presets": "train", "generate": "train", "encode": "latent",
     "reconstruct": "latent", "evaluate": "eval", "audit": "eval", "register": "registry", "promote": "registry",
-    "rollback": "registry", "datasets": "data", "runs": "registry", "pipeline": "pipeline",
+    "rollback": "registry", "permissions": "registry", "datasets": "data", "runs": "registry",
+    "pipeline": "pipeline",
 }  # fmt: skip
 GROUPS = tuple(dict.fromkeys(COMMANDS.values()))  # the command modules
 

@@ -66,7 +66,24 @@ class CompareOptions(_Opts):
     as_json: bool = Field(False, alias="json", description="Print JSON instead of a table.")
 
 
+class PermissionsShowOptions(_Opts):
+    """``ganforge permissions show``: the acting MLflow user and what they may do with a model."""
+
+    name: str = Field(DEFAULT_NAME, description="Registered model name.")
+    as_json: bool = Field(False, alias="json", description="Print JSON instead of a sentence.")
+
+
+class PermissionsGrantOptions(_Opts):
+    """``ganforge permissions grant``: give a user a permission on a model (its owner or the admin runs it)."""
+
+    user: str = Field(description="The MLflow user to grant to (created by the server's admin).")
+    permission: str = Field(description="READ, USE, EDIT (may register) or MANAGE (may promote and roll back).")
+    name: str = Field(DEFAULT_NAME, description="Registered model name.")
+
+
 REGISTER = Options(RegisterOptions, "register")
+PERMISSIONS_SHOW = Options(PermissionsShowOptions, "permissions show")
+PERMISSIONS_GRANT = Options(PermissionsGrantOptions, "permissions grant")
 PROMOTE = Options(PromoteOptions, "promote", arguments=("name", "version"))
 ROLLBACK = Options(RollbackOptions, "rollback", arguments=("name",))
 COMPARE = Options(CompareOptions, "runs compare")
@@ -119,8 +136,46 @@ def compare_command(**flags) -> None:
     typer.echo(json.dumps(result, indent=2) if o.as_json else format_table(result))
 
 
+def permissions_show_command(**flags) -> None:
+    """Who MLflow takes you for (MLFLOW_TRACKING_USERNAME/PASSWORD or a token) and what you may do with a model."""
+    from ganforge.registry import access, store
+
+    o = PERMISSIONS_SHOW.build(flags)
+    c = store.client()
+    with store.mlflow_errors("reading permissions"):
+        found = access.access(c, o.name)
+    rec = found.record()
+    if o.as_json:
+        typer.echo(json.dumps(rec, sort_keys=True))
+        return
+    if not found.auth:
+        typer.echo(f"no users on this MLflow server (no basic-auth): {found.user} may register and promote {o.name}")
+        return
+    may = [a for a in ("register", "promote") if found.may(a)]
+    has = "admin" if found.is_admin else (found.permission or "no permission") if found.model_exists else \
+        f"no model {o.name} yet"
+    typer.echo(f"user {found.user} ({has}) may {' and '.join(may) or 'only read'} {o.name}")
+
+
+def permissions_grant_command(**flags) -> None:
+    """Give a user READ, USE, EDIT or MANAGE on a registered model (EDIT and MANAGE also open its registry lock)."""
+    from ganforge.registry import access, store
+
+    o = PERMISSIONS_GRANT.build(flags)
+    c = store.client()
+    with store.mlflow_errors(f"granting {o.permission} on {o.name}"):
+        out = access.grant(c, o.name, o.user, o.permission)
+    lock = f" (and MANAGE on its registry lock {o.name}{store.LOCK_SUFFIX})" if out["lock"] else ""
+    typer.echo(f"user {o.user} has {o.permission} on {o.name}{lock}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``register``, ``promote``, ``rollback`` and the ``runs`` group."""
+    """Add ``register``, ``promote``, ``rollback`` and the ``runs`` and ``permissions`` groups."""
+    permissions_app = typer.Typer(help="Who may register and promote: MLflow's basic-auth permissions.",
+                                  no_args_is_help=True)
+    permissions_app.command("show")(user_errors(command(permissions_show_command, PERMISSIONS_SHOW)))
+    permissions_app.command("grant")(user_errors(command(permissions_grant_command, PERMISSIONS_GRANT)))
+    app.add_typer(permissions_app, name="permissions")
     runs_app = typer.Typer(help="Look at training runs.", no_args_is_help=True)
     app.command("register")(user_errors(command(register_command, REGISTER)))
     app.command("promote")(user_errors(command(promote_command, PROMOTE)))

@@ -16,15 +16,15 @@ writes the missing record (``repaired``) before its own, so rollback still retur
 
 from __future__ import annotations
 
-import getpass
 import json
 import math
 import time
 import warnings
 
 from ganforge.errors import GanforgeError
-from ganforge.registry import store
+from ganforge.registry import access, store
 from ganforge.registry.evidence import Evidence, find_evidence, scrub
+from ganforge.registry.versions import stamp
 
 CHAMPION = "champion"
 STAGES = ("Staging", "Production")
@@ -61,18 +61,20 @@ def promote(name: str, version: int | str, alias: str = CHAMPION, max_fid: float
     _check_alias(alias)
     c = store.client()
     with store.mlflow_errors(f"promoting {name} version {version}"):
+        user = _require(c, name, "promote")
         mv = store.get_version(c, store.ModelRef("models", name=name, version=str(int(version))))
         if pending(mv):
             raise GanforgeError(f"version {mv.version} of {name!r} is a registration that did not finish; re-run "
                                 f"`ganforge register --run-id {mv.run_id} --name {name}` to complete it")
         evidence = find_evidence(c, mv.tags.get("training_run_id") or mv.run_id or "",
                                  mv.tags.get("generator_sha256"))  # measured on exactly its weights
-        with store.registry_lock(c, name, purpose=f"promote {name} version {mv.version} to {alias}") as lock:
+        with store.registry_lock(c, name, purpose=f"promote {name} version {mv.version} to {alias}",
+                                 user=user) as lock:
             previous = store.holder(c, name, alias)
             notes = gate(c, mv, evidence, previous, max_fid, force)
             record = {"action": "promote", "alias": alias, "version": int(mv.version),
                       "previous": int(previous.version) if previous else None, "time": time.time(),
-                      "user": scrub(getpass.getuser()), "fid": evidence.fid, "gate": notes}
+                      "user": user, "fid": evidence.fid, "gate": notes}
             if reason:
                 record["reason"] = scrub(reason)
             _apply(c, lock, name, alias, mv, record, stage)
@@ -94,8 +96,9 @@ def rollback(name: str, alias: str = CHAMPION) -> dict:
     _check_alias(alias)
     c = store.client()
     with store.mlflow_errors(f"rolling back {name}@{alias}"):
+        user = _require(c, name, "rollback")
         store.get_version(c, store.ModelRef("models", name=name, alias=alias))  # model and alias exist
-        with store.registry_lock(c, name, purpose=f"roll back {name}@{alias}") as lock:
+        with store.registry_lock(c, name, purpose=f"roll back {name}@{alias}", user=user) as lock:
             current = store.holder(c, name, alias)
             stack = holder_stack(history(c, name, alias))
             if stack and current is not None and stack[-1] != int(current.version):
@@ -105,7 +108,7 @@ def rollback(name: str, alias: str = CHAMPION) -> dict:
                                     f"{stack or 'empty'}); promote one with `ganforge promote`")
             target = store.get_version(c, store.ModelRef("models", name=name, version=str(stack[-2])))
             record = {"action": "rollback", "alias": alias, "version": stack[-2], "previous": stack[-1],
-                      "time": time.time(), "user": scrub(getpass.getuser())}
+                      "time": time.time(), "user": user}
             _apply(c, lock, name, alias, target, record, stage=None)
             return record
 
@@ -173,7 +176,15 @@ def _apply(c, lock, name: str, alias: str, mv, record: dict, stage: str | None) 
     _record(c, name, alias, records, record)
     if record.get("reason"):
         c.set_model_version_tag(name, mv.version, "promotion_reason", record["reason"])
-    c.set_model_version_tag(name, mv.version, f"{alias}_since", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    stamp(c, name, mv.version, alias, record["user"])
+
+
+def _require(c, name: str, action: str) -> str:
+    """The acting user (MLflow's, or the OS account without basic-auth) once they may ``action`` model ``name``.
+
+    Checked before the model or version is looked up, so a refused user learns nothing but the refusal.
+    """
+    return scrub(access.require(c, name, action).user)
 
 
 def _record(c, name: str, alias: str, records: list[dict], record: dict) -> None:

@@ -47,7 +47,7 @@ from pathlib import Path
 
 from ganforge.errors import GanforgeError
 from ganforge.faults import FAULT_ENV, fault_point  # noqa: F401 - registry modules call store.fault_point
-from ganforge.tracking import check_http, redact, sqlite_path, tracking_uri
+from ganforge.tracking import check_http, identity, redact, sqlite_path, tracking_uri
 
 DEFAULT_NAME = "ganforge-generator"
 CHECKPOINT_ARTIFACT = "checkpoint"  # where ``ganforge train`` logs its final checkpoint in the run
@@ -120,6 +120,13 @@ def client():
     return tracking.client(check=False)
 
 
+def auth_client(uri: str):
+    """MLflow's client of the basic-auth app's users and permissions on server ``uri``."""
+    from mlflow.server.auth.client import AuthServiceClient
+
+    return AuthServiceClient(uri)
+
+
 def check_store(uri: str, timeout: float = 5.0) -> None:
     """Refuse a tracking URI the registry commands cannot use, before anything is read or written.
 
@@ -135,6 +142,7 @@ def check_store(uri: str, timeout: float = 5.0) -> None:
                                 "or point MLFLOW_TRACKING_URI at the store your runs were logged to")
         return
     check_http(uri, timeout)
+    identity(uri)  # a refused user is one line here, not a 401 from the first write
 
 
 @contextlib.contextmanager
@@ -186,6 +194,7 @@ class RegistryLock:
 
     def __init__(self, c, name: str, version: str):
         self.c, self.name, self.lock, self.version = c, name, name + LOCK_SUFFIX, version
+        self.user: str | None = None
         self._stop = threading.Event()
 
     def check(self) -> None:
@@ -215,7 +224,8 @@ class RegistryLock:
 
 
 @contextlib.contextmanager
-def registry_lock(c, name: str, purpose: str = "a registry change", timeout: float | None = None):
+def registry_lock(c, name: str, purpose: str = "a registry change", timeout: float | None = None,
+                  user: str | None = None):
     """Serialise read-modify-write sequences on model ``name`` across processes and machines.
 
     A ticket lock: each process creates a version of the registered model ``<name>.ganforge-lock``
@@ -226,15 +236,18 @@ def registry_lock(c, name: str, purpose: str = "a registry change", timeout: flo
     ``LOCK_LEASE_SECONDS`` as the waiter saw it (any machine; no clocks compared). A waiter says once
     on stderr who holds the lock and how long it will wait.
 
+    ``user`` (the acting MLflow user) is recorded on the ticket, so a waiter can say who holds it.
+
     Yields:
         A ``RegistryLock``; call its ``check()`` before each write.
 
     Raises:
         GanforgeError: the lock stayed taken for ``timeout`` seconds (default ``GANFORGE_LOCK_TIMEOUT``
-            or ``LOCK_TIMEOUT_SECONDS``).
+            or ``LOCK_TIMEOUT_SECONDS``), or the server refuses this user the lock model.
     """
     timeout = lock_timeout() if timeout is None else timeout
-    held = RegistryLock(c, name, _take_ticket(c, name + LOCK_SUFFIX, purpose))
+    held = RegistryLock(c, name, _take_ticket(c, name + LOCK_SUFFIX, purpose, user))
+    held.user = user
     beat = threading.Thread(target=held._beat, name="ganforge-lock-heartbeat", daemon=True)
     beat.start()
     try:
@@ -264,7 +277,7 @@ def lock_timeout() -> float:
     return value
 
 
-def _take_ticket(c, lock: str, purpose: str) -> str:
+def _take_ticket(c, lock: str, purpose: str, user: str | None = None) -> str:
     from mlflow.exceptions import MlflowException
 
     proc = _proc(os.getpid())
@@ -272,6 +285,9 @@ def _take_ticket(c, lock: str, purpose: str) -> str:
             "ganforge.lock.pid": str(os.getpid()), "ganforge.lock.started": proc[1] if proc else "",
             "ganforge.lock.since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "ganforge.lock.purpose": purpose[:200], "ganforge.lock.beat": "0"}  # fmt: skip
+    if user:
+        tags["ganforge.lock.user"] = user[:200]
+    refusals = 0
     for _ in range(8):
         try:
             return str(c.create_model_version(lock, LOCK_SOURCE, tags=tags, await_creation_for=0).version)
@@ -279,16 +295,47 @@ def _take_ticket(c, lock: str, purpose: str) -> str:
             if "Model Version creation error" in str(exc):  # the store's own retries collided under load
                 time.sleep(0.05 + 0.2 * (uuid.uuid4().int % 8) / 8)
                 continue
+            if error_code(exc) == "PERMISSION_DENIED":
+                if not _exists(c, lock):
+                    ensure_lock_model(c, lock)  # basic-auth refuses a version of a missing model: not "not found"
+                    continue
+                refusals += 1
+                if refusals == 1:
+                    continue  # refused while missing, then made by another process beside us: try once more
+                name = lock.removesuffix(LOCK_SUFFIX)
+                raise GanforgeError(
+                    f"user {user or 'this user'!r} may not take the registry lock on {name} (needs MANAGE on the "
+                    f"registered model {lock}, which holds the lock's tickets); ask the owner of {name} to run "
+                    f"`ganforge permissions grant --user {user or 'USER'} --permission EDIT --name {name}`, which "
+                    "grants both") from None
             if error_code(exc) != "RESOURCE_DOES_NOT_EXIST":
                 raise
-        try:  # first use (or someone deleted it): the lock model is created once and kept
-            c.create_registered_model(lock, tags={"ganforge.lock": "true"}, description=(
-                "ganforge's registry lock: each version is one process's ticket and the lowest holds the lock. "
-                "Kept while idle (no versions) so ticket numbers never repeat; do not delete it."))
-        except MlflowException as exc:
-            if error_code(exc) not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
-                raise
+        ensure_lock_model(c, lock)  # first use (or someone deleted it)
     raise GanforgeError(f"registered model {lock!r} keeps vanishing; stop whatever deletes it and retry")
+
+
+def _exists(c, name: str) -> bool:
+    """Whether registered model ``name`` exists (a user with no permission on it is told it does)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        c.get_registered_model(name)
+    except MlflowException as exc:
+        return error_code(exc) != "RESOURCE_DOES_NOT_EXIST"
+    return True
+
+
+def ensure_lock_model(c, lock: str) -> None:
+    """Create the lock model ``NAME.ganforge-lock`` unless it exists; it is created once and kept."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        c.create_registered_model(lock, tags={"ganforge.lock": "true"}, description=(
+            "ganforge's registry lock: each version is one process's ticket and the lowest holds the lock. "
+            "Kept while idle (no versions) so ticket numbers never repeat; do not delete it."))
+    except MlflowException as exc:
+        if error_code(exc) not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
 
 
 def _wait_turn(c, held: RegistryLock, purpose: str, timeout: float) -> None:
@@ -301,7 +348,7 @@ def _wait_turn(c, held: RegistryLock, purpose: str, timeout: float) -> None:
         tickets = sorted(c.search_model_versions(f"name = '{held.lock}'"), key=lambda mv: int(mv.version))
         if held.version not in {str(mv.version) for mv in tickets}:  # a sqlite store numbers them as int
             # ours was taken over as stale while this process stalled: queue again at the end
-            held.version = _take_ticket(c, held.lock, purpose)
+            held.version = _take_ticket(c, held.lock, purpose, held.user)
             continue
         ahead = [mv for mv in tickets if int(mv.version) < int(held.version)]
         if not ahead:
@@ -328,6 +375,28 @@ def _wait_turn(c, held: RegistryLock, purpose: str, timeout: float) -> None:
         wait = min(wait * 2, 1.0)
 
 
+def clear_dead_tickets(c, name: str) -> None:
+    """Remove lock tickets on model ``name`` left by processes of this machine that are gone.
+
+    A command killed while it held the lock leaves its ticket; the next command that waits removes it,
+    but a rerun with nothing left to do takes no lock, so it clears them here (tickets of other machines
+    need a lease of watching, and are left to the next waiter).
+    """
+    from mlflow.exceptions import MlflowException
+
+    lock = name + LOCK_SUFFIX
+    try:
+        tickets = c.search_model_versions(f"name = '{lock}'")
+    except MlflowException:
+        return  # no lock model yet, or not ours to read: nothing to clear
+    now = time.monotonic()
+    for mv in tickets:
+        if why := _dead(mv, {}, now):
+            with contextlib.suppress(MlflowException):  # another process may have removed it first
+                c.delete_model_version(lock, mv.version)
+                _say(f"registry lock on model {name!r}: removed the ticket of {_who(mv)} ({why})")
+
+
 def _dead(mv, seen: dict, now: float) -> str | None:
     """Why ticket ``mv`` belongs to a dead process, or None while it may be alive."""
     t = mv.tags
@@ -347,7 +416,8 @@ def _dead(mv, seen: dict, now: float) -> str | None:
 
 def _who(mv) -> str:
     t = mv.tags
-    return (f"{t.get('ganforge.lock.purpose', 'an unknown command')} (host {t.get('ganforge.lock.host', '?')}, "
+    user = f"user {t['ganforge.lock.user']}, " if t.get("ganforge.lock.user") else ""
+    return (f"{t.get('ganforge.lock.purpose', 'an unknown command')} ({user}host {t.get('ganforge.lock.host', '?')}, "
             f"pid {t.get('ganforge.lock.pid', '?')}, since {t.get('ganforge.lock.since', '?')})")
 
 
@@ -474,6 +544,10 @@ def _resolve_run(c, run_id: str, uri: str) -> Path:
             # the URI is what the user typed (through --checkpoint, --model-uri, ...): name it, not a flag
             raise GanforgeError(f"model URI {uri}: no MLflow run {run_id} at {redact(tracking_uri())}; check the "
                                 "run id in runs:/RUN_ID") from None
+        if error_code(exc) == "PERMISSION_DENIED":  # basic-auth: missing, or not readable by this user
+            raise GanforgeError(f"model URI {uri}: no MLflow run {run_id} this user may read at "
+                                f"{redact(tracking_uri())}; check the run id in runs:/RUN_ID, or ask for READ on "
+                                "its experiment") from None
         raise
     # a resumed run logs a newer checkpoint under the same id: its end time tells the copies apart
     dest = cache_root() / "runs" / f"{run.info.run_id}-{run.info.end_time or 'running'}"

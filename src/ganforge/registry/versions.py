@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 from ganforge.errors import GanforgeError
-from ganforge.registry import store
+from ganforge.registry import access, store
 from ganforge.registry.evidence import Evidence, find_evidence, scrub, scrub_tree
 
 CANDIDATE = "candidate"
@@ -72,6 +72,7 @@ def register(run_id: str, name: str = store.DEFAULT_NAME, force: bool = False,
     c = store.client()
     uri = f"runs:/{run_id}"
     with store.mlflow_errors(f"registering run {run_id}"):
+        user = access.require(c, name, "register").user  # before anything is uploaded
         run = _training_run(c, run_id)
         listed = {Path(f.path).name for f in c.list_artifacts(run_id, store.CHECKPOINT_ARTIFACT)}
         if "generator.safetensors" in listed:  # refuse missing weights before downloading anything
@@ -80,6 +81,7 @@ def register(run_id: str, name: str = store.DEFAULT_NAME, force: bool = False,
         source = generator_weights(checkpoint, weights, where=uri)
         existing = _existing_version(c, name, run_id, source)
         if existing is not None and finished(c, name, existing):
+            store.clear_dead_tickets(c, name)  # e.g. the killed run this one repeats held the lock
             return _summary(c, name, existing, created=False)
         model_id = tags = description = None
         if existing is None:  # else only the interrupted registration's last steps are left
@@ -88,9 +90,10 @@ def register(run_id: str, name: str = store.DEFAULT_NAME, force: bool = False,
             meta = json.loads((checkpoint / "meta.json").read_text())
             meta = scrub_tree({**meta, **source.record(), "run_id": run_id})
             tags = version_tags(run, evidence, meta, pipeline_run_id, forced=force, reason=reason)
+            tags["registered_by"] = scrub(user)
             description = describe(meta, evidence, tags)
             model_id = _log_model(c, run, checkpoint, meta)
-        with store.registry_lock(c, name, purpose=f"register run {run_id} as {name}") as lock:
+        with store.registry_lock(c, name, purpose=f"register run {run_id} as {name}", user=user) as lock:
             existing = _existing_version(c, name, run_id, source)
             if existing is not None and finished(c, name, existing):
                 return _summary(c, name, existing, created=False)
@@ -100,7 +103,7 @@ def register(run_id: str, name: str = store.DEFAULT_NAME, force: bool = False,
                                         "meanwhile; re-run the command")
                 assert tags is not None and description is not None  # made with model_id
                 existing = _create_version(c, lock, name, run_id, source, model_id, tags, description)
-            return _summary(c, name, _complete(c, lock, name, existing), created=True)
+            return _summary(c, name, _complete(c, lock, name, existing, user), created=True)
 
 
 def _create_version(c, lock, name: str, run_id: str, source, model_id: str, tags: dict, description: str):
@@ -121,14 +124,22 @@ def _create_version(c, lock, name: str, run_id: str, source, model_id: str, tags
     store.fault_point("register:after-create")
     kept = _existing_version(c, name, run_id, source)
     if kept is not None and str(kept.version) != str(mv.version):
-        c.delete_model_version(name, mv.version)  # ours only: the older one wins
+        try:
+            c.delete_model_version(name, mv.version)  # ours only: the older one wins
+        except Exception as exc:
+            if not access.denied(exc):
+                raise
+            # deleting needs MANAGE; ours stays pending, which nothing loads, promotes or aliases
+            raise GanforgeError(f"version {mv.version} of {name!r} duplicates version {kept.version} (made while "
+                                "this process had lost the registry lock) and this user may not delete it (needs "
+                                f"MANAGE); ask the owner of {name} to delete version {mv.version}") from None
         return kept
     return mv
 
 
-def _complete(c, lock, name: str, mv):
+def _complete(c, lock, name: str, mv, user: str):
     """The last steps of a registration: the tag that says the version is complete, then (the last act)
-    the alias ``candidate``, unless a newer version holds it (see ``owes_alias``)."""
+    the alias ``candidate``, unless a newer version holds it (see ``owes_alias``), then who moved it."""
     lock.check()
     if pending(mv):
         c.set_model_version_tag(name, mv.version, REGISTRATION, "complete")
@@ -136,8 +147,17 @@ def _complete(c, lock, name: str, mv):
     if owes_alias(c, name, mv):
         lock.check()
         c.set_registered_model_alias(name, CANDIDATE, mv.version)
+        stamp(c, name, mv.version, CANDIDATE, user)
     store.fault_point("register:after-alias")
     return mv
+
+
+def stamp(c, name: str, version, alias: str, user: str) -> None:
+    """Record on the version who moved ``alias`` to it, and when (tags ``<alias>_by``, ``<alias>_since``)."""
+    import time
+
+    c.set_model_version_tag(name, str(version), f"{alias}_by", scrub(user))
+    c.set_model_version_tag(name, str(version), f"{alias}_since", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
 
 def owes_alias(c, name: str, mv) -> bool:
@@ -184,6 +204,9 @@ def _training_run(c, run_id: str):
         if store.is_mlflow_error(exc, store.NOT_FOUND):
             raise GanforgeError(f"no MLflow run {run_id!r} at {store.redact(store.tracking_uri())}; pass the "
                                 "run id `ganforge train` printed") from None
+        if access.denied(exc):  # basic-auth answers a missing run and a run one may not read alike
+            raise GanforgeError(f"no MLflow run {run_id!r} this user may read at {store.redact(store.tracking_uri())}"
+                                "; pass the run id `ganforge train` printed, or ask for READ on its experiment") from None
         raise
     if run.data.tags.get("ganforge.step") in ("evaluate", "audit"):
         raise GanforgeError(f"run {run_id} is an {run.data.tags['ganforge.step']} run; pass the training run "
