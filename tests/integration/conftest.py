@@ -45,6 +45,59 @@ def mlflow_server(tmp_path_factory):
     log.close()
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """A throw-away PostgreSQL cluster on 127.0.0.1 (``tests.team_mlflow.Postgres``), removed after."""
+    from tests.team_mlflow import Postgres
+
+    pg = Postgres.start()
+    yield pg
+    pg.stop()
+
+
+OWNER, READER = "owner", "reader"  # the team server's users: the model's owner (a release manager) and a reader
+PASSWORDS = {OWNER: "owner-password-x7Q2", READER: "reader-password-k3W9"}
+
+
+@pytest.fixture(scope="session")
+def team_server(postgres, moto_server, tmp_path_factory):
+    """MLflow as a team runs it: ``mlflow server --app-name basic-auth`` on PostgreSQL, artifacts in a moto S3
+    bucket served through the server (clients need no S3 credentials), users ``owner`` and ``reader``
+    (default permission READ). Yields the ``tests.team_mlflow.TeamServer``."""
+    import uuid
+
+    import boto3
+
+    from tests.team_mlflow import TeamServer
+
+    s3 = {"AWS_ACCESS_KEY_ID": "team-key", "AWS_SECRET_ACCESS_KEY": "team-secret", "AWS_REGION": "us-east-1"}
+    bucket = f"team-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1", aws_access_key_id=s3["AWS_ACCESS_KEY_ID"],
+                 aws_secret_access_key=s3["AWS_SECRET_ACCESS_KEY"]).create_bucket(Bucket=bucket)
+    server = TeamServer.start(tmp_path_factory.mktemp("team-mlflow"), postgres, moto_server, bucket, s3)
+    try:
+        for user, password in PASSWORDS.items():
+            server.add_user(user, password)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def registry_server(request):
+    """The registry suite's server, each module run twice: the plain ``mlflow_server`` (sqlite, local artifacts,
+    no users) and the ``team_server`` (PostgreSQL, S3 artifacts, basic-auth) as the model's owner, whose
+    credentials stay in the environment for the module (its subprocesses inherit them). Yields the URL."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("mlflow_server")
+        return
+    team = request.getfixturevalue("team_server")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_USERNAME", OWNER)
+        mp.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORDS[OWNER])
+        yield team.url
+
+
 @pytest.fixture(autouse=True)
 def _one_thread(monkeypatch):
     """Tiny networks: one thread per process (and per rank or subprocess) on shared, busy cores."""

@@ -1,4 +1,4 @@
-"""The model registry against a real ``mlflow server``: register, gate, promote, roll back, load, serve."""
+"""The model registry against a real ``mlflow server`` (sqlite, and PostgreSQL + S3 artifacts + basic-auth): register, gate, promote, roll back, load, serve."""
 
 from __future__ import annotations
 
@@ -42,10 +42,10 @@ def train_run(dataset: str, out, evaluate: bool = True, audit: bool = True, **ex
 
 
 @pytest.fixture(scope="module")
-def runs(mlflow_server, digits16, tmp_path_factory):
+def runs(registry_server, digits16, tmp_path_factory):
     """Four training runs: a and b evaluated and audited, c never evaluated, d evaluated but not audited."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+        mp.setenv("MLFLOW_TRACKING_URI", registry_server)
         mp.setenv("GANFORGE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
         root = tmp_path_factory.mktemp("runs")
         return {
@@ -57,15 +57,15 @@ def runs(mlflow_server, digits16, tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def _server(mlflow_server, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+def _server(registry_server, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry_server)
 
 
 @pytest.fixture
-def client(mlflow_server):
+def client(registry_server):
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(mlflow_server, registry_uri=mlflow_server)
+    return MlflowClient(registry_server, registry_uri=registry_server)
 
 
 def snapshot(client) -> dict:
@@ -300,7 +300,7 @@ def test_bad_input_one_line_registry_unchanged(runs, client, digits16, tmp_path,
     assert snapshot(client) == before
 
 
-def test_mlflow_models_serve_answers_invocations(runs, mlflow_server, tmp_path):
+def test_mlflow_models_serve_answers_invocations(runs, registry_server, tmp_path):
     import os
 
     from ganforge.registry import promote, register
@@ -310,7 +310,7 @@ def test_mlflow_models_serve_answers_invocations(runs, mlflow_server, tmp_path):
     port = free_port()
     # the serving command execs uvicorn from the environment's bin directory, as with an activated venv
     path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server, "PATH": path}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": registry_server, "PATH": path}
     log = open(tmp_path / "serve.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/served@champion", "--env-manager",

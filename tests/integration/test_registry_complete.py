@@ -26,11 +26,11 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def runs(mlflow_server, tmp_path_factory):
+def runs(registry_server, tmp_path_factory):
     """Four finished, evaluated and audited synthetic training runs ``a``..``d``, and a shared download cache."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(mlflow_server, registry_uri=mlflow_server)
+    client = MlflowClient(registry_server, registry_uri=registry_server)
     first = synthetic_runs(client, tmp_path_factory.mktemp("runs"))
     second = synthetic_runs(client, tmp_path_factory.mktemp("runs"))
     return {"a": first["a"], "b": first["b"], "c": second["a"], "d": second["b"],
@@ -38,20 +38,20 @@ def runs(mlflow_server, tmp_path_factory):
 
 
 @pytest.fixture
-def env(runs, mlflow_server, monkeypatch, tmp_path) -> dict:
+def env(runs, registry_server, monkeypatch, tmp_path) -> dict:
     import os
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry_server)
     monkeypatch.setenv("GANFORGE_CACHE_DIR", runs["cache"])
     monkeypatch.chdir(tmp_path)
     return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture
-def client(mlflow_server):
+def client(registry_server):
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(mlflow_server, registry_uri=mlflow_server)
+    return MlflowClient(registry_server, registry_uri=registry_server)
 
 
 def ok(*args: str) -> str:

@@ -1,4 +1,4 @@
-"""The registry under kills and concurrency, against a real ``mlflow server``.
+"""The registry under kills and concurrency, against a real ``mlflow server``: sqlite, and PostgreSQL + S3 artifacts + basic-auth (``registry_server``).
 
 ``ganforge register`` and ``ganforge promote`` run as subprocesses and are killed (SIGKILL, SIGTERM)
 at named points between their registry writes (the ``GANFORGE_FAULT_AT`` hook of
@@ -75,26 +75,26 @@ def synthetic_runs(client, root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def runs(mlflow_server, tmp_path_factory):
+def runs(registry_server, tmp_path_factory):
     """``synthetic_runs``, and a download cache the subprocesses share."""
     from mlflow.tracking import MlflowClient
 
-    out = synthetic_runs(MlflowClient(mlflow_server, registry_uri=mlflow_server), tmp_path_factory.mktemp("runs"))
+    out = synthetic_runs(MlflowClient(registry_server, registry_uri=registry_server), tmp_path_factory.mktemp("runs"))
     return {**out, "cache": str(tmp_path_factory.mktemp("cache"))}
 
 
 @pytest.fixture
-def env(runs, mlflow_server, monkeypatch) -> dict:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+def env(runs, registry_server, monkeypatch) -> dict:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry_server)
     monkeypatch.setenv("GANFORGE_CACHE_DIR", runs["cache"])
     return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture
-def client(mlflow_server):
+def client(registry_server):
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(mlflow_server, registry_uri=mlflow_server)
+    return MlflowClient(registry_server, registry_uri=registry_server)
 
 
 def cli(*args: str, env: dict) -> subprocess.Popen:
