@@ -1,6 +1,8 @@
 """The registry's concurrency and kill tests, N times in a row on a saturated CPU.
 
-Starts an ``mlflow server`` (sqlite, local artifacts) on 127.0.0.1, logs the two synthetic
+Starts an ``mlflow server`` on 127.0.0.1 (``--store sqlite``: sqlite, local artifacts; ``--store postgres``:
+MLflow as a team runs it, on a throw-away PostgreSQL cluster with basic-auth on and artifacts in a moto S3
+bucket, acting as a user who owns the models; see ``tests/team_mlflow.py``), logs the two synthetic
 "training runs" of the tests (checkpoints of untrained generators, with passed evaluations and audits
 of exactly those weights), then starts one busy loop per core and repeats ``--runs`` times, each time
 on fresh model names:
@@ -15,7 +17,7 @@ After each, the invariants (one version per weights, every registration complete
 set, aliases on live versions, history replaying to the holder, no lock ticket held) are checked.
 Prints one line per run and a summary: passes, failures, wall time.
 
-Usage: python benchmarks/registry_stress.py [--runs 20] [--no-hog]
+Usage: python benchmarks/registry_stress.py [--runs 20] [--store sqlite|postgres] [--no-hog]
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=20, help="Repetitions (each: concurrent scenario + two kills).")
     ap.add_argument("--no-hog", action="store_true", help="Do not saturate the CPU.")
     ap.add_argument("--span", type=float, default=8.0, help="Upper bound of the random kill delay, seconds.")
+    ap.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite",
+                    help="The server's backend: sqlite, or PostgreSQL + S3 artifacts + basic-auth.")
     args = ap.parse_args()
     if args.runs < 1:
         ap.error("--runs must be at least 1")
@@ -50,11 +54,21 @@ def main() -> None:
 
     from tests.integration import test_registry_faults as faults
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # stopped: the servers go too
     root = tempfile.mkdtemp(prefix="ganforge-registry-stress-")
     os.environ.update({"OMP_NUM_THREADS": "1", "GANFORGE_CACHE_DIR": f"{root}/cache"})
-    proc, url = start_server(root)
+    stack = contextlib.ExitStack()
+    if args.store == "sqlite":
+        proc, url = start_server(root)
+        stack.callback(os.killpg, proc.pid, signal.SIGTERM)
+    else:
+        try:
+            url = team_server(Path(root), stack)
+        except BaseException:
+            stack.close()  # what did start is stopped
+            raise
     os.environ["MLFLOW_TRACKING_URI"] = url
-    try:
+    with stack:
         client = MlflowClient(url, registry_uri=url)
         runs = faults.synthetic_runs(client, Path(root))
         env = {**os.environ, "GANFORGE_FAULT_SPAN": str(args.span)}
@@ -84,10 +98,30 @@ def main() -> None:
         for i, tb in failures:
             print(f"--- run {i} failed:\n{tb}")
         load = "no CPU hog" if args.no_hog else f"CPU saturated by {os.cpu_count()} busy loops"
-        print(f"{passed}/{args.runs} runs passed; {load}; wall per run: median {statistics.median(walls):.1f}s, max {max(walls):.1f}s, total {sum(walls):.0f}s")
-        sys.exit(0 if passed == args.runs else 1)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        print(f"{passed}/{args.runs} runs passed on {args.store}; {load}; wall per run: median "
+              f"{statistics.median(walls):.1f}s, max {max(walls):.1f}s, total {sum(walls):.0f}s")
+    sys.exit(0 if passed == args.runs else 1)
+
+
+def team_server(root: Path, stack: contextlib.ExitStack) -> str:
+    """PostgreSQL + basic-auth + moto S3 artifacts; this process (and its children) act as the owner."""
+    import boto3
+
+    from tests.conftest import start_moto
+    from tests.team_mlflow import Postgres, TeamServer
+
+    moto, endpoint = start_moto()
+    stack.callback(moto.kill)
+    s3 = {"AWS_ACCESS_KEY_ID": "stress-key", "AWS_SECRET_ACCESS_KEY": "stress-secret", "AWS_REGION": "us-east-1"}
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=s3["AWS_ACCESS_KEY_ID"],
+                 aws_secret_access_key=s3["AWS_SECRET_ACCESS_KEY"]).create_bucket(Bucket="stress")
+    pg = Postgres.start()
+    stack.callback(pg.stop)
+    server = TeamServer.start(root / "server", pg, endpoint, "stress", s3)
+    stack.callback(server.stop)
+    server.add_user("owner", "owner-password-stress")
+    os.environ.update({"MLFLOW_TRACKING_USERNAME": "owner", "MLFLOW_TRACKING_PASSWORD": "owner-password-stress"})
+    return server.url
 
 
 if __name__ == "__main__":
