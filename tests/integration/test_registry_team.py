@@ -108,7 +108,8 @@ def test_a_reader_may_not_promote_register_or_roll_back(pipeline, team_server, a
     shown = runner.invoke(app, ["permissions", "show", "--name", MODEL, "--json"])
     assert shown.exit_code == 0, shown.output
     assert json.loads(shown.stdout) == {"auth": True, "user": READER, "is_admin": False, "permission": "READ",
-                                        "model_exists": True, "may_register": False, "may_promote": False}
+                                        "model_exists": True, "lock_permission": "READ", "may_register": False,
+                                        "may_promote": False}
     assert snapshot(admin) == before  # nothing moved, nothing recorded
     assert not admin.search_model_versions(f"name = '{MODEL}.ganforge-lock'")  # and no lock left taken
 

@@ -21,6 +21,12 @@ def test_register_needs_edit_and_promote_manage(permission, register, promote):
     assert a.record()["may_register"] == register and a.record()["may_promote"] == promote
 
 
+@pytest.mark.parametrize("lock, allowed", [(None, True), ("MANAGE", True), ("EDIT", False), ("READ", False)])
+def test_the_registry_lock_needs_manage_on_its_model(lock, allowed):
+    a = Access(True, "u", False, "MANAGE", True, lock_permission=lock)
+    assert (a.may("register"), a.may("promote"), a.may_lock()) == (allowed, allowed, allowed)
+
+
 def test_admins_and_servers_without_users_may_everything_and_a_new_model_is_its_registrants():
     assert Access(True, "root", True, "READ", True).may("promote")
     assert Access(False, "me", False, None, True).may("promote")

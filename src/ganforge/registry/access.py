@@ -42,14 +42,19 @@ class Access:
     is_admin: bool
     permission: str | None  # on the model (None without auth)
     model_exists: bool
+    lock_permission: str | None = None  # on NAME.ganforge-lock (None: no auth, an admin, or no lock model yet)
 
     def may(self, action: str) -> bool:
-        """Whether ``action`` (register, promote, rollback) is allowed."""
+        """Whether ``action`` (register, promote, rollback) is allowed, the registry lock included."""
         if not self.auth or self.is_admin:
             return True
         if not self.model_exists:
             return True  # register creates it (its user owns it); the others report it missing
-        return level(self.permission) >= level(NEEDS[action])
+        return level(self.permission) >= level(NEEDS[action]) and self.may_lock()
+
+    def may_lock(self) -> bool:
+        """Whether the user may take and release the model's registry lock (a missing lock model they create)."""
+        return self.lock_permission is None or level(self.lock_permission) >= level("MANAGE")
 
     def record(self) -> dict:
         """What ``ganforge permissions show --json`` prints."""
@@ -68,11 +73,15 @@ def access(c, name: str) -> Access:
     if not auth:
         return Access(False, user, False, None, _exists(c, name))
     exists = _exists(c, name)
-    permission = None
+    permission = lock_permission = None
     if exists and not is_admin:
+        lock = name + store.LOCK_SUFFIX
         with store.mlflow_errors(f"reading the permissions of user {user!r} on {name}"):
-            permission = store.auth_client(uri).get_user_permission(user, "registered_model", name).permission
-    return Access(True, user, is_admin, "MANAGE" if is_admin else permission, exists)
+            auth_client = store.auth_client(uri)
+            permission = auth_client.get_user_permission(user, "registered_model", name).permission
+            if _exists(c, lock):
+                lock_permission = auth_client.get_user_permission(user, "registered_model", lock).permission
+    return Access(True, user, is_admin, "MANAGE" if is_admin else permission, exists, lock_permission)
 
 
 def require(c, name: str, action: str) -> Access:
@@ -83,8 +92,13 @@ def require(c, name: str, action: str) -> Access:
             owner ...``; nothing has been written.
     """
     found = access(c, name)
+    need = NEEDS[action]
+    if not found.may(action) and level(found.permission) >= level(need):  # only the lock is closed to them
+        lock = name + store.LOCK_SUFFIX
+        raise GanforgeError(f"user {found.user!r} may not take the registry lock on {name} (needs MANAGE on {lock}, "
+                            f"has {found.lock_permission}); ask its owner: `ganforge permissions grant --user "
+                            f"{found.user} --permission {need} --name {name}` grants both")
     if not found.may(action):
-        need = NEEDS[action]
         raise GanforgeError(f"user {found.user!r} may not {action} {name} (needs {need}, has "
                             f"{found.permission or 'NO_PERMISSIONS'}); ask its owner: `ganforge permissions grant "
                             f"--user {found.user} --permission {need} --name {name}`")
