@@ -141,7 +141,7 @@ def permissions_show_command(**flags) -> None:
     from ganforge.registry import access, store
 
     o = PERMISSIONS_SHOW.build(flags)
-    c = store.client()
+    c = store.client(check_user=False)  # access asks who we are next
     with store.mlflow_errors("reading permissions"):
         found = access.access(c, o.name)
     rec = found.record()
@@ -162,7 +162,7 @@ def permissions_grant_command(**flags) -> None:
     from ganforge.registry import access, store
 
     o = PERMISSIONS_GRANT.build(flags)
-    c = store.client()
+    c = store.client(check_user=False)  # access asks who we are next
     with store.mlflow_errors(f"granting {o.permission} on {o.name}"):
         out = access.grant(c, o.name, o.user, o.permission)
     lock = f" (and MANAGE on its registry lock {o.name}{store.LOCK_SUFFIX})" if out["lock"] else ""

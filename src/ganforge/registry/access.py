@@ -70,16 +70,16 @@ def access(c, name: str) -> Access:
     """The acting user's ``Access`` to registered model ``name`` on the client's server."""
     uri = tracking_uri()
     auth, user, is_admin = identity(uri)
+    exists = store.model_exists(c, name)
     if not auth:
-        return Access(False, user, False, None, _exists(c, name))
-    exists = _exists(c, name)
+        return Access(False, user, False, None, exists)
     permission = lock_permission = None
     if exists and not is_admin:
         lock = name + store.LOCK_SUFFIX
         with store.mlflow_errors(f"reading the permissions of user {user!r} on {name}"):
             auth_client = store.auth_client(uri)
             permission = auth_client.get_user_permission(user, "registered_model", name).permission
-            if _exists(c, lock):
+            if store.model_exists(c, lock):
                 lock_permission = auth_client.get_user_permission(user, "registered_model", lock).permission
     return Access(True, user, is_admin, "MANAGE" if is_admin else permission, exists, lock_permission)
 
@@ -92,17 +92,14 @@ def require(c, name: str, action: str) -> Access:
             owner ...``; nothing has been written.
     """
     found = access(c, name)
+    if found.may(action):
+        return found
     need = NEEDS[action]
-    if not found.may(action) and level(found.permission) >= level(need):  # only the lock is closed to them
-        lock = name + store.LOCK_SUFFIX
-        raise GanforgeError(f"user {found.user!r} may not take the registry lock on {name} (needs MANAGE on {lock}, "
-                            f"has {found.lock_permission}); ask its owner: `ganforge permissions grant --user "
-                            f"{found.user} --permission {need} --name {name}` grants both")
-    if not found.may(action):
-        raise GanforgeError(f"user {found.user!r} may not {action} {name} (needs {need}, has "
-                            f"{found.permission or 'NO_PERMISSIONS'}); ask its owner: `ganforge permissions grant "
-                            f"--user {found.user} --permission {need} --name {name}`")
-    return found
+    if level(found.permission) >= level(need):  # only the lock is closed to them
+        raise GanforgeError(store.lock_refused(found.user, name, need, found.lock_permission))
+    raise GanforgeError(f"user {found.user!r} may not {action} {name} (needs {need}, has "
+                        f"{found.permission or 'NO_PERMISSIONS'}); ask its owner: `ganforge permissions grant "
+                        f"--user {found.user} --permission {need} --name {name}`")
 
 
 def grant(c, name: str, user: str, permission: str) -> dict:
@@ -123,7 +120,7 @@ def grant(c, name: str, user: str, permission: str) -> dict:
     if not auth:
         raise GanforgeError(f"the MLflow server at {redact(uri)} has no users (not started with --app-name "
                             "basic-auth); there is nothing to grant")
-    if not _exists(c, name):
+    if not store.model_exists(c, name):
         raise GanforgeError(f"no registered model {name!r}; register a version first (its owner gets MANAGE)")
     auth_client = store.auth_client(uri)
     lock = name + store.LOCK_SUFFIX
@@ -143,7 +140,7 @@ def _refused(me: str, what: str, name: str):
     try:
         yield
     except Exception as exc:
-        if not store.is_mlflow_error(exc, (store.error_code(exc),)):
+        if not store.is_mlflow_error(exc):
             raise
         code = store.error_code(exc)
         if code == "PERMISSION_DENIED":
@@ -153,18 +150,6 @@ def _refused(me: str, what: str, name: str):
             raise GanforgeError(f"cannot {what}: {store.one_line(exc)}; create the user first (the server's admin "
                                 "does) or fix the name") from None
         raise GanforgeError(f"cannot {what}: {store.one_line(exc)}") from None
-
-
-def _exists(c, name: str) -> bool:
-    try:
-        c.get_registered_model(name)
-        return True
-    except Exception as exc:
-        if store.is_mlflow_error(exc, store.NOT_FOUND):
-            return False
-        if denied(exc):
-            return True  # not even READ: it exists (MLflow answers "not found" for a missing one)
-        raise
 
 
 def denied(exc: BaseException) -> bool:

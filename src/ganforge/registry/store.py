@@ -100,23 +100,28 @@ NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")  # MLflow's c
 ALREADY_EXISTS = ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS")
 
 
-def is_mlflow_error(exc: BaseException, codes: tuple[str, ...]) -> bool:
-    """``exc`` is an MLflow error with one of ``codes`` (the registry modules never import mlflow)."""
+def is_mlflow_error(exc: BaseException, codes: tuple[str, ...] | None = None) -> bool:
+    """``exc`` is an MLflow error with one of ``codes``, or any when None (the registry modules never import
+    mlflow)."""
     from mlflow.exceptions import MlflowException
 
-    return isinstance(exc, MlflowException) and error_code(exc) in codes
+    return isinstance(exc, MlflowException) and (codes is None or error_code(exc) in codes)
 
 
-def client():
+def client(check_user: bool = True):
     """``ganforge.tracking.client`` after the registry's own check that the store holds runs.
 
+    ``check_user=False`` leaves out asking the server who the credentials name, for a caller that asks
+    next anyway (``access.require``): one request, not two.
+
     Raises:
-        GanforgeError: an HTTP server that does not answer (instead of minutes of retries), or a
-            ``sqlite:///`` file that does not exist (MLflow would create an empty database there).
+        GanforgeError: an HTTP server that does not answer (instead of minutes of retries), a
+            ``sqlite:///`` file that does not exist (MLflow would create an empty database there), or
+            credentials the server refuses.
     """
     from ganforge import tracking
 
-    check_store(tracking_uri())
+    check_store(tracking_uri(), check_user=check_user)
     return tracking.client(check=False)
 
 
@@ -127,7 +132,7 @@ def auth_client(uri: str):
     return AuthServiceClient(uri)
 
 
-def check_store(uri: str, timeout: float = 5.0) -> None:
+def check_store(uri: str, timeout: float = 5.0, check_user: bool = True) -> None:
     """Refuse a tracking URI the registry commands cannot use, before anything is read or written.
 
     Every registry command works on runs that already exist, so a mistyped ``sqlite:///`` path is an
@@ -142,7 +147,8 @@ def check_store(uri: str, timeout: float = 5.0) -> None:
                                 "or point MLFLOW_TRACKING_URI at the store your runs were logged to")
         return
     check_http(uri, timeout)
-    identity(uri)  # a refused user is one line here, not a 401 from the first write
+    if check_user:
+        identity(uri)  # a refused user is one line here, not a 401 from the first write
 
 
 @contextlib.contextmanager
@@ -192,9 +198,8 @@ class RegistryLock:
     ``check()`` before a write fences out a holder whose ticket was taken over while it stalled.
     """
 
-    def __init__(self, c, name: str, version: str):
-        self.c, self.name, self.lock, self.version = c, name, name + LOCK_SUFFIX, version
-        self.user: str | None = None
+    def __init__(self, c, name: str, version: str, user: str | None = None):
+        self.c, self.name, self.lock, self.version, self.user = c, name, name + LOCK_SUFFIX, version, user
         self._stop = threading.Event()
 
     def check(self) -> None:
@@ -246,8 +251,7 @@ def registry_lock(c, name: str, purpose: str = "a registry change", timeout: flo
             or ``LOCK_TIMEOUT_SECONDS``), or the server refuses this user the lock model.
     """
     timeout = lock_timeout() if timeout is None else timeout
-    held = RegistryLock(c, name, _take_ticket(c, name + LOCK_SUFFIX, purpose, user))
-    held.user = user
+    held = RegistryLock(c, name, _take_ticket(c, name + LOCK_SUFFIX, purpose, user), user)
     beat = threading.Thread(target=held._beat, name="ganforge-lock-heartbeat", daemon=True)
     beat.start()
     try:
@@ -296,33 +300,39 @@ def _take_ticket(c, lock: str, purpose: str, user: str | None = None) -> str:
                 time.sleep(0.05 + 0.2 * (uuid.uuid4().int % 8) / 8)
                 continue
             if error_code(exc) == "PERMISSION_DENIED":
-                if not _exists(c, lock):
+                if not model_exists(c, lock):
                     ensure_lock_model(c, lock)  # basic-auth refuses a version of a missing model: not "not found"
                     continue
                 refusals += 1
                 if refusals == 1:
                     continue  # refused while missing, then made by another process beside us: try once more
-                name = lock.removesuffix(LOCK_SUFFIX)
-                raise GanforgeError(
-                    f"user {user or 'this user'!r} may not take the registry lock on {name} (needs MANAGE on the "
-                    f"registered model {lock}, which holds the lock's tickets); ask the owner of {name} to run "
-                    f"`ganforge permissions grant --user {user or 'USER'} --permission EDIT --name {name}`, which "
-                    "grants both") from None
+                raise GanforgeError(lock_refused(user, lock.removesuffix(LOCK_SUFFIX), "EDIT")) from None
             if error_code(exc) != "RESOURCE_DOES_NOT_EXIST":
                 raise
         ensure_lock_model(c, lock)  # first use (or someone deleted it)
     raise GanforgeError(f"registered model {lock!r} keeps vanishing; stop whatever deletes it and retry")
 
 
-def _exists(c, name: str) -> bool:
-    """Whether registered model ``name`` exists (a user with no permission on it is told it does)."""
-    from mlflow.exceptions import MlflowException
-
+def model_exists(c, name: str) -> bool:
+    """Whether registered model ``name`` exists; one the user may not even read does (basic-auth refuses it,
+    and answers "not found" only for a missing one)."""
     try:
         c.get_registered_model(name)
-    except MlflowException as exc:
-        return error_code(exc) != "RESOURCE_DOES_NOT_EXIST"
+    except Exception as exc:
+        if is_mlflow_error(exc, NOT_FOUND):
+            return False
+        if is_mlflow_error(exc, ("PERMISSION_DENIED",)):
+            return True
+        raise
     return True
+
+
+def lock_refused(user: str | None, name: str, grant: str, has: str | None = None) -> str:
+    """The one-line error for a user the server refuses the registry lock of model ``name``."""
+    had = f", has {has}" if has else ""
+    return (f"user {user or 'this user'!r} may not take the registry lock on {name} (needs MANAGE on the registered "
+            f"model {name}{LOCK_SUFFIX}, which holds the lock's tickets{had}); ask the owner of {name}: `ganforge "
+            f"permissions grant --user {user or 'USER'} --permission {grant} --name {name}` grants both")
 
 
 def ensure_lock_model(c, lock: str) -> None:
@@ -334,12 +344,11 @@ def ensure_lock_model(c, lock: str) -> None:
             "ganforge's registry lock: each version is one process's ticket and the lowest holds the lock. "
             "Kept while idle (no versions) so ticket numbers never repeat; do not delete it."))
     except MlflowException as exc:
-        if error_code(exc) not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+        if error_code(exc) not in ALREADY_EXISTS:
             raise
 
 
 def _wait_turn(c, held: RegistryLock, purpose: str, timeout: float) -> None:
-    from mlflow.exceptions import MlflowException
 
     deadline, wait = time.monotonic() + timeout, 0.05
     seen: dict[str, tuple[str, float]] = {}  # ticket -> (its beat, when that value was first seen)
@@ -356,9 +365,7 @@ def _wait_turn(c, held: RegistryLock, purpose: str, timeout: float) -> None:
         now = time.monotonic()
         dead = [(mv, why) for mv in ahead if (why := _dead(mv, seen, now))]
         for mv, why in dead:
-            with contextlib.suppress(MlflowException):  # another waiter may have deleted it first
-                c.delete_model_version(held.lock, mv.version)
-            _say(f"registry lock on model {held.name!r}: removed the ticket of {_who(mv)} ({why})")
+            _remove_ticket(c, held.name, mv, why)
         if dead:
             continue
         if announced != str(ahead[0].version):
@@ -392,9 +399,16 @@ def clear_dead_tickets(c, name: str) -> None:
     now = time.monotonic()
     for mv in tickets:
         if why := _dead(mv, {}, now):
-            with contextlib.suppress(MlflowException):  # another process may have removed it first
-                c.delete_model_version(lock, mv.version)
-                _say(f"registry lock on model {name!r}: removed the ticket of {_who(mv)} ({why})")
+            _remove_ticket(c, name, mv, why)
+
+
+def _remove_ticket(c, name: str, mv, why: str) -> None:
+    """Delete a dead process's ticket on model ``name``'s lock, and say so."""
+    from mlflow.exceptions import MlflowException
+
+    with contextlib.suppress(MlflowException):  # another waiter may have deleted it first
+        c.delete_model_version(name + LOCK_SUFFIX, mv.version)
+    _say(f"registry lock on model {name!r}: removed the ticket of {_who(mv)} ({why})")
 
 
 def _dead(mv, seen: dict, now: float) -> str | None:

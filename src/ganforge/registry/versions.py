@@ -69,7 +69,7 @@ def register(run_id: str, name: str = store.DEFAULT_NAME, force: bool = False,
     check_model_name(name)
     check_weights(weights)
     check_force(force, reason, "register")
-    c = store.client()
+    c = store.client(check_user=False)  # access asks who we are next
     uri = f"runs:/{run_id}"
     with store.mlflow_errors(f"registering run {run_id}"):
         user = access.require(c, name, "register").user  # before anything is uploaded
