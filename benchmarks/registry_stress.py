@@ -105,19 +105,15 @@ def main() -> None:
 
 def team_server(root: Path, stack: contextlib.ExitStack) -> str:
     """PostgreSQL + basic-auth + moto S3 artifacts; this process (and its children) act as the owner."""
-    import boto3
-
     from tests.conftest import start_moto
     from tests.team_mlflow import Postgres, TeamServer
 
     moto, endpoint = start_moto()
     stack.callback(moto.kill)
     s3 = {"AWS_ACCESS_KEY_ID": "stress-key", "AWS_SECRET_ACCESS_KEY": "stress-secret", "AWS_REGION": "us-east-1"}
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=s3["AWS_ACCESS_KEY_ID"],
-                 aws_secret_access_key=s3["AWS_SECRET_ACCESS_KEY"]).create_bucket(Bucket="stress")
     pg = Postgres.start()
     stack.callback(pg.stop)
-    server = TeamServer.start(root / "server", pg, endpoint, "stress", s3)
+    server = TeamServer.start(root / "server", pg, endpoint, s3)
     stack.callback(server.stop)
     server.add_user("owner", "owner-password-stress")
     os.environ.update({"MLFLOW_TRACKING_USERNAME": "owner", "MLFLOW_TRACKING_PASSWORD": "owner-password-stress"})

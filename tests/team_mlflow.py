@@ -22,7 +22,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,14 +33,6 @@ def postgres_bin() -> Path | None:
     """The newest installed PostgreSQL server's bin folder, or None."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
     return Path(found[-1]).parent if found else None
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -66,7 +57,9 @@ class Postgres:
         user = "postgres" if as_postgres else pwd.getpwuid(os.geteuid()).pw_name
         if as_postgres:
             shutil.chown(root, "postgres", "postgres")
-        self = cls(root, _free_port(), user, pg, as_postgres)
+        from tests.conftest import free_port
+
+        self = cls(root, free_port(), user, pg, as_postgres)
         self._run([str(pg / "initdb"), "-D", str(root / "data"), "-U", user, "-A", "trust", "-E", "UTF8",
                    "--no-sync", "--no-instructions"])
         # fsync off: a test database is thrown away, and a busy CI disk makes every commit slow otherwise
@@ -103,17 +96,26 @@ class TeamServer:
     proc: subprocess.Popen
     url: str
     root: Path
-    artifacts: str
+    artifacts: str  # s3://<bucket>/mlflow-artifacts
     endpoint: str  # the S3 endpoint of the artifacts
+    s3_env: dict[str, str]  # the S3 keys the server (and a test reading the bucket) uses
     users: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, root: Path, pg: Postgres, s3_endpoint: str, bucket: str, s3_env: dict,
-              extra_env: dict | None = None, workers: int = 2) -> TeamServer:
-        """Start the server (its databases ``<root-name>_store`` and ``_auth`` on ``pg``) and wait for /health."""
-        import urllib.request
+    def start(cls, root: Path, pg: Postgres, s3_endpoint: str, s3_env: dict[str, str]) -> TeamServer:
+        """Create a bucket at ``s3_endpoint`` (keys in ``s3_env``) and two databases on ``pg``, start the server
+        (2 workers) with its log in ``root``, and wait for /health."""
+        import uuid
 
-        tag = f"t{os.getpid()}_{int(time.time() * 1000) % 10**9}"
+        import boto3
+
+        from tests.conftest import free_port, wait_http
+
+        tag = f"t{uuid.uuid4().hex[:12]}"
+        bucket = f"team-{tag}"
+        boto3.client("s3", endpoint_url=s3_endpoint, region_name=s3_env.get("AWS_REGION", "us-east-1"),
+                     aws_access_key_id=s3_env["AWS_ACCESS_KEY_ID"],
+                     aws_secret_access_key=s3_env["AWS_SECRET_ACCESS_KEY"]).create_bucket(Bucket=bucket)
         store = pg.create_database(f"{tag}_store")
         auth = pg.create_database(f"{tag}_auth")
         root.mkdir(parents=True, exist_ok=True)
@@ -124,34 +126,28 @@ class TeamServer:
                        # each request otherwise re-derives the password hash (PBKDF2): a third of a busy
                        # server's CPU in the registry tests, which poll the lock
                        "auth_cache_ttl_seconds = 60\n")
-        port = _free_port()
+        port = free_port()
         artifacts = f"s3://{bucket}/mlflow-artifacts"
         env = {**os.environ, **s3_env, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint, "MLFLOW_AUTH_CONFIG_PATH": str(ini),
                "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-               "MLFLOW_FLASK_SERVER_SECRET_KEY": f"csrf-{tag}",  # the same in every worker
-               **(extra_env or {})}
+               "MLFLOW_FLASK_SERVER_SECRET_KEY": f"csrf-{tag}"}  # the same in every worker
         for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
             env.pop(key, None)
         log = open(root / "server.log", "w")
         proc = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth", "--backend-store-uri", store,
              "--artifacts-destination", artifacts, "--serve-artifacts", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", str(workers)],
+             "--workers", "2"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)  # fmt: skip
         log.close()
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                raise RuntimeError(f"team mlflow server did not start; log:\n{(root / 'server.log').read_text()[-4000:]}")
-            try:
-                urllib.request.urlopen(url + "/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.3)
-        return cls(proc, url, root, artifacts, s3_endpoint, {ADMIN: ADMIN_PASSWORD})
+        try:
+            wait_http(url + "/health", proc, timeout=180)
+        except RuntimeError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            raise RuntimeError(f"team mlflow server did not start; log:\n{(root / 'server.log').read_text()[-4000:]}") from None
+        return cls(proc, url, root, artifacts, s3_endpoint, dict(s3_env), {ADMIN: ADMIN_PASSWORD})
 
     def add_user(self, name: str, password: str) -> None:
         """Create a user (as the admin, through MLflow's own auth client)."""

@@ -64,17 +64,10 @@ def team_server(postgres, moto_server, tmp_path_factory):
     """MLflow as a team runs it: ``mlflow server --app-name basic-auth`` on PostgreSQL, artifacts in a moto S3
     bucket served through the server (clients need no S3 credentials), users ``owner`` and ``reader``
     (default permission READ). Yields the ``tests.team_mlflow.TeamServer``."""
-    import uuid
-
-    import boto3
-
     from tests.team_mlflow import TeamServer
 
     s3 = {"AWS_ACCESS_KEY_ID": "team-key", "AWS_SECRET_ACCESS_KEY": "team-secret", "AWS_REGION": "us-east-1"}
-    bucket = f"team-{uuid.uuid4().hex[:8]}"
-    boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1", aws_access_key_id=s3["AWS_ACCESS_KEY_ID"],
-                 aws_secret_access_key=s3["AWS_SECRET_ACCESS_KEY"]).create_bucket(Bucket=bucket)
-    server = TeamServer.start(tmp_path_factory.mktemp("team-mlflow"), postgres, moto_server, bucket, s3)
+    server = TeamServer.start(tmp_path_factory.mktemp("team-mlflow"), postgres, moto_server, s3)
     try:
         for user, password in PASSWORDS.items():
             server.add_user(user, password)

@@ -88,7 +88,8 @@ def test_the_pipeline_logs_and_registers_on_postgres_with_s3_artifacts(pipeline,
     import boto3
 
     keys = [o["Key"] for o in boto3.client("s3", endpoint_url=team_server.endpoint,
-            region_name="us-east-1", aws_access_key_id="team-key", aws_secret_access_key="team-secret")
+            region_name=team_server.s3_env["AWS_REGION"], aws_access_key_id=team_server.s3_env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=team_server.s3_env["AWS_SECRET_ACCESS_KEY"])
             .list_objects_v2(Bucket=team_server.artifacts.split("/")[2], Prefix="mlflow-artifacts/")
             .get("Contents", [])]  # fmt: skip
     assert any(k.endswith("checkpoint/generator.safetensors") for k in keys), keys[:5]
