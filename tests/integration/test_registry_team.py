@@ -138,6 +138,11 @@ def test_the_owner_grants_and_a_release_manager_promotes_recording_who(pipeline,
     assert record["user"] == OWNER and record["reason"] == "first release"
     shown = json.loads(runner.invoke(app, ["permissions", "show", "--name", MODEL, "--json"]).stdout)
     assert shown["permission"] == "MANAGE" and shown["may_promote"]
+    said = runner.invoke(app, ["permissions", "show", "--name", MODEL]).stdout
+    assert said == f"user {OWNER} (MANAGE) may register and promote {MODEL}\n", said
+    said = runner.invoke(app, ["permissions", "show", "--name", "no-such-model"]).stdout
+    assert said == f"user {OWNER}: no model no-such-model yet; registering a version creates it, owned by {OWNER} " \
+                   "(MANAGE)\n", said
 
 
 def test_bad_or_missing_credentials_are_one_line(pipeline, team_server, admin, monkeypatch):

@@ -151,9 +151,12 @@ def permissions_show_command(**flags) -> None:
     if not found.auth:
         typer.echo(f"no users on this MLflow server (no basic-auth): {found.user} may register and promote {o.name}")
         return
+    if not found.model_exists:
+        typer.echo(f"user {found.user}: no model {o.name} yet; registering a version creates it, owned by "
+                   f"{found.user} (MANAGE)")
+        return
     may = [a for a in ("register", "promote") if found.may(a)]
-    has = "admin" if found.is_admin else (found.permission or "no permission") if found.model_exists else \
-        f"no model {o.name} yet"
+    has = "admin" if found.is_admin else found.permission or "no permission"
     typer.echo(f"user {found.user} ({has}) may {' and '.join(may) or 'only read'} {o.name}")
 
 
